@@ -1,0 +1,58 @@
+# wxlookup — see README.md. Two set-up commands: `make run` and `make test`.
+
+GO        ?= go
+BIN       := bin/wxlookup
+TOOLS     := $(CURDIR)/.tools
+STATICCHECK_VERSION := v0.8.2
+FUZZTIME  ?= 20s
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build run test testdeps bench fuzz lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/wxlookup
+
+## run: the responder on the embedded demo data (token "demo", http://127.0.0.1:8080/wx).
+run: build
+	./$(BIN) serve
+
+## test: every test, with the race detector, against private MariaDB instances.
+test: testdeps
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# testdeps installs what the tests need on a fresh Debian machine: a C compiler for
+# -race and mariadbd for the private database instances the tests start.
+testdeps:
+	@if ! command -v cc >/dev/null 2>&1; then \
+		echo "make: no C compiler found (needed by go test -race): installing gcc with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; \
+	fi
+	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then \
+		echo "make: no mariadbd found (the tests start private instances): installing mariadb-server with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server; \
+	fi
+
+## bench: the load harness of SPEC section 8; writes docs/BENCH.md and docs/bench.png.
+bench: testdeps
+	$(GO) run ./bench/cmd/wxbench -out docs
+
+## fuzz: every fuzz target for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+## lint: go vet and staticcheck (installed into .tools on first use).
+lint:
+	$(GO) vet ./...
+	@test -x $(TOOLS)/staticcheck || GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(TOOLS)/staticcheck ./...
+
+clean:
+	rm -rf bin
