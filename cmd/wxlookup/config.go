@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"go.yaml.in/yaml/v3"
+
+	"wxlookup/cache"
+	"wxlookup/server"
+	"wxlookup/store"
+)
+
+// Config is the whole service configuration, read from an optional YAML file and the
+// WXLOOKUP_* environment (the environment wins). Every setting's file key is its
+// environment name without the WXLOOKUP_ prefix, in lower case.
+type Config struct {
+	Listen            string
+	Path              string
+	Token             string
+	AppID             string
+	AESKey            string
+	AESKeyPrevious    string
+	RequireEncryption bool
+
+	WeComPath   string
+	WeComCorpID string
+	WeComToken  string
+	WeComAESKey string
+
+	MySQLDSN      string
+	CSV           string
+	Table         string
+	KeyColumn     string
+	ValueColumns  []string
+	UpdatedColumn string
+
+	RefreshInterval   time.Duration
+	ReconcileInterval time.Duration
+	CacheMaxBytes     int64
+
+	AdminListen string
+	AdminToken  string
+
+	TimestampSkew time.Duration
+	RateLimit     int // per OpenID per minute; 0 disables
+	RateBurst     int
+	AllowFile     string // one OpenID per line; "" lets everyone
+
+	LogLevel  string
+	LogFormat string
+
+	Templates server.TemplateTexts
+
+	// Demo is set when neither a MySQL DSN nor a CSV file is configured: the embedded demo
+	// rows and token "demo" are used.
+	Demo bool
+}
+
+// setting is one configuration entry: its file key, and how to parse it into Config.
+type setting struct {
+	key   string
+	parse func(c *Config, v string) error
+	// secret settings are never echoed in errors.
+	secret bool
+}
+
+// Env returns the environment variable name of a file key.
+func envName(key string) string { return "WXLOOKUP_" + strings.ToUpper(key) }
+
+func str(dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *dst(c) = v; return nil }
+}
+
+func dur(dst func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "0" {
+			*dst(c) = 0
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("invalid duration %q (want e.g. 1s, 500ms, 5m)", v)
+		}
+		*dst(c) = d
+		return nil
+	}
+}
+
+func integer(dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("invalid count %q (want a whole number ≥ 0)", v)
+		}
+		*dst(c) = n
+		return nil
+	}
+}
+
+func boolean(dst func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("invalid boolean %q (want true or false)", v)
+		}
+		*dst(c) = b
+		return nil
+	}
+}
+
+// settings lists every setting, in the order of SPEC section 4.
+var settings = []setting{
+	{key: "listen", parse: str(func(c *Config) *string { return &c.Listen })},
+	{key: "path", parse: str(func(c *Config) *string { return &c.Path })},
+	{key: "token", parse: str(func(c *Config) *string { return &c.Token }), secret: true},
+	{key: "appid", parse: str(func(c *Config) *string { return &c.AppID })},
+	{key: "aes_key", parse: str(func(c *Config) *string { return &c.AESKey }), secret: true},
+	{key: "aes_key_previous", parse: str(func(c *Config) *string { return &c.AESKeyPrevious }), secret: true},
+	{key: "require_encryption", parse: boolean(func(c *Config) *bool { return &c.RequireEncryption })},
+	{key: "wecom_path", parse: str(func(c *Config) *string { return &c.WeComPath })},
+	{key: "wecom_corp_id", parse: str(func(c *Config) *string { return &c.WeComCorpID })},
+	{key: "wecom_token", parse: str(func(c *Config) *string { return &c.WeComToken }), secret: true},
+	{key: "wecom_aes_key", parse: str(func(c *Config) *string { return &c.WeComAESKey }), secret: true},
+	{key: "mysql_dsn", parse: str(func(c *Config) *string { return &c.MySQLDSN }), secret: true},
+	{key: "csv", parse: str(func(c *Config) *string { return &c.CSV })},
+	{key: "table", parse: str(func(c *Config) *string { return &c.Table })},
+	{key: "key_column", parse: str(func(c *Config) *string { return &c.KeyColumn })},
+	{key: "value_columns", parse: func(c *Config, v string) error {
+		c.ValueColumns = nil
+		for _, col := range strings.Split(v, ",") {
+			if col = strings.TrimSpace(col); col != "" {
+				c.ValueColumns = append(c.ValueColumns, col)
+			}
+		}
+		if len(c.ValueColumns) == 0 {
+			return errors.New("no columns named (want e.g. location or location,shelf)")
+		}
+		return nil
+	}},
+	{key: "updated_column", parse: str(func(c *Config) *string { return &c.UpdatedColumn })},
+	{key: "refresh_interval", parse: dur(func(c *Config) *time.Duration { return &c.RefreshInterval })},
+	{key: "reconcile_interval", parse: dur(func(c *Config) *time.Duration { return &c.ReconcileInterval })},
+	{key: "cache_max_bytes", parse: func(c *Config, v string) error {
+		n, err := humanize.ParseBytes(v)
+		if err != nil || n == 0 || n > 1<<50 {
+			return fmt.Errorf("invalid size %q (want e.g. 512MiB or 2GiB)", v)
+		}
+		c.CacheMaxBytes = int64(n)
+		return nil
+	}},
+	{key: "admin_listen", parse: str(func(c *Config) *string { return &c.AdminListen })},
+	{key: "admin_token", parse: str(func(c *Config) *string { return &c.AdminToken }), secret: true},
+	{key: "timestamp_skew", parse: dur(func(c *Config) *time.Duration { return &c.TimestampSkew })},
+	{key: "rate_limit", parse: integer(func(c *Config) *int { return &c.RateLimit })},
+	{key: "rate_burst", parse: integer(func(c *Config) *int { return &c.RateBurst })},
+	{key: "allow_file", parse: str(func(c *Config) *string { return &c.AllowFile })},
+	{key: "log_level", parse: str(func(c *Config) *string { return &c.LogLevel })},
+	{key: "log_format", parse: str(func(c *Config) *string { return &c.LogFormat })},
+	{key: "template_welcome", parse: str(func(c *Config) *string { return &c.Templates.Welcome })},
+	{key: "template_help", parse: str(func(c *Config) *string { return &c.Templates.Help })},
+	{key: "template_found", parse: str(func(c *Config) *string { return &c.Templates.Found })},
+	{key: "template_not_found", parse: str(func(c *Config) *string { return &c.Templates.NotFound })},
+	{key: "template_unauthorised", parse: str(func(c *Config) *string { return &c.Templates.Unauthorised })},
+	{key: "template_starting", parse: str(func(c *Config) *string { return &c.Templates.Starting })},
+	{key: "template_rate_limited", parse: str(func(c *Config) *string { return &c.Templates.RateLimited })},
+	{key: "template_unavailable", parse: str(func(c *Config) *string { return &c.Templates.Unavailable })},
+	{key: "template_too_many", parse: str(func(c *Config) *string { return &c.Templates.TooMany })},
+}
+
+// DefaultConfig returns the configuration with every default of SPEC section 4 applied.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            server.DefaultListen,
+		Path:              server.DefaultPath,
+		WeComPath:         server.DefaultWeComPath,
+		Table:             store.DefaultTable,
+		KeyColumn:         store.DefaultKeyColumn,
+		ValueColumns:      []string{store.DefaultValueColumn},
+		UpdatedColumn:     store.DefaultUpdatedColumn,
+		RefreshInterval:   cache.DefaultRefreshInterval,
+		ReconcileInterval: cache.DefaultReconcileInterval,
+		CacheMaxBytes:     cache.DefaultMaxBytes,
+		AdminListen:       server.DefaultAdminListen,
+		TimestampSkew:     server.DefaultTimestampSkew,
+		RateLimit:         server.DefaultRatePerMinute,
+		RateBurst:         server.DefaultRateBurst,
+		LogLevel:          "info",
+		LogFormat:         "text",
+	}
+}
+
+// LoadConfig reads the YAML file at path (none when "") and then the environment (looked up
+// with getenv), and validates the result. An error is one line naming the setting.
+func LoadConfig(path string, getenv func(string) string) (Config, error) {
+	c := DefaultConfig()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("config: %w", err)
+		}
+		if err := c.applyFile(path, data); err != nil {
+			return c, err
+		}
+	}
+	for _, s := range settings {
+		if v, ok := lookup(getenv, envName(s.key)); ok {
+			if err := s.parse(&c, v); err != nil {
+				return c, fmt.Errorf("config: %s: %s", envName(s.key), redact(s, err))
+			}
+		}
+	}
+	return c, c.validate()
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return strings.TrimSpace(v), v != ""
+}
+
+// applyFile applies the YAML file's settings. Unknown keys are an error, so a typo does not
+// silently leave a default in place.
+func (c *Config) applyFile(path string, data []byte) error {
+	var doc map[string]yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		return fmt.Errorf("config: %s: %v", path, err)
+	}
+	byKey := make(map[string]setting, len(settings))
+	for _, s := range settings {
+		byKey[s.key] = s
+	}
+	for key, node := range doc {
+		if key == "templates" && node.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(node.Content); i += 2 {
+				name := "template_" + node.Content[i].Value
+				s, ok := byKey[name]
+				if !ok {
+					return fmt.Errorf("config: %s: templates.%s is not a template (line %d)", path, node.Content[i].Value, node.Content[i].Line)
+				}
+				if err := s.parse(c, node.Content[i+1].Value); err != nil {
+					return fmt.Errorf("config: %s: templates.%s: %v", path, node.Content[i].Value, err)
+				}
+			}
+			continue
+		}
+		s, ok := byKey[key]
+		if !ok {
+			return fmt.Errorf("config: %s: unknown setting %q (line %d)", path, key, node.Line)
+		}
+		v := node.Value
+		if node.Kind == yaml.SequenceNode {
+			var parts []string
+			for _, n := range node.Content {
+				parts = append(parts, n.Value)
+			}
+			v = strings.Join(parts, ",")
+		} else if node.Kind != yaml.ScalarNode {
+			return fmt.Errorf("config: %s: %s must be a single value (line %d)", path, key, node.Line)
+		}
+		if err := s.parse(c, strings.TrimSpace(v)); err != nil {
+			return fmt.Errorf("config: %s: %s: %s", path, key, redact(s, err))
+		}
+	}
+	return nil
+}
+
+// redact hides the value of a secret setting from a parse error.
+func redact(s setting, err error) string {
+	if s.secret {
+		return "invalid value"
+	}
+	return err.Error()
+}
+
+// validate checks the settings that depend on each other, applies demo mode, and names the
+// first bad setting.
+func (c *Config) validate() error {
+	if c.MySQLDSN == "" && c.CSV == "" {
+		c.Demo = true
+		if c.Token == "" {
+			c.Token = "demo"
+		}
+	}
+	if c.MySQLDSN != "" && c.CSV != "" {
+		return errors.New("config: WXLOOKUP_MYSQL_DSN and WXLOOKUP_CSV are both set; choose one source")
+	}
+	if c.Token == "" {
+		return errors.New("config: WXLOOKUP_TOKEN is required (the Token set in the Official Account's server configuration)")
+	}
+	if c.AESKey != "" && len(c.AESKey) != 43 {
+		return fmt.Errorf("config: WXLOOKUP_AES_KEY must be 43 characters, got %d", len(c.AESKey))
+	}
+	if c.AESKeyPrevious != "" && len(c.AESKeyPrevious) != 43 {
+		return fmt.Errorf("config: WXLOOKUP_AES_KEY_PREVIOUS must be 43 characters, got %d", len(c.AESKeyPrevious))
+	}
+	if c.WeComAESKey != "" && len(c.WeComAESKey) != 43 {
+		return fmt.Errorf("config: WXLOOKUP_WECOM_AES_KEY must be 43 characters, got %d", len(c.WeComAESKey))
+	}
+	if c.RefreshInterval <= 0 {
+		return errors.New("config: WXLOOKUP_REFRESH_INTERVAL must be positive")
+	}
+	if c.ReconcileInterval < c.RefreshInterval {
+		return fmt.Errorf("config: WXLOOKUP_RECONCILE_INTERVAL (%s) must not be shorter than WXLOOKUP_REFRESH_INTERVAL (%s)", c.ReconcileInterval, c.RefreshInterval)
+	}
+	if c.Listen == "" {
+		return errors.New("config: WXLOOKUP_LISTEN is empty")
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("config: WXLOOKUP_LOG_FORMAT %q: want text or json", c.LogFormat)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: WXLOOKUP_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if err := c.mapping().Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
+// mapping is the table mapping of the configuration.
+func (c *Config) mapping() store.Mapping {
+	return store.Mapping{Table: c.Table, KeyColumn: c.KeyColumn, ValueColumns: c.ValueColumns, UpdatedColumn: c.UpdatedColumn}
+}

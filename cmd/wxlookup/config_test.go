@@ -1,0 +1,116 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func writeFile(tb testing.TB, name, content string) string {
+	tb.Helper()
+	p := filepath.Join(tb.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfigDemoDefaults(t *testing.T) {
+	c, err := LoadConfig("", envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Demo || c.Token != "demo" {
+		t.Errorf("got demo=%v token=%q, want demo mode with token demo", c.Demo, c.Token)
+	}
+	if c.Listen != ":8080" || c.Path != "/wx" || c.AdminListen != "127.0.0.1:9090" || c.RefreshInterval != time.Second ||
+		c.ReconcileInterval != 5*time.Minute || c.CacheMaxBytes != 512<<20 || c.TimestampSkew != 5*time.Minute ||
+		c.Table != "workpiece_location" || c.KeyColumn != "part_no" || strings.Join(c.ValueColumns, ",") != "location" || c.UpdatedColumn != "updated_at" {
+		t.Errorf("defaults differ from SPEC section 4: %+v", c)
+	}
+}
+
+func TestLoadConfigFileAndEnvironment(t *testing.T) {
+	path := writeFile(t, "wxlookup.yaml", `
+listen: 127.0.0.1:8181
+token: from-file
+mysql_dsn: ro@tcp(127.0.0.1:3306)/plant
+value_columns: [location, shelf]
+refresh_interval: 2s
+cache_max_bytes: 1GiB
+templates:
+  found: "{{.Key}} → {{.Value}}"
+`)
+	c, err := LoadConfig(path, envOf(map[string]string{"WXLOOKUP_TOKEN": "from-env", "WXLOOKUP_REFRESH_INTERVAL": "3s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Token != "from-env" {
+		t.Errorf("token %q: the environment must win over the file", c.Token)
+	}
+	if c.RefreshInterval != 3*time.Second || c.Listen != "127.0.0.1:8181" || c.CacheMaxBytes != 1<<30 {
+		t.Errorf("got refresh %s listen %q max %d", c.RefreshInterval, c.Listen, c.CacheMaxBytes)
+	}
+	if got := strings.Join(c.ValueColumns, ","); got != "location,shelf" {
+		t.Errorf("value columns %q, want location,shelf", got)
+	}
+	if c.Templates.Found != "{{.Key}} → {{.Value}}" || c.Demo {
+		t.Errorf("found template %q demo %v", c.Templates.Found, c.Demo)
+	}
+}
+
+func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
+	secret := "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH" // 44 chars: invalid
+	tests := []struct {
+		name string
+		file string
+		env  map[string]string
+		want string
+	}{
+		{"token required outside demo", "", map[string]string{"WXLOOKUP_MYSQL_DSN": "u@tcp(h)/d"}, "WXLOOKUP_TOKEN"},
+		{"bad duration", "", map[string]string{"WXLOOKUP_REFRESH_INTERVAL": "soon"}, "WXLOOKUP_REFRESH_INTERVAL"},
+		{"bad size", "", map[string]string{"WXLOOKUP_CACHE_MAX_BYTES": "lots"}, "WXLOOKUP_CACHE_MAX_BYTES"},
+		{"bad bool", "", map[string]string{"WXLOOKUP_REQUIRE_ENCRYPTION": "maybe"}, "WXLOOKUP_REQUIRE_ENCRYPTION"},
+		{"short aes key", "", map[string]string{"WXLOOKUP_AES_KEY": secret}, "WXLOOKUP_AES_KEY"},
+		{"both sources", "", map[string]string{"WXLOOKUP_MYSQL_DSN": "u@tcp(h)/d", "WXLOOKUP_CSV": "x.csv", "WXLOOKUP_TOKEN": "t"}, "WXLOOKUP_CSV"},
+		{"injection in table", "", map[string]string{"WXLOOKUP_TABLE": "t; DROP TABLE x"}, "WXLOOKUP_TABLE"},
+		{"reconcile shorter than refresh", "", map[string]string{"WXLOOKUP_RECONCILE_INTERVAL": "100ms"}, "WXLOOKUP_RECONCILE_INTERVAL"},
+		{"unknown file key", "tokn: x\n", nil, `unknown setting "tokn"`},
+		{"bad file duration", "refresh_interval: fast\n", nil, "refresh_interval"},
+		{"bad log format", "", map[string]string{"WXLOOKUP_LOG_FORMAT": "xml"}, "WXLOOKUP_LOG_FORMAT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := ""
+			if tt.file != "" {
+				path = writeFile(t, "c.yaml", tt.file)
+			}
+			_, err := LoadConfig(path, envOf(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error naming %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("error shows a secret: %q", err)
+			}
+		})
+	}
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../../examples/config.yaml", envOf(map[string]string{"WXLOOKUP_TOKEN": "t"}))
+	if err != nil {
+		t.Fatalf("examples/config.yaml: %v", err)
+	}
+	if c.Listen == "" {
+		t.Fatalf("empty listen")
+	}
+}

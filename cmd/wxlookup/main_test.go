@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"wxlookup/internal/mariadbtest"
+	"wxlookup/store"
+	"wxlookup/wechat"
+)
+
+func TestMain(m *testing.M) { mariadbtest.Main(m) }
+
+const (
+	e2eToken  = "e2e-token"
+	e2eAppID  = "wx2c2769f8efd9abc2"
+	e2eKey    = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	e2eOldKey = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
+	e2eCorp   = "ww1234567890abcdef"
+)
+
+// startMain runs the whole service on 127.0.0.1:0 and waits for the first load.
+func startMain(tb testing.TB, cfg Config) *Main {
+	tb.Helper()
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	m := NewMain(cfg)
+	m.Logger = testLogger(tb)
+	if err := m.Run(context.Background()); err != nil {
+		m.Close()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			tb.Errorf("close: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.Cache.WaitReady(ctx); err != nil {
+		tb.Fatalf("first load: %v", err)
+	}
+	return m
+}
+
+// testLogger sends the service's log to the test's log.
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func webhookURL(m *Main, path string) string { return "http://" + m.WebhookAddr.String() + path }
+
+func adminGet(tb testing.TB, m *Main, path string) (int, string) {
+	tb.Helper()
+	resp, err := http.Get("http://" + m.AdminAddr.String() + path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metricValue reads one sample from /metrics: name with its labels as written, e.g.
+// `wxlookup_rejected_total{reason="signature"}`.
+func metricValue(tb testing.TB, m *Main, series string) string {
+	tb.Helper()
+	_, body := adminGet(tb, m, "/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestDemoMode is `make run` then `wxlookup ask "?18-546"`: no settings at all.
+func TestDemoMode(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	cfg, err := LoadConfig("", envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startMain(t, cfg)
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"ask", "--url", webhookURL(m, "/wx"), "?18-546"}, &out, &errOut, envOf(nil))
+	if err != nil {
+		t.Fatalf("ask: %v\n%s", err, errOut.String())
+	}
+	if got, want := out.String(), "[18-546]的工作台位为[车体新厂房3号]\n"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	var banner bytes.Buffer
+	m.printBanner(&banner)
+	if !strings.Contains(banner.String(), "ask --url "+webhookURL(m, "/wx")) {
+		t.Errorf("banner has no ready ask line:\n%s", banner.String())
+	}
+}
+
+// TestEndToEndMySQL: MariaDB → loader → server → signed requests in every mode → checked,
+// decrypted replies; retries identical; bad input rejected and counted; metrics move.
+func TestEndToEndMySQL(t *testing.T) {
+	srv := mariadbtest.Shared(t)
+	dsn := srv.CreateDatabase(t)
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := store.Seed(context.Background(), db, 2000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("INSERT INTO workpiece_location (part_no, location) VALUES ('A7-001', '总装车间A区12排')"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MySQLDSN, cfg.Token, cfg.AppID, cfg.AESKey, cfg.AESKeyPrevious = dsn, e2eToken, e2eAppID, e2eKey, e2eOldKey
+	cfg.WeComCorpID, cfg.WeComToken, cfg.WeComAESKey = e2eCorp, "wecom-e2e", e2eKey
+	cfg.AdminToken = "admin-secret"
+	cfg.RefreshInterval = 200 * time.Millisecond
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	m := startMain(t, cfg)
+	ctx := context.Background()
+
+	askers := []struct {
+		name string
+		a    Asker
+	}{
+		{"plaintext", Asker{URL: webhookURL(m, "/wx"), Token: e2eToken}},
+		{"safe", Asker{URL: webhookURL(m, "/wx"), Token: e2eToken, AppID: e2eAppID, AESKey: e2eKey}},
+		{"safe with the previous key", Asker{URL: webhookURL(m, "/wx"), Token: e2eToken, AppID: e2eAppID, AESKey: e2eOldKey}},
+		{"wecom", Asker{URL: webhookURL(m, "/wecom"), Token: "wecom-e2e", WeComCorp: e2eCorp, AESKey: e2eKey, AgentID: "1000002"}},
+	}
+	for _, tt := range askers {
+		t.Run(tt.name, func(t *testing.T) {
+			a := tt.a
+			a.OpenID = "oE2E_" + strings.ReplaceAll(tt.name, " ", "_")
+			r, err := a.Ask(ctx, "？ａ７－００１ 18-546 99-404")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "[A7-001]的工作台位为[总装车间A区12排]\n[18-546]的工作台位为[车体新厂房3号]\n[99-404]未找到，请核对工件号。"
+			if r.Content != want {
+				t.Errorf("got %q, want %q", r.Content, want)
+			}
+			if r.Encrypted != (a.AESKey != "") {
+				t.Errorf("encrypted=%v with key %q", r.Encrypted, a.AESKey != "")
+			}
+		})
+	}
+
+	// A change in MySQL shows within two refresh intervals.
+	if _, err := db.Exec("UPDATE workpiece_location SET location = '新位置' WHERE part_no = '18-546'"); err != nil {
+		t.Fatal(err)
+	}
+	a := Asker{URL: webhookURL(m, "/wx"), Token: e2eToken, OpenID: "oE2E_change"}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := a.Ask(ctx, "18-546")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Content == "[18-546]的工作台位为[新位置]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("update not visible after 5s: still %q", r.Content)
+		}
+		m.Cache.WaitRefresh(ctx)
+	}
+
+	// A retry of one message gets the same reply bytes.
+	msg := wechat.AppendTextMessage(nil, []byte("gh"), []byte("oE2E_retry"), time.Now().Unix(), []byte("?18-546"), 424242)
+	first, err := a.Send(ctx, msg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := a.Send(ctx, msg, time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first.Raw, again.Raw) {
+		t.Errorf("retry reply differs:\n%s\n%s", first.Raw, again.Raw)
+	}
+	if v := metricValue(t, m, "wxlookup_duplicates_total"); v != "1" {
+		t.Errorf("wxlookup_duplicates_total = %q, want 1", v)
+	}
+
+	// Bad input is refused and counted.
+	bad := Asker{URL: webhookURL(m, "/wx"), Token: "wrong-token", OpenID: "oE2E_bad"}
+	if _, err := bad.Ask(ctx, "?18-546"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("wrong token: got %v, want a 403", err)
+	}
+	if v := metricValue(t, m, `wxlookup_rejected_total{reason="signature"}`); v != "1" {
+		t.Errorf(`rejected{signature} = %q, want 1`, v)
+	}
+	wrongKey := Asker{URL: webhookURL(m, "/wx"), Token: e2eToken, AppID: e2eAppID, AESKey: "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut", OpenID: "oE2E_bad"}
+	if _, err := wrongKey.Ask(ctx, "?18-546"); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("wrong key: got %v, want a 400", err)
+	}
+	if v := metricValue(t, m, `wxlookup_rejected_total{reason="decrypt"}`); v != "1" {
+		t.Errorf(`rejected{decrypt} = %q, want 1`, v)
+	}
+
+	// Metrics and admin routes.
+	if v := metricValue(t, m, `wxlookup_requests_total{kind="text",outcome="partial",route="oa"}`); v != "3" {
+		t.Errorf(`requests{oa,text,partial} = %q, want 3`, v)
+	}
+	if v := metricValue(t, m, "wxlookup_cache_complete"); v != "1" {
+		t.Errorf("wxlookup_cache_complete = %q, want 1", v)
+	}
+	if code, _ := adminGet(t, m, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz = %d, want 200", code)
+	}
+	if code, body := adminGet(t, m, "/status"); code != http.StatusOK || !strings.Contains(body, "Cache hit ratio") {
+		t.Errorf("/status = %d", code)
+	}
+	for _, secret := range []string{e2eKey, e2eOldKey, "admin-secret", e2eToken} {
+		for _, path := range []string{"/metrics", "/status", "/status.json"} {
+			if _, body := adminGet(t, m, path); strings.Contains(body, secret) {
+				t.Errorf("%s shows a secret", path)
+			}
+		}
+	}
+	// Reload needs the bearer token.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+m.AdminAddr.String()+"/admin/reload", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("reload without token: %d, want 401", resp.StatusCode)
+	}
+	req, _ = http.NewRequest(http.MethodPost, "http://"+m.AdminAddr.String()+"/admin/reload", nil)
+	req.Header.Set("Authorization", "Bearer admin-secret")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"entries":2001`) {
+		t.Errorf("reload: %d %s, want 200 with 2001 entries", resp.StatusCode, body)
+	}
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
+
+	"wxlookup/cache"
+	"wxlookup/examples"
+	"wxlookup/server"
+	"wxlookup/store"
+)
+
+// shutdownTimeout bounds how long a stopping server waits for in-flight requests.
+const shutdownTimeout = 10 * time.Second
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", getenv("WXLOOKUP_CONFIG"), "YAML configuration file (settings in the environment win)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"serve takes no arguments"}
+	}
+	cfg, err := LoadConfig(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	m := NewMain(cfg)
+	m.Logger = newLogger(cfg, stderr)
+	if err := m.Run(ctx); err != nil {
+		m.Close()
+		return err
+	}
+	m.printBanner(stdout)
+	<-ctx.Done()
+	m.Logger.Info("shutting down: finishing in-flight requests", "timeout", shutdownTimeout)
+	return m.Close()
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Main is the running service: the source, the cache and its loader, the webhook and the
+// admin listener. Run starts it; Close stops it gracefully. End-to-end tests run it on
+// 127.0.0.1:0 and read WebhookAddr and AdminAddr.
+type Main struct {
+	Config   Config
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+
+	// WebhookAddr and AdminAddr are the listeners' addresses once Run has returned.
+	WebhookAddr, AdminAddr net.Addr
+
+	// Cache is the entry cache, set by Run.
+	Cache *cache.Cache
+
+	source   io.Closer
+	webhook  *server.Server
+	admin    *server.Admin
+	adminSrv *http.Server
+	served   chan error // the webhook's Serve result
+}
+
+// NewMain returns a Main for cfg with a fresh metrics registry.
+func NewMain(cfg Config) *Main {
+	return &Main{Config: cfg, Logger: slog.Default(), Registry: prometheus.NewRegistry()}
+}
+
+// Run opens the source, starts the loader and both listeners, and returns once they accept
+// connections. It does not wait for the first load: until it completes the webhook answers
+// the "starting up" text and /readyz is 503.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := m.Config
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Name: "wxlookup_build_info", Help: "Always 1; the version label says which build runs.",
+		ConstLabels: prometheus.Labels{"version": version}})
+	buildInfo.Set(1)
+	m.Registry.MustRegister(buildInfo)
+
+	tmpl, err := server.NewTemplates(cfg.Templates, cfg.ValueColumns)
+	if err != nil {
+		return err
+	}
+	src, err := m.openSource()
+	if err != nil {
+		return err
+	}
+	m.source = src.(io.Closer)
+	m.Cache, err = cache.New(src, cache.Config{
+		MaxBytes:          cfg.CacheMaxBytes,
+		RefreshInterval:   cfg.RefreshInterval,
+		ReconcileInterval: cfg.ReconcileInterval,
+		Render:            func(r cache.Row) []byte { return tmpl.Found(r.Key, r.Values) },
+		Logger:            m.Logger.With("component", "loader"),
+		Registerer:        m.Registry,
+	})
+	if err != nil {
+		return err
+	}
+
+	sc := server.Config{
+		Path: cfg.Path, Token: cfg.Token, AppID: cfg.AppID,
+		AESKey: cfg.AESKey, AESKeyPrevious: cfg.AESKeyPrevious, RequireEncryption: cfg.RequireEncryption,
+		WeComPath: cfg.WeComPath, WeComCorpID: cfg.WeComCorpID, WeComToken: cfg.WeComToken, WeComAESKey: cfg.WeComAESKey,
+		TimestampSkew: cfg.TimestampSkew, RatePerMinute: cfg.RateLimit, RateBurst: cfg.RateBurst,
+		Templates: cfg.Templates, ValueColumns: cfg.ValueColumns,
+		Logger: m.Logger.With("component", "webhook"), Registerer: m.Registry,
+	}
+	if cfg.TimestampSkew == 0 {
+		sc.TimestampSkew = -1 // "0 disables"
+	}
+	if cfg.RateLimit == 0 {
+		sc.RatePerMinute = -1
+	}
+	if cfg.AllowFile != "" {
+		allow, err := store.OpenAllowList(cfg.AllowFile)
+		if err != nil {
+			return err
+		}
+		sc.Allowed = allow.Allowed
+	}
+	if m.webhook, err = server.New(sc, m.Cache); err != nil {
+		return err
+	}
+
+	ln, err := listen(ctx, cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("WXLOOKUP_LISTEN %s: %w", cfg.Listen, err)
+	}
+	adminLn, err := listen(ctx, cfg.AdminListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("WXLOOKUP_ADMIN_LISTEN %s: %w", cfg.AdminListen, err)
+	}
+	m.WebhookAddr, m.AdminAddr = ln.Addr(), adminLn.Addr()
+
+	m.admin = server.NewAdmin(server.AdminConfig{
+		Token: cfg.AdminToken, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
+		Version: version, Logger: m.Logger.With("component", "admin"),
+	})
+	m.adminSrv = &http.Server{Handler: m.admin, ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelDebug)}
+
+	m.Cache.Start()
+	m.admin.Start()
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.webhook.Serve(ln) }()
+	go func() {
+		if err := m.adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error("admin listener stopped", "err", err)
+		}
+	}()
+	m.Logger.Info("wxlookup started", "version", version, "webhook", m.WebhookAddr.String()+cfg.Path,
+		"admin", m.AdminAddr.String(), "source", fmt.Sprint(src), "demo", cfg.Demo,
+		"safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "")
+	return nil
+}
+
+// openSource opens the configured source: MySQL, a CSV file, or the embedded demo rows.
+func (m *Main) openSource() (cache.Source, error) {
+	cfg := m.Config
+	switch {
+	case cfg.MySQLDSN != "":
+		return store.OpenMySQL(store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: cfg.mapping()})
+	case cfg.CSV != "":
+		return store.OpenCSV(cfg.CSV, cfg.mapping())
+	}
+	return store.NewCSV("examples/locations.csv (embedded demo)", examples.LocationsCSV, cfg.mapping())
+}
+
+// listen opens a TCP listener with SO_REUSEPORT, so a new process can take over the port
+// while this one drains its connections on shutdown.
+func listen(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	return lc.Listen(ctx, "tcp", addr)
+}
+
+// Close stops the service gracefully: the webhook stops accepting and finishes in-flight
+// requests, then the admin listener, the loader and the source close. It returns the first
+// error.
+func (m *Main) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	var errs []error
+	if m.webhook != nil && m.served != nil {
+		errs = append(errs, m.webhook.Shutdown(ctx))
+		errs = append(errs, <-m.served)
+	}
+	if m.adminSrv != nil {
+		errs = append(errs, m.adminSrv.Shutdown(ctx))
+	}
+	if m.admin != nil {
+		errs = append(errs, m.admin.Close())
+	}
+	if m.Cache != nil {
+		errs = append(errs, m.Cache.Close())
+	}
+	if m.source != nil {
+		errs = append(errs, m.source.Close())
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printBanner tells a person at the terminal where the webhook is and how to try it.
+func (m *Main) printBanner(w io.Writer) {
+	cfg := m.Config
+	url := "http://" + hostPort(m.WebhookAddr) + cfg.Path
+	fmt.Fprintf(w, "wxlookup %s listening\n  webhook: %s\n  admin:   http://%s/status\n", version, url, hostPort(m.AdminAddr))
+	if cfg.Demo {
+		fmt.Fprintf(w, "demo mode: %s, token %q\n", "embedded examples/locations.csv", cfg.Token)
+	}
+	ask := fmt.Sprintf("go run ./cmd/wxlookup ask --url %s", url)
+	if exe, err := os.Executable(); err == nil && !strings.Contains(exe, "go-build") {
+		ask = fmt.Sprintf("%s ask --url %s", exe, url)
+	}
+	if !cfg.Demo {
+		ask += " --token <token>"
+	}
+	if cfg.AESKey != "" {
+		ask += " --aes-key <EncodingAESKey>"
+		if cfg.AppID != "" {
+			ask += " --appid " + cfg.AppID
+		}
+	}
+	fmt.Fprintf(w, "try it:\n  %s '?18-546'\n", ask)
+}
+
+// hostPort renders a listener address for a URL, showing 127.0.0.1 for a wildcard bind.
+func hostPort(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

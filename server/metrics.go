@@ -1,0 +1,142 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// route is the webhook a request came to.
+type route uint8
+
+const (
+	routeOA route = iota
+	routeWeCom
+	numRoutes
+)
+
+var routeNames = [numRoutes]string{"oa", "wecom"}
+
+// kind is what a request was: a URL verification or a message of a type.
+type kind uint8
+
+const (
+	kindVerify kind = iota
+	kindText
+	kindEvent
+	kindImage
+	kindVoice
+	kindVideo
+	kindLocation
+	kindLink
+	kindOther
+	kindNone // rejected before the message type was known
+	numKinds
+)
+
+var kindNames = [numKinds]string{"verify", "text", "event", "image", "voice", "video", "location", "link", "other", "none"}
+
+// outcome is how a request was answered.
+type outcome uint8
+
+const (
+	outcomeFound        outcome = iota // every number asked was found
+	outcomePartial                     // some found, some not
+	outcomeNotFound                    // none found
+	outcomeHelp                        // the help text
+	outcomeWelcome                     // a subscribe event's welcome
+	outcomeSuccess                     // "success": nothing to say
+	outcomeVerified                    // a URL verification passed
+	outcomeStarting                    // the cache was not warm yet
+	outcomeUnauthorised                // not on the allow-list
+	outcomeRateLimited                 // over the per-OpenID limit
+	outcomeUnavailable                 // a read-through failed
+	outcomeRejected                    // refused: see wxlookup_rejected_total
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"found", "partial", "not_found", "help", "welcome", "success",
+	"verified", "starting", "unauthorised", "rate_limited", "unavailable", "rejected"}
+
+// reason is why a request was refused (wxlookup_rejected_total{reason}).
+type reason uint8
+
+const (
+	reasonSignature reason = iota
+	reasonTimestamp
+	reasonDecrypt
+	reasonAppID
+	reasonTooLarge
+	reasonBadXML
+	reasonPlaintext // WXLOOKUP_REQUIRE_ENCRYPTION and the message came in plaintext
+	reasonMethod
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"signature", "timestamp", "decrypt", "appid", "too_large", "bad_xml", "plaintext", "method"}
+
+// metrics are the webhook's Prometheus metrics, every label combination resolved up front so
+// counting on the hot path is one atomic add.
+type metrics struct {
+	requests   [numRoutes][numKinds][numOutcomes]prometheus.Counter
+	duration   prometheus.Histogram
+	duplicates prometheus.Counter
+	rejected   [numReasons]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{}
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxlookup_requests_total",
+		Help: "Webhook requests by route (oa, wecom), kind (verify or message type) and outcome.",
+	}, []string{"route", "kind", "outcome"})
+	for r := range numRoutes {
+		for k := range numKinds {
+			for o := range numOutcomes {
+				m.requests[r][k][o] = requests.WithLabelValues(routeNames[r], kindNames[k], outcomeNames[o])
+			}
+		}
+	}
+	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "wxlookup_request_duration_seconds",
+		Help: "Time from a webhook request's arrival to its reply, in seconds.",
+		Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, .001, .0025, .005, .01, .025, .05,
+			.1, .25, .5, 1, 2.5, 5},
+	})
+	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wxlookup_duplicates_total",
+		Help: "WeChat retries of a message already answered within the dedupe window, answered with the same reply.",
+	})
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxlookup_rejected_total",
+		Help: "Webhook requests refused, by reason.",
+	}, []string{"reason"})
+	for r := range numReasons {
+		m.rejected[r] = rejected.WithLabelValues(reasonNames[r])
+	}
+	if reg != nil {
+		reg.MustRegister(requests, m.duration, m.duplicates, rejected)
+	}
+	return m
+}
+
+// requestStats is a reading of the webhook's request counters for the status page.
+type requestStats struct {
+	count   uint64    // requests observed by the duration histogram
+	buckets []uint64  // cumulative counts per upper bound
+	bounds  []float64 // upper bounds in seconds
+}
+
+// stats reads the duration histogram.
+func (m *metrics) stats() requestStats {
+	var pb dto.Metric
+	if err := m.duration.Write(&pb); err != nil || pb.Histogram == nil {
+		return requestStats{}
+	}
+	h := pb.Histogram
+	st := requestStats{count: h.GetSampleCount()}
+	for _, b := range h.Bucket {
+		st.bounds = append(st.bounds, b.GetUpperBound())
+		st.buckets = append(st.buckets, b.GetCumulativeCount())
+	}
+	return st
+}

@@ -1,0 +1,242 @@
+// Package server is wxlookup's HTTP side: the WeChat webhook routes on fasthttp, the
+// answering logic (query parsing, reply templates, retry dedupe, access control) and the
+// admin listener (metrics, health, status page, reload).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"wxlookup/wechat"
+)
+
+// Defaults of the webhook settings (SPEC section 4).
+const (
+	DefaultListen        = ":8080"
+	DefaultPath          = "/wx"
+	DefaultWeComPath     = "/wecom"
+	DefaultTimestampSkew = 5 * time.Minute
+	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+	MaxBodyBytes = 64 << 10
+)
+
+// Config is the webhook's configuration. Zero values take the defaults above.
+type Config struct {
+	Path              string // Official Account webhook path
+	Token             string // Official Account token (required)
+	AppID             string // checked against the receive id of decrypted messages; "" accepts any
+	AESKey            string // EncodingAESKey (43 characters); "" disables safe mode
+	AESKeyPrevious    string // the key before the last rotation, tried when AESKey fails
+	RequireEncryption bool   // refuse plaintext messages
+
+	WeComPath   string // WeCom callback path
+	WeComCorpID string // WeCom corp id (the receive id); the WeCom route is off unless set
+	WeComToken  string
+	WeComAESKey string
+
+	// TimestampSkew is the largest |now − timestamp| accepted; negative disables the check.
+	TimestampSkew time.Duration
+	DedupeWindow  time.Duration // 0 takes DefaultDedupeWindow; negative disables dedupe
+
+	RatePerMinute int // per-OpenID messages a minute; 0 takes the default, negative disables
+	RateBurst     int
+	// Allowed reports whether an OpenID may query; nil lets everyone.
+	Allowed func(openID []byte) bool
+
+	Templates TemplateTexts
+	// ValueColumns names the value columns for the found template's {{.Column.name}}.
+	ValueColumns []string
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time // nil: time.Now
+}
+
+// Server serves the WeChat webhook. Create it with New, run it with Serve and stop it with
+// Shutdown. Its handler is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	m       *metrics
+	ans     *answerer
+	dedupe  *dedupe
+	oa      *wechat.Crypter // nil without an AES key
+	wecom   *wechat.Crypter // nil without WeCom
+	srv     *fasthttp.Server
+	pool    sync.Pool
+	rejects *logLimiter
+}
+
+// New validates cfg and returns a server answering from lookup. Errors name the setting.
+func New(cfg Config, lookup Lookuper) (*Server, error) {
+	if cfg.Path == "" {
+		cfg.Path = DefaultPath
+	}
+	if cfg.WeComPath == "" {
+		cfg.WeComPath = DefaultWeComPath
+	}
+	if cfg.TimestampSkew == 0 {
+		cfg.TimestampSkew = DefaultTimestampSkew
+	}
+	if cfg.DedupeWindow == 0 {
+		cfg.DedupeWindow = DefaultDedupeWindow
+	}
+	if cfg.RatePerMinute == 0 {
+		cfg.RatePerMinute, cfg.RateBurst = DefaultRatePerMinute, DefaultRateBurst
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	tmpl, err := NewTemplates(cfg.Templates, cfg.ValueColumns)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		m:       newMetrics(cfg.Registerer),
+		dedupe:  newDedupe(cfg.DedupeWindow, DefaultDedupeCapacity),
+		rejects: newLogLimiter(10, time.Second),
+	}
+	s.ans = &answerer{tmpl: tmpl, lookup: lookup, allowed: cfg.Allowed,
+		limiter: newLimiter(cfg.RatePerMinute, cfg.RateBurst)}
+	if cfg.AESKey != "" {
+		if s.oa, err = wechat.NewCrypter(cfg.Token, cfg.AppID, cfg.AESKey, cfg.AESKeyPrevious); err != nil {
+			return nil, fmt.Errorf("server: WXLOOKUP_AES_KEY: %w", err)
+		}
+	}
+	if cfg.WeComCorpID != "" {
+		if s.wecom, err = wechat.NewCrypter(cfg.WeComToken, cfg.WeComCorpID, cfg.WeComAESKey, ""); err != nil {
+			return nil, fmt.Errorf("server: WXLOOKUP_WECOM_AES_KEY: %w", err)
+		}
+	}
+	s.pool.New = func() any { return new(work) }
+	s.srv = &fasthttp.Server{
+		Handler:                      s.Handler(),
+		ErrorHandler:                 s.errorHandler,
+		Name:                         "",
+		NoDefaultServerHeader:        true,
+		ReadTimeout:                  5 * time.Second,
+		WriteTimeout:                 5 * time.Second,
+		IdleTimeout:                  60 * time.Second,
+		MaxRequestBodySize:           MaxBodyBytes,
+		ReadBufferSize:               8 << 10, // bounds the request line and headers (431 beyond)
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{cfg.Logger},
+	}
+	return s, nil
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Token == "":
+		return errors.New("server: WXLOOKUP_TOKEN is required")
+	case !strings.HasPrefix(c.Path, "/"):
+		return fmt.Errorf("server: WXLOOKUP_PATH %q must start with /", c.Path)
+	case c.AESKeyPrevious != "" && c.AESKey == "":
+		return errors.New("server: WXLOOKUP_AES_KEY_PREVIOUS is set without WXLOOKUP_AES_KEY")
+	case c.RequireEncryption && c.AESKey == "":
+		return errors.New("server: WXLOOKUP_REQUIRE_ENCRYPTION needs WXLOOKUP_AES_KEY")
+	}
+	if c.WeComCorpID != "" {
+		switch {
+		case !strings.HasPrefix(c.WeComPath, "/"):
+			return fmt.Errorf("server: WXLOOKUP_WECOM_PATH %q must start with /", c.WeComPath)
+		case c.WeComPath == c.Path:
+			return errors.New("server: WXLOOKUP_WECOM_PATH must differ from WXLOOKUP_PATH")
+		case c.WeComToken == "":
+			return errors.New("server: WXLOOKUP_WECOM_TOKEN is required with WXLOOKUP_WECOM_CORP_ID")
+		case c.WeComAESKey == "":
+			return errors.New("server: WXLOOKUP_WECOM_AES_KEY is required with WXLOOKUP_WECOM_CORP_ID")
+		}
+	}
+	return nil
+}
+
+// Serve answers webhook requests on ln until Shutdown. It returns nil after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests to finish, or for
+// ctx to end.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+// errorHandler answers requests fasthttp could not read: 413 for an oversize body, 431 for
+// oversize headers, 408 for a timeout, 400 otherwise.
+func (s *Server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var tooLarge *fasthttp.ErrBodyTooLarge
+	switch {
+	case errors.As(err, &tooLarge) || errors.Is(err, fasthttp.ErrBodyTooLarge):
+		s.m.rejected[reasonTooLarge].Inc()
+		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+	case errors.Is(err, fasthttp.ErrSmallBuffer):
+		ctx.Error("request headers too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	default:
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
+			return
+		}
+		ctx.Error("bad request", fasthttp.StatusBadRequest)
+	}
+}
+
+// fasthttpLogger sends fasthttp's own messages to slog at debug level.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+}
+
+// logLimiter lets at most n log lines through per period, so a flood of bad requests
+// cannot flood the log.
+type logLimiter struct {
+	n      int
+	period time.Duration
+
+	mu      sync.Mutex
+	start   time.Time
+	count   int
+	dropped int
+}
+
+func newLogLimiter(n int, period time.Duration) *logLimiter {
+	return &logLimiter{n: n, period: period}
+}
+
+// allow reports whether a line may be logged now, and how many were dropped before it.
+func (l *logLimiter) allow(now time.Time) (ok bool, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= l.period {
+		l.start, l.count = now, 0
+	}
+	if l.count >= l.n {
+		l.dropped++
+		return false, 0
+	}
+	l.count++
+	dropped, l.dropped = l.dropped, 0
+	return true, dropped
+}

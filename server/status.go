@@ -1,0 +1,273 @@
+package server
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"wxlookup/cache"
+)
+
+//go:embed status.html
+var statusHTML string
+
+var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
+	"bytes": formatBytes,
+	"ago":   formatAgo,
+	"pct":   func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
+	"ms":    func(f float64) string { return fmt.Sprintf("%.2f ms", f*1000) },
+	"num":   formatCount,
+}).Parse(statusHTML))
+
+// sample is one reading of the counters the status page charts.
+type sample struct {
+	at           time.Time
+	hits, misses uint64
+	requests     requestStats
+}
+
+// history is a ring of samples covering the last hour. Safe for concurrent use.
+type history struct {
+	mu      sync.Mutex
+	samples []sample
+	next    int
+	full    bool
+}
+
+func newHistory(n int) *history {
+	return &history{samples: make([]sample, max(n, 2)+1)}
+}
+
+func (h *history) add(s sample) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.samples[h.next] = s
+	h.next = (h.next + 1) % len(h.samples)
+	if h.next == 0 {
+		h.full = true
+	}
+}
+
+// all returns the samples oldest first.
+func (h *history) all() []sample {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.full {
+		return append([]sample(nil), h.samples[:h.next]...)
+	}
+	return append(append([]sample(nil), h.samples[h.next:]...), h.samples[:h.next]...)
+}
+
+// statusView is what the status page shows.
+type statusView struct {
+	Version      string
+	Now          time.Time
+	Uptime       time.Duration
+	Ready        bool
+	Cache        cache.Status
+	Fill         float64 // CostBytes / MaxBytes
+	HitRatio     float64 // over the charted window
+	HitRatioOK   bool
+	Rate         float64 // requests per second over the last minute
+	P50, P99     float64 // seconds, over the last minute
+	LatencyOK    bool
+	Window       time.Duration
+	Chart        template.HTML
+	StaleWarning bool
+}
+
+func (a *Admin) view() statusView {
+	now := a.cfg.Now()
+	a.sample() // read the counters now so the page is current between samples
+	v := statusView{Version: a.cfg.Version, Now: now, Uptime: now.Sub(a.started).Truncate(time.Second)}
+	if a.cfg.Cache != nil {
+		v.Ready = a.cfg.Cache.Ready()
+		v.Cache = a.cfg.Cache.Status()
+		if v.Cache.MaxBytes > 0 {
+			v.Fill = float64(v.Cache.CostBytes) / float64(v.Cache.MaxBytes)
+		}
+		v.StaleWarning = v.Ready && v.Cache.Staleness > 10*time.Second
+	}
+	samples := a.history.all()
+	if n := len(samples); n >= 2 {
+		first, last := samples[0], samples[n-1]
+		v.Window = last.at.Sub(first.at).Round(time.Second)
+		if d := (last.hits - first.hits) + (last.misses - first.misses); d > 0 {
+			v.HitRatio, v.HitRatioOK = float64(last.hits-first.hits)/float64(d), true
+		}
+		// Rate and latency over the last minute (or what the history has of it).
+		base := first
+		for _, s := range samples {
+			if last.at.Sub(s.at) <= time.Minute {
+				base = s
+				break
+			}
+		}
+		if dt := last.at.Sub(base.at).Seconds(); dt > 0 {
+			v.Rate = float64(last.requests.count-base.requests.count) / dt
+		}
+		if p50, p99, ok := quantiles(base.requests, last.requests); ok {
+			v.P50, v.P99, v.LatencyOK = p50, p99, true
+		}
+	}
+	v.Chart = hitRatioChart(samples)
+	return v
+}
+
+func (a *Admin) status(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+	if err := statusTmpl.Execute(w, a.view()); err != nil {
+		a.cfg.Logger.Error("admin: status page", "err", err)
+	}
+}
+
+// statusJSON serves the status page's figures for scripts.
+func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
+	v := a.view()
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(map[string]any{
+		"version": v.Version, "ready": v.Ready, "uptime_seconds": v.Uptime.Seconds(),
+		"source": v.Cache.Source, "complete": v.Cache.Complete, "entries": v.Cache.Entries,
+		"cost_bytes": v.Cache.CostBytes, "max_bytes": v.Cache.MaxBytes,
+		"hit_ratio": nullable(v.HitRatio, v.HitRatioOK), "requests_per_second": v.Rate,
+		"p50_seconds": nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
+		"last_success": v.Cache.LastSuccess, "staleness_seconds": v.Cache.Staleness.Seconds(),
+		"recent_errors": v.Cache.RecentErrors,
+	})
+}
+
+func nullable(f float64, ok bool) any {
+	if !ok {
+		return nil
+	}
+	return f
+}
+
+// quantiles estimates p50 and p99 of the requests between two readings of the duration
+// histogram, interpolating linearly inside a bucket (as Prometheus' histogram_quantile).
+func quantiles(from, to requestStats) (p50, p99 float64, ok bool) {
+	if len(to.buckets) == 0 || len(from.buckets) != len(to.buckets) {
+		from = requestStats{buckets: make([]uint64, len(to.buckets))}
+	}
+	total := to.count - from.count
+	if total == 0 {
+		return 0, 0, false
+	}
+	q := func(phi float64) float64 {
+		rank := phi * float64(total)
+		lower, prev := 0.0, 0.0
+		for i, b := range to.bounds {
+			c := float64(to.buckets[i] - from.buckets[i])
+			if c >= rank {
+				if c == prev {
+					return b
+				}
+				return lower + (b-lower)*(rank-prev)/(c-prev)
+			}
+			lower, prev = b, c
+		}
+		return to.bounds[len(to.bounds)-1] // beyond the last bound: report the bound
+	}
+	return q(0.50), q(0.99), true
+}
+
+// hitRatioChart draws the hit ratio per sample interval as an inline SVG line chart.
+func hitRatioChart(samples []sample) template.HTML {
+	const w, h, padL, padB = 600.0, 160.0, 34.0, 18.0
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" role="img" aria-label="Cache hit ratio over the last hour" preserveAspectRatio="none">`, w, h)
+	for _, g := range []float64{0, 0.5, 1} {
+		y := (h - padB) * (1 - g)
+		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" class="grid"/>`, padL, y+1, w, y+1)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" class="axis">%.0f%%</text>`, padL-4, y+5, g*100)
+	}
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis" text-anchor="start">−60 min</text>`, padL, h-2)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis">now</text>`, w, h-2)
+	if len(samples) >= 2 {
+		end := samples[len(samples)-1].at
+		span := time.Hour.Seconds()
+		var pts []string
+		for i := 1; i < len(samples); i++ {
+			p, s := samples[i-1], samples[i]
+			d := (s.hits - p.hits) + (s.misses - p.misses)
+			if d == 0 {
+				if len(pts) > 1 {
+					fmt.Fprintf(&b, `<polyline points="%s" class="line"/>`, strings.Join(pts, " "))
+				}
+				pts = pts[:0]
+				continue
+			}
+			ratio := float64(s.hits-p.hits) / float64(d)
+			x := padL + (w-padL)*(1-end.Sub(s.at).Seconds()/span)
+			y := (h - padB) * (1 - ratio)
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, padL), y+1))
+		}
+		if len(pts) == 1 {
+			fmt.Fprintf(&b, `<circle cx="%s" r="2.5" class="dot"/>`, strings.Replace(pts[0], ",", `" cy="`, 1))
+		} else if len(pts) > 1 {
+			fmt.Fprintf(&b, `<polyline points="%s" class="line"/>`, strings.Join(pts, " "))
+		}
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func formatAgo(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm %ds ago", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%s ago", d.Truncate(time.Minute))
+}
+
+func formatCount(n any) string {
+	var v uint64
+	switch n := n.(type) {
+	case int64:
+		v = uint64(max(n, 0))
+	case uint64:
+		v = n
+	case int:
+		v = uint64(max(n, 0))
+	}
+	s := fmt.Sprint(v)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,213 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/template"
+	"text/template/parse"
+)
+
+// Default reply templates (SPEC section 4). The found template gives exactly
+// `[18-546]的工作台位为[车体新厂房3号]` for the demo row.
+const (
+	DefaultWelcome      = "欢迎关注！发送工件号即可查询工作台位，例如：?18-546\n发送“帮助”查看用法。"
+	DefaultHelp         = "发送工件号查询工作台位，例如：?18-546\n一次可查多个，用空格、逗号或换行分开（最多10个）。"
+	DefaultFound        = "[{{.Key}}]的工作台位为[{{.Value}}]"
+	DefaultNotFound     = "[{{.Key}}]未找到，请核对工件号。"
+	DefaultUnauthorised = "抱歉，您没有查询权限，请联系管理员开通。"
+	DefaultStarting     = "系统正在启动，请稍后再试。"
+	DefaultRateLimited  = "查询太频繁，请稍后再试。"
+	DefaultUnavailable  = "查询暂时不可用，请稍后再试。"
+	DefaultTooMany      = "（一次最多查询{{.Max}}个，只查询了前{{.Max}}个）"
+)
+
+// TemplateTexts holds the reply texts as Go text/template sources. Empty fields take the
+// defaults. The fields a template may use are listed on each field.
+type TemplateTexts struct {
+	Welcome      string // {{.OpenID}}
+	Help         string // {{.OpenID}}
+	Found        string // {{.Key}} as stored, {{.Value}} first value column, {{.Values}} all, {{.Column.name}}
+	NotFound     string // {{.Key}} as asked
+	Unauthorised string // {{.OpenID}}
+	Starting     string // {{.OpenID}}
+	RateLimited  string // {{.OpenID}}
+	Unavailable  string // {{.Key}} as asked
+	TooMany      string // {{.Max}}
+}
+
+// FoundData is what the found template sees for one row.
+type FoundData struct {
+	Key    string            // the key as stored in the database
+	Value  string            // the first value column
+	Values []string          // every value column, in configured order
+	Column map[string]string // value columns by name
+}
+
+// queryData is what the per-query templates (not found, unavailable) see.
+type queryData struct {
+	Key    string
+	OpenID string
+	Max    int
+}
+
+// Templates are the compiled reply texts. The found template runs in the loader (Found);
+// the others run on the webhook's hot path, where a template of only text and {{.Key}},
+// {{.OpenID}} or {{.Max}} actions is rendered by appending its pieces without allocating.
+// Templates is safe for concurrent use.
+type Templates struct {
+	found                                   *template.Template
+	columns                                 []string
+	welcome, help, unauthorised, starting   *fastTemplate
+	rateLimited, notFound, unavailable, too *fastTemplate
+}
+
+// NewTemplates compiles texts; valueColumns names the value columns for {{.Column.name}}.
+// An invalid template is reported with the name of its setting.
+func NewTemplates(texts TemplateTexts, valueColumns []string) (*Templates, error) {
+	t := &Templates{columns: valueColumns}
+	var err error
+	pick := func(s, def string) string {
+		if strings.TrimSpace(s) == "" {
+			return def
+		}
+		return s
+	}
+	if t.found, err = template.New("found").Option("missingkey=zero").Parse(pick(texts.Found, DefaultFound)); err != nil {
+		return nil, fmt.Errorf("server: template found: %w", err)
+	}
+	// Try the found template once so a reference to a missing field fails at start-up.
+	if _, err := t.render(FoundData{Key: "k", Value: "v", Values: []string{"v"}, Column: map[string]string{}}); err != nil {
+		return nil, fmt.Errorf("server: template found: %w", err)
+	}
+	for _, f := range []struct {
+		dst       **fastTemplate
+		name, src string
+	}{
+		{&t.welcome, "welcome", pick(texts.Welcome, DefaultWelcome)},
+		{&t.help, "help", pick(texts.Help, DefaultHelp)},
+		{&t.unauthorised, "unauthorised", pick(texts.Unauthorised, DefaultUnauthorised)},
+		{&t.starting, "starting", pick(texts.Starting, DefaultStarting)},
+		{&t.rateLimited, "rate_limited", pick(texts.RateLimited, DefaultRateLimited)},
+		{&t.notFound, "not_found", pick(texts.NotFound, DefaultNotFound)},
+		{&t.unavailable, "unavailable", pick(texts.Unavailable, DefaultUnavailable)},
+		{&t.too, "too_many", pick(texts.TooMany, DefaultTooMany)},
+	} {
+		if *f.dst, err = newFastTemplate(f.name, f.src); err != nil {
+			return nil, fmt.Errorf("server: template %s: %w", f.name, err)
+		}
+	}
+	return t, nil
+}
+
+// Found renders the found line of a row: the key as stored and its value columns. It is
+// called by the loader when a row enters the cache, never per request.
+func (t *Templates) Found(key string, values []string) []byte {
+	d := FoundData{Key: key, Values: values, Column: make(map[string]string, len(values))}
+	if len(values) > 0 {
+		d.Value = values[0]
+	}
+	for i, c := range t.columns {
+		if i < len(values) {
+			d.Column[c] = values[i]
+		}
+	}
+	b, err := t.render(d)
+	if err != nil {
+		// The template was tried at start-up; a failure here can only come from data
+		// (such as an index out of range); show the row plainly rather than nothing.
+		return []byte("[" + key + "] " + strings.Join(values, " "))
+	}
+	return b
+}
+
+func (t *Templates) render(d FoundData) ([]byte, error) {
+	var b bytes.Buffer
+	if err := t.found.Execute(&b, d); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// fastTemplate renders a template of text and simple field actions by appending its pieces;
+// anything richer falls back to text/template.
+type fastTemplate struct {
+	tmpl   *template.Template
+	pieces []piece // nil when the template is not simple
+}
+
+type piece struct {
+	text  string
+	field string // "" for text; else Key, OpenID or Max
+}
+
+func newFastTemplate(name, src string) (*fastTemplate, error) {
+	tmpl, err := template.New(name).Option("missingkey=error").Parse(src)
+	if err != nil {
+		return nil, err
+	}
+	ft := &fastTemplate{tmpl: tmpl}
+	// Execute once with sample data so unknown fields fail now, not on a worker's message.
+	if err := tmpl.Execute(&bytes.Buffer{}, queryData{Key: "k", OpenID: "o", Max: 1}); err != nil {
+		return nil, err
+	}
+	ft.pieces = simplePieces(tmpl.Tree)
+	return ft, nil
+}
+
+// simplePieces returns the pieces of a template made only of text and {{.Key}}, {{.OpenID}}
+// or {{.Max}}, or nil when it has anything else.
+func simplePieces(tree *parse.Tree) []piece {
+	if tree == nil || tree.Root == nil {
+		return []piece{}
+	}
+	pieces := []piece{}
+	for _, n := range tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+			pieces = append(pieces, piece{text: string(n.Text)})
+		case *parse.ActionNode:
+			if n.Pipe == nil || len(n.Pipe.Decl) > 0 || len(n.Pipe.Cmds) != 1 || len(n.Pipe.Cmds[0].Args) != 1 {
+				return nil
+			}
+			f, ok := n.Pipe.Cmds[0].Args[0].(*parse.FieldNode)
+			if !ok || len(f.Ident) != 1 {
+				return nil
+			}
+			switch f.Ident[0] {
+			case "Key", "OpenID", "Max":
+				pieces = append(pieces, piece{field: f.Ident[0]})
+			default:
+				return nil
+			}
+		default:
+			return nil
+		}
+	}
+	return pieces
+}
+
+// appendTo renders the template with key, openID and max appended to dst.
+func (ft *fastTemplate) appendTo(dst []byte, key, openID []byte, max int) []byte {
+	if ft.pieces == nil {
+		var b bytes.Buffer
+		if err := ft.tmpl.Execute(&b, queryData{Key: string(key), OpenID: string(openID), Max: max}); err != nil {
+			return append(dst, key...)
+		}
+		return append(dst, b.Bytes()...)
+	}
+	for _, p := range ft.pieces {
+		switch p.field {
+		case "":
+			dst = append(dst, p.text...)
+		case "Key":
+			dst = append(dst, key...)
+		case "OpenID":
+			dst = append(dst, openID...)
+		case "Max":
+			dst = strconv.AppendInt(dst, int64(max), 10)
+		}
+	}
+	return dst
+}

@@ -1,0 +1,316 @@
+package server
+
+import (
+	"errors"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"wxlookup/wechat"
+)
+
+// work is one request's scratch space, pooled so that the hot path reuses its buffers.
+// Nothing in it refers to fasthttp's request buffers once the handler returns: the parsed
+// messages are reset before the work goes back to the pool.
+type work struct {
+	msg, inner wechat.Message
+	plain      []byte // decrypted message
+	content    []byte // reply text
+	key        []byte // normalised key scratch
+	id         []byte // dedupe identity
+	reply      []byte // rendered reply XML
+	envelope   []byte // encrypted reply envelope
+}
+
+func (w *work) reset() {
+	w.msg.Reset()
+	w.inner.Reset()
+}
+
+// Handler returns the webhook's fasthttp handler (the Official Account route and, when
+// configured, the WeCom route). It recovers from panics with a 500.
+func (s *Server) Handler() fasthttp.RequestHandler {
+	oaPath, wecomPath := s.cfg.Path, s.cfg.WeComPath
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("webhook: panic", "panic", r, "stack", string(debug.Stack()))
+				ctx.ResetBody()
+				ctx.Error("internal error", fasthttp.StatusInternalServerError)
+			}
+			s.m.duration.Observe(time.Since(start).Seconds())
+		}()
+		switch path := ctx.Path(); {
+		case string(path) == oaPath:
+			s.serveOA(ctx)
+		case s.wecom != nil && string(path) == wecomPath:
+			s.serveWeCom(ctx)
+		default:
+			ctx.Error("not found", fasthttp.StatusNotFound)
+		}
+	}
+}
+
+// serveOA handles the Official Account route: URL verification and messages in plaintext,
+// compatible and safe mode.
+func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
+	args := ctx.QueryArgs()
+	ts, nonce := args.Peek("timestamp"), args.Peek("nonce")
+	token := s.cfg.Token
+	if !ctx.IsGet() && !ctx.IsPost() {
+		s.reject(ctx, routeOA, kindNone, reasonMethod, nil)
+		return
+	}
+	if !wechat.VerifySignature(token, ts, nonce, args.Peek("signature")) {
+		s.reject(ctx, routeOA, kindFor(ctx, nil), reasonSignature, nil)
+		return
+	}
+	if !s.timestampOK(ts) {
+		s.reject(ctx, routeOA, kindFor(ctx, nil), reasonTimestamp, nil)
+		return
+	}
+	if ctx.IsGet() {
+		s.m.requests[routeOA][kindVerify][outcomeVerified].Inc()
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBody(args.Peek("echostr"))
+		return
+	}
+
+	w := s.pool.Get().(*work)
+	defer func() { w.reset(); s.pool.Put(w) }()
+	if err := w.msg.Parse(ctx.PostBody()); err != nil {
+		s.reject(ctx, routeOA, kindNone, reasonBadXML, err)
+		return
+	}
+	m := &w.msg
+	var dec wechat.Decrypted
+	encrypted := string(args.Peek("encrypt_type")) == "aes"
+	if encrypted {
+		var r reason
+		var err error
+		if dec, r, err = s.decrypt(w, s.oa, token, ts, nonce, args.Peek("msg_signature")); err != nil {
+			s.reject(ctx, routeOA, kindNone, r, err)
+			return
+		}
+		m = &w.inner
+	} else if s.cfg.RequireEncryption {
+		s.reject(ctx, routeOA, kindOf(m), reasonPlaintext, nil)
+		return
+	}
+	s.respond(ctx, w, m, routeOA, s.oa, dec, encrypted, nonce)
+}
+
+// serveWeCom handles the WeCom route: URL verification with an encrypted echostr, and
+// messages, which WeCom always encrypts.
+func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx) {
+	args := ctx.QueryArgs()
+	ts, nonce, msgSig := args.Peek("timestamp"), args.Peek("nonce"), args.Peek("msg_signature")
+	if !ctx.IsGet() && !ctx.IsPost() {
+		s.reject(ctx, routeWeCom, kindNone, reasonMethod, nil)
+		return
+	}
+	if !s.timestampOK(ts) {
+		s.reject(ctx, routeWeCom, kindFor(ctx, nil), reasonTimestamp, nil)
+		return
+	}
+	if ctx.IsGet() {
+		plain, err := s.wecom.VerifyURL(msgSig, ts, nonce, args.Peek("echostr"))
+		if err != nil {
+			s.reject(ctx, routeWeCom, kindVerify, reasonFor(err), err)
+			return
+		}
+		s.m.requests[routeWeCom][kindVerify][outcomeVerified].Inc()
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBody(plain)
+		return
+	}
+
+	w := s.pool.Get().(*work)
+	defer func() { w.reset(); s.pool.Put(w) }()
+	if err := w.msg.Parse(ctx.PostBody()); err != nil {
+		s.reject(ctx, routeWeCom, kindNone, reasonBadXML, err)
+		return
+	}
+	dec, r, err := s.decrypt(w, s.wecom, s.cfg.WeComToken, ts, nonce, msgSig)
+	if err != nil {
+		s.reject(ctx, routeWeCom, kindNone, r, err)
+		return
+	}
+	s.respond(ctx, w, &w.inner, routeWeCom, s.wecom, dec, true, nonce)
+}
+
+// decrypt checks the msg_signature over the envelope's Encrypt, decrypts it and parses the
+// inner message into w.inner. On failure it returns the rejection reason.
+func (s *Server) decrypt(w *work, c *wechat.Crypter, token string, ts, nonce, msgSig []byte) (wechat.Decrypted, reason, error) {
+	if c == nil {
+		return wechat.Decrypted{}, reasonDecrypt, errors.New("server: encrypted message but no WXLOOKUP_AES_KEY configured")
+	}
+	enc := w.msg.Encrypt
+	if len(enc) == 0 {
+		return wechat.Decrypted{}, reasonBadXML, errors.New("server: encrypted message without <Encrypt>")
+	}
+	if !wechat.VerifyMsgSignature(token, ts, nonce, enc, msgSig) {
+		return wechat.Decrypted{}, reasonSignature, wechat.ErrMsgSignature
+	}
+	// Size the buffer up front so Decrypt appends within it and the capacity is kept.
+	if cap(w.plain) < len(enc) {
+		w.plain = make([]byte, 0, len(enc)+len(enc)/4)
+	}
+	dec, err := c.Decrypt(w.plain[:0], enc)
+	if err != nil {
+		return dec, reasonFor(err), err
+	}
+	if err := w.inner.Parse(dec.Msg); err != nil {
+		return dec, reasonBadXML, err
+	}
+	return dec, 0, nil
+}
+
+// respond answers the message m: a retry within the dedupe window gets the stored reply,
+// anything else is answered afresh and stored. Encrypted messages get an encrypted reply
+// with the key that decrypted them.
+func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt route, c *wechat.Crypter, dec wechat.Decrypted, encrypted bool, nonce []byte) {
+	now := s.now()
+	k := kindOf(m)
+	w.id = appendIdentity(w.id[:0], rt, m)
+
+	var o outcome
+	var success bool
+	if reply, first, ok := s.dedupe.find(w.reply[:0], w.id, now); ok {
+		w.reply = reply
+		o, success = first, first == outcomeSuccess
+		s.m.duplicates.Inc()
+	} else {
+		o, success = s.ans.answer(ctx, w, m, now)
+		w.reply = w.reply[:0]
+		if !success {
+			w.reply = wechat.AppendTextReply(w.reply, m.FromUserName, m.ToUserName, now.Unix(), w.content)
+		}
+		s.dedupe.store(w.id, w.reply, o, now)
+	}
+	s.m.requests[rt][k][o].Inc()
+
+	if success {
+		ctx.SetContentType("text/plain; charset=utf-8")
+		ctx.SetBodyString("success")
+		return
+	}
+	ctx.SetContentType("application/xml; charset=utf-8")
+	if !encrypted {
+		ctx.SetBody(w.reply)
+		return
+	}
+	var tsBuf [20]byte
+	ts := strconv.AppendInt(tsBuf[:0], now.Unix(), 10)
+	w.envelope = c.AppendEncryptedReply(w.envelope[:0], dec.Key, dec.ReceiveID, w.reply, ts, nonce)
+	ctx.SetBody(w.envelope)
+}
+
+// appendIdentity appends what makes a message the same message when WeChat retries it:
+// the MsgId, or for events (which have none) sender, time, event and key.
+func appendIdentity(dst []byte, rt route, m *wechat.Message) []byte {
+	dst = append(dst, byte(rt))
+	dst = append(dst, m.ToUserName...)
+	dst = append(dst, 0)
+	if len(m.MsgID) > 0 {
+		return append(dst, m.MsgID...)
+	}
+	dst = append(dst, m.FromUserName...)
+	dst = append(dst, 0)
+	dst = strconv.AppendInt(dst, m.CreateTime, 10)
+	dst = append(dst, 0)
+	dst = append(dst, m.MsgType...)
+	dst = append(dst, 0)
+	dst = append(dst, m.Event...)
+	dst = append(dst, 0)
+	return append(dst, m.EventKey...)
+}
+
+// timestampOK reports whether the request's timestamp is within the configured skew.
+func (s *Server) timestampOK(ts []byte) bool {
+	if s.cfg.TimestampSkew < 0 {
+		return true
+	}
+	t, err := strconv.ParseInt(string(ts), 10, 64)
+	if err != nil {
+		return false
+	}
+	d := s.now().Unix() - t
+	if d < 0 {
+		d = -d
+	}
+	return d <= int64(s.cfg.TimestampSkew/time.Second)
+}
+
+// reject answers a refused request: the one place that maps rejection reasons to HTTP
+// status codes, counts them and logs them (rate-limited).
+func (s *Server) reject(ctx *fasthttp.RequestCtx, rt route, k kind, r reason, err error) {
+	status := fasthttp.StatusForbidden
+	switch r {
+	case reasonBadXML, reasonDecrypt:
+		status = fasthttp.StatusBadRequest
+	case reasonTooLarge:
+		status = fasthttp.StatusRequestEntityTooLarge
+	case reasonMethod:
+		status = fasthttp.StatusMethodNotAllowed
+	}
+	s.m.rejected[r].Inc()
+	s.m.requests[rt][k][outcomeRejected].Inc()
+	if ok, dropped := s.rejects.allow(s.now()); ok {
+		attrs := []any{"route", routeNames[rt], "reason", reasonNames[r], "status", status,
+			"remote", ctx.RemoteIP().String()}
+		if err != nil {
+			attrs = append(attrs, "err", err.Error())
+		}
+		if dropped > 0 {
+			attrs = append(attrs, "similar_lines_dropped", dropped)
+		}
+		s.log.Warn("webhook: request rejected", attrs...)
+	}
+	ctx.Error(fasthttp.StatusMessage(status), status)
+}
+
+// reasonFor maps a wechat error to its rejection reason.
+func reasonFor(err error) reason {
+	switch {
+	case errors.Is(err, wechat.ErrSignature), errors.Is(err, wechat.ErrMsgSignature):
+		return reasonSignature
+	case errors.Is(err, wechat.ErrAppID):
+		return reasonAppID
+	case errors.Is(err, wechat.ErrMalformed):
+		return reasonBadXML
+	}
+	return reasonDecrypt
+}
+
+// kindFor is the kind of a request refused before its body was read.
+func kindFor(ctx *fasthttp.RequestCtx, _ *wechat.Message) kind {
+	if ctx.IsGet() {
+		return kindVerify
+	}
+	return kindNone
+}
+
+// kindOf is the metrics kind of a parsed message.
+func kindOf(m *wechat.Message) kind {
+	switch {
+	case m.IsType("text"):
+		return kindText
+	case m.IsType("event"):
+		return kindEvent
+	case m.IsType("image"):
+		return kindImage
+	case m.IsType("voice"):
+		return kindVoice
+	case m.IsType("video"), m.IsType("shortvideo"):
+		return kindVideo
+	case m.IsType("location"):
+		return kindLocation
+	case m.IsType("link"):
+		return kindLink
+	}
+	return kindOther
+}

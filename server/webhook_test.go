@@ -1,0 +1,620 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/valyala/fasthttp"
+
+	"wxlookup/wechat"
+)
+
+const (
+	testToken  = "test-token"
+	testAppID  = "wx2c2769f8efd9abc2"
+	testKey    = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	testOldKey = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
+	otherKey   = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut"
+	testCorpID = "ww1234567890abcdef"
+	wecomToken = "wecom-token"
+)
+
+// testServer is a webhook on 127.0.0.1:0 with its own metrics registry.
+type testServer struct {
+	*Server
+	url string
+	reg *prometheus.Registry
+}
+
+func startServer(tb testing.TB, cfg Config, lookup Lookuper) *testServer {
+	tb.Helper()
+	if cfg.Token == "" {
+		cfg.Token = testToken
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	s, err := New(cfg, lookup)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			tb.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			tb.Errorf("serve: %v", err)
+		}
+	})
+	return &testServer{Server: s, url: "http://" + ln.Addr().String(), reg: reg}
+}
+
+// client plays WeChat against a test server.
+type client struct {
+	tb      testing.TB
+	base    string
+	token   string
+	crypter *wechat.Crypter // nil: plaintext
+	wecom   bool
+	mode    string // "plain", "safe", "compat"
+	now     time.Time
+}
+
+type response struct {
+	status int
+	body   []byte
+	reply  wechat.Message // parsed (decrypted) reply when the body is XML
+	inner  []byte         // decrypted reply XML
+	key    string         // which key decrypted the reply
+}
+
+func (c *client) query(ts, nonce string, extra url.Values) string {
+	q := url.Values{"timestamp": {ts}, "nonce": {nonce}}
+	if !c.wecom {
+		q.Set("signature", wechat.Signature(c.token, ts, nonce))
+		q.Set("openid", "oUser")
+	}
+	for k, v := range extra {
+		q[k] = v
+	}
+	return q.Encode()
+}
+
+// post sends an inbound message XML the way WeChat would in the client's mode.
+func (c *client) post(path string, msg []byte) response {
+	c.tb.Helper()
+	ts := strconv.FormatInt(c.now.Unix(), 10)
+	nonce := "1320562132"
+	extra := url.Values{}
+	body := msg
+	if c.crypter != nil {
+		var random [16]byte
+		rand.Read(random[:])
+		enc := c.crypter.Current.Encrypt(nil, msg, []byte(c.crypter.ReceiveID), &random)
+		extra.Set("msg_signature", wechat.MsgSignature(c.token, ts, nonce, string(enc)))
+		switch {
+		case c.wecom:
+			body = wechat.AppendWeComRequestEnvelope(nil, []byte(c.crypter.ReceiveID), []byte("1000002"), enc)
+		case c.mode == "compat":
+			extra.Set("encrypt_type", "aes")
+			body = append(bytes.TrimSuffix(bytes.TrimSpace(msg), []byte("</xml>")), "<Encrypt><![CDATA["...)
+			body = append(append(body, enc...), "]]></Encrypt></xml>"...)
+		default:
+			extra.Set("encrypt_type", "aes")
+			body = wechat.AppendRequestEnvelope(nil, []byte("gh_test"), enc)
+		}
+	}
+	return c.do(http.MethodPost, path+"?"+c.query(ts, nonce, extra), body)
+}
+
+func (c *client) do(method, pathQuery string, body []byte) response {
+	c.tb.Helper()
+	req, err := http.NewRequest(method, c.base+pathQuery, bytes.NewReader(body))
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	r := response{status: resp.StatusCode, body: raw}
+	if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(raw, []byte("<xml>")) {
+		return r
+	}
+	if err := r.reply.Parse(raw); err != nil {
+		c.tb.Fatalf("reply does not parse: %v\n%s", err, raw)
+	}
+	if len(r.reply.Encrypt) > 0 {
+		if c.crypter == nil {
+			c.tb.Fatalf("encrypted reply to a plaintext message:\n%s", raw)
+		}
+		if !wechat.VerifyMsgSignature(c.token, r.reply.TimeStamp, r.reply.Nonce, r.reply.Encrypt, r.reply.MsgSignature) {
+			c.tb.Fatalf("reply MsgSignature does not verify:\n%s", raw)
+		}
+		dec, err := c.crypter.Decrypt(nil, r.reply.Encrypt)
+		if err != nil {
+			c.tb.Fatalf("reply does not decrypt: %v", err)
+		}
+		if string(dec.ReceiveID) != c.crypter.ReceiveID {
+			c.tb.Fatalf("reply receive id %q, want %q", dec.ReceiveID, c.crypter.ReceiveID)
+		}
+		r.key = "current"
+		if dec.UsedPrevious {
+			r.key = "previous"
+		}
+		r.inner = append([]byte(nil), dec.Msg...)
+		r.reply = wechat.Message{}
+		if err := r.reply.Parse(r.inner); err != nil {
+			c.tb.Fatalf("decrypted reply does not parse: %v\n%s", err, r.inner)
+		}
+	} else if c.crypter != nil {
+		c.tb.Fatalf("plaintext reply to an encrypted message:\n%s", raw)
+	}
+	return r
+}
+
+var msgSeq atomic.Int64
+
+func textXML(content string) []byte {
+	return wechat.AppendTextMessage(nil, []byte("gh_test"), []byte("oUser"), time.Now().Unix(), []byte(content), 6000000000+msgSeq.Add(1))
+}
+
+func eventXML(event, key string, createTime int64) []byte {
+	return wechat.AppendEventMessage(nil, []byte("gh_test"), []byte("oUser"), createTime, []byte(event), []byte(key))
+}
+
+func mustCrypter(tb testing.TB, token, receiveID, current, previous string) *wechat.Crypter {
+	tb.Helper()
+	c, err := wechat.NewCrypter(token, receiveID, current, previous)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func counter(tb testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.Metric {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.Label {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metric
+				}
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func safeConfig() Config {
+	return Config{Token: testToken, AppID: testAppID, AESKey: testKey, AESKeyPrevious: testOldKey,
+		WeComCorpID: testCorpID, WeComToken: wecomToken, WeComAESKey: testKey}
+}
+
+func TestWebhookModes(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	want := "[18-546]的工作台位为[车体新厂房3号]"
+	tests := []struct {
+		name    string
+		c       client
+		path    string
+		wantKey string
+	}{
+		{"plaintext", client{token: testToken, mode: "plain"}, "/wx", ""},
+		{"safe mode", client{token: testToken, mode: "safe", crypter: mustCrypter(t, testToken, testAppID, testKey, "")}, "/wx", "current"},
+		{"compatible mode", client{token: testToken, mode: "compat", crypter: mustCrypter(t, testToken, testAppID, testKey, "")}, "/wx", "current"},
+		{"safe mode, previous key after rotation", client{token: testToken, mode: "safe", crypter: mustCrypter(t, testToken, testAppID, testOldKey, testKey)}, "/wx", "current"},
+		{"wecom", client{token: wecomToken, wecom: true, crypter: mustCrypter(t, wecomToken, testCorpID, testKey, "")}, "/wecom", "current"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			c.tb, c.base, c.now = t, ts.url, time.Now()
+			r := c.post(tt.path, textXML("?18-546"))
+			if r.status != http.StatusOK {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			if got := string(r.reply.Content); got != want {
+				t.Errorf("got %q, want %q", got, want)
+			}
+			if string(r.reply.ToUserName) != "oUser" || string(r.reply.FromUserName) != "gh_test" || !r.reply.IsType("text") {
+				t.Errorf("reply addressed %q from %q type %q, want to oUser from gh_test, text", r.reply.ToUserName, r.reply.FromUserName, r.reply.MsgType)
+			}
+			if r.key != tt.wantKey {
+				t.Errorf("reply decrypted with the %q key, want %q", r.key, tt.wantKey)
+			}
+		})
+	}
+}
+
+// TestWebhookKeyRotation: a message encrypted with the previous key is answered with the
+// previous key, since WeChat may still hold it.
+func TestWebhookKeyRotation(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	// The client knows only the old key: it can read the reply only if it used that key.
+	c := client{tb: t, base: ts.url, token: testToken, mode: "safe", now: time.Now(),
+		crypter: mustCrypter(t, testToken, testAppID, testOldKey, "")}
+	r := c.post("/wx", textXML("?18-546"))
+	if r.status != http.StatusOK || string(r.reply.Content) != "[18-546]的工作台位为[车体新厂房3号]" {
+		t.Fatalf("status %d content %q: the reply was not encrypted with the previous key", r.status, r.reply.Content)
+	}
+}
+
+func TestWebhookURLVerification(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	c := client{tb: t, base: ts.url, token: testToken, now: time.Now()}
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+
+	r := c.do(http.MethodGet, "/wx?"+c.query(now, "42", url.Values{"echostr": {"5837397749"}}), nil)
+	if r.status != http.StatusOK || string(r.body) != "5837397749" {
+		t.Errorf("good signature: got %d %q, want 200 echoing echostr", r.status, r.body)
+	}
+	bad := url.Values{"signature": {strings.Repeat("0", 40)}, "timestamp": {now}, "nonce": {"42"}, "echostr": {"x"}}
+	if r := c.do(http.MethodGet, "/wx?"+bad.Encode(), nil); r.status != http.StatusForbidden {
+		t.Errorf("bad signature: got %d, want 403", r.status)
+	}
+
+	// WeCom: the echostr is encrypted and must be answered decrypted.
+	wc := mustCrypter(t, wecomToken, testCorpID, testKey, "")
+	var random [16]byte
+	echo := string(wc.Current.Encrypt(nil, []byte("wecom-echo-1234"), []byte(testCorpID), &random))
+	q := url.Values{"timestamp": {now}, "nonce": {"7"}, "echostr": {echo},
+		"msg_signature": {wechat.MsgSignature(wecomToken, now, "7", echo)}}
+	if r := c.do(http.MethodGet, "/wecom?"+q.Encode(), nil); r.status != http.StatusOK || string(r.body) != "wecom-echo-1234" {
+		t.Errorf("wecom verify: got %d %q, want 200 and the decrypted echostr", r.status, r.body)
+	}
+	q.Set("msg_signature", strings.Repeat("1", 40))
+	if r := c.do(http.MethodGet, "/wecom?"+q.Encode(), nil); r.status != http.StatusForbidden {
+		t.Errorf("wecom verify with a bad msg_signature: got %d, want 403", r.status)
+	}
+	if got := counter(t, ts.reg, "wxlookup_requests_total", "route", "oa", "kind", "verify", "outcome", "verified"); got != 1 {
+		t.Errorf("verified count %v, want 1", got)
+	}
+}
+
+// TestWebhookBadInput: each bad input of SPEC section 5 gets its status code and reason,
+// and the server goes on answering.
+func TestWebhookBadInput(t *testing.T) {
+	cfg := safeConfig()
+	ts := startServer(t, cfg, mapLookup(t, demoRows))
+	now := time.Now()
+	nowTS := strconv.FormatInt(now.Unix(), 10)
+	plain := client{tb: t, base: ts.url, token: testToken, now: now}
+	safe := client{tb: t, base: ts.url, token: testToken, mode: "safe", now: now, crypter: mustCrypter(t, testToken, testAppID, testKey, "")}
+
+	sign := func(ts, nonce string, extra url.Values) string {
+		return plain.query(ts, nonce, extra)
+	}
+	tests := []struct {
+		name   string
+		do     func() response
+		status int
+		reason string
+	}{
+		{"wrong signature", func() response {
+			q := url.Values{"signature": {wechat.Signature("wrong", nowTS, "1")}, "timestamp": {nowTS}, "nonce": {"1"}}
+			return plain.do(http.MethodPost, "/wx?"+q.Encode(), textXML("?18-546"))
+		}, 403, "signature"},
+		{"no signature", func() response {
+			return plain.do(http.MethodPost, "/wx?timestamp="+nowTS+"&nonce=1", textXML("?18-546"))
+		}, 403, "signature"},
+		{"replayed old timestamp", func() response {
+			old := strconv.FormatInt(now.Add(-10*time.Minute).Unix(), 10)
+			return plain.do(http.MethodPost, "/wx?"+sign(old, "1", nil), textXML("?18-546"))
+		}, 403, "timestamp"},
+		{"timestamp from the future", func() response {
+			future := strconv.FormatInt(now.Add(10*time.Minute).Unix(), 10)
+			return plain.do(http.MethodPost, "/wx?"+sign(future, "1", nil), textXML("?18-546"))
+		}, 403, "timestamp"},
+		{"broken XML", func() response {
+			return plain.do(http.MethodPost, "/wx?"+sign(nowTS, "1", nil), []byte("<xml><ToUserName><![CDATA[gh"))
+		}, 400, "bad_xml"},
+		{"oversize body", func() response {
+			return plain.do(http.MethodPost, "/wx?"+sign(nowTS, "1", nil), bytes.Repeat([]byte("x"), MaxBodyBytes+1))
+		}, 413, "too_large"},
+		{"wrong key", func() response {
+			c := safe
+			c.crypter = mustCrypter(t, testToken, testAppID, otherKey, "")
+			return c.post("/wx", textXML("?18-546"))
+		}, 400, "decrypt"},
+		{"wrong appid", func() response {
+			c := safe
+			c.crypter = mustCrypter(t, testToken, "wx0000000000000000", testKey, "")
+			return c.post("/wx", textXML("?18-546"))
+		}, 403, "appid"},
+		{"wrong msg_signature", func() response {
+			var random [16]byte
+			enc := safe.crypter.Current.Encrypt(nil, textXML("?1"), []byte(testAppID), &random)
+			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {wechat.MsgSignature("wrong", nowTS, "1", string(enc))}})
+			return plain.do(http.MethodPost, "/wx?"+q, wechat.AppendRequestEnvelope(nil, []byte("gh_test"), enc))
+		}, 403, "signature"},
+		{"truncated ciphertext", func() response {
+			var random [16]byte
+			enc := safe.crypter.Current.Encrypt(nil, textXML("?1"), []byte(testAppID), &random)
+			enc = enc[:len(enc)/2]
+			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {wechat.MsgSignature(testToken, nowTS, "1", string(enc))}})
+			return plain.do(http.MethodPost, "/wx?"+q, wechat.AppendRequestEnvelope(nil, []byte("gh_test"), enc))
+		}, 400, "decrypt"},
+		{"encrypted envelope without Encrypt", func() response {
+			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {"x"}})
+			return plain.do(http.MethodPost, "/wx?"+q, []byte("<xml><ToUserName>gh</ToUserName></xml>"))
+		}, 400, "bad_xml"},
+		{"wrong method", func() response {
+			return plain.do(http.MethodPut, "/wx?"+sign(nowTS, "1", nil), nil)
+		}, 405, "method"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := counter(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason)
+			r := tt.do()
+			if r.status != tt.status {
+				t.Errorf("got status %d (%s), want %d", r.status, r.body, tt.status)
+			}
+			if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason) - before; got != 1 {
+				t.Errorf("wxlookup_rejected_total{reason=%q} rose by %v, want 1", tt.reason, got)
+			}
+			// The server goes on answering.
+			if r := safe.post("/wx", textXML("?18-546")); r.status != http.StatusOK || len(r.reply.Content) == 0 {
+				t.Fatalf("after %s the next good message got %d %q", tt.name, r.status, r.body)
+			}
+		})
+	}
+}
+
+func TestWebhookRequireEncryption(t *testing.T) {
+	cfg := safeConfig()
+	cfg.RequireEncryption = true
+	ts := startServer(t, cfg, mapLookup(t, demoRows))
+	c := client{tb: t, base: ts.url, token: testToken, now: time.Now()}
+	if r := c.post("/wx", textXML("?18-546")); r.status != http.StatusForbidden {
+		t.Fatalf("plaintext with encryption required: got %d, want 403", r.status)
+	}
+	if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", "plaintext"); got != 1 {
+		t.Errorf("rejected{plaintext} = %v, want 1", got)
+	}
+}
+
+// TestWebhookRetriesIdentical: WeChat's retries of a message get byte-for-byte the same
+// reply, even when the data changed in between, and are counted.
+func TestWebhookRetriesIdentical(t *testing.T) {
+	rows := map[string]string{"18-546": "车体新厂房3号"}
+	var lookups atomic.Int64
+	base := mapLookup(t, rows)
+	changed := mapLookup(t, map[string]string{"18-546": "moved"})
+	lookup := LookupFunc(func(ctx context.Context, k []byte) ([]byte, string, bool, error) {
+		if lookups.Add(1) > 1 {
+			return changed(ctx, k)
+		}
+		return base(ctx, k)
+	})
+	ts := startServer(t, Config{}, lookup)
+	c := client{tb: t, base: ts.url, token: testToken, now: time.Now()}
+	msg := textXML("?18-546")
+	first := c.post("/wx", msg)
+	for i := range 3 {
+		c.now = c.now.Add(5 * time.Second)
+		again := c.post("/wx", msg)
+		if !bytes.Equal(again.body, first.body) {
+			t.Fatalf("retry %d: got\n%s\nwant\n%s", i+1, again.body, first.body)
+		}
+	}
+	if got := counter(t, ts.reg, "wxlookup_duplicates_total"); got != 3 {
+		t.Errorf("duplicates %v, want 3", got)
+	}
+	// Events have no MsgId: sender, time, event and key identify them.
+	ev := eventXML("subscribe", "qrscene_7", time.Now().Unix())
+	e1, e2 := c.post("/wx", ev), c.post("/wx", ev)
+	if !bytes.Equal(e1.body, e2.body) || !strings.HasPrefix(string(e1.reply.Content), "欢迎关注") {
+		t.Errorf("event retry: got %q then %q", e1.body, e2.body)
+	}
+	// A new message is answered afresh.
+	if r := c.post("/wx", textXML("?18-546")); string(r.reply.Content) != "[18-546]的工作台位为[moved]" {
+		t.Errorf("new message: got %q, want the changed data", r.reply.Content)
+	}
+}
+
+func TestWebhookEventsAndTypes(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	c := client{tb: t, base: ts.url, token: testToken, now: time.Now()}
+	if r := c.post("/wx", eventXML("unsubscribe", "", 1)); string(r.body) != "success" {
+		t.Errorf("unsubscribe: got %q, want success", r.body)
+	}
+	// Safe mode answers "success" unencrypted, as WeChat accepts.
+	s := client{tb: t, base: ts.url, token: testToken, mode: "safe", now: time.Now(), crypter: mustCrypter(t, testToken, testAppID, testKey, "")}
+	if r := s.post("/wx", eventXML("VIEW", "https://example.com", 2)); string(r.body) != "success" {
+		t.Errorf("safe VIEW: got %q, want success", r.body)
+	}
+	img := []byte(`<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser]]></FromUserName><CreateTime>1</CreateTime><MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[http://x/y.jpg]]></PicUrl><MediaId><![CDATA[m]]></MediaId><MsgId>99</MsgId></xml>`)
+	if r := c.post("/wx", img); !strings.HasPrefix(string(r.reply.Content), "发送工件号") {
+		t.Errorf("image: got %q, want the help text", r.reply.Content)
+	}
+	if got := counter(t, ts.reg, "wxlookup_requests_total", "route", "oa", "kind", "image", "outcome", "help"); got != 1 {
+		t.Errorf("requests{kind=image,outcome=help} = %v, want 1", got)
+	}
+}
+
+func TestWebhookReplyLimits(t *testing.T) {
+	long := strings.Repeat("车", 1000) + "]]>" + "\x01"
+	ts := startServer(t, Config{}, mapLookup(t, map[string]string{"X-1": long}))
+	c := client{tb: t, base: ts.url, token: testToken, now: time.Now()}
+	r := c.post("/wx", textXML("x-1"))
+	if n := len(r.reply.Content); n > wechat.MaxTextBytes {
+		t.Errorf("reply content %d bytes, want at most %d", n, wechat.MaxTextBytes)
+	}
+	if !strings.HasSuffix(string(r.reply.Content), "…") {
+		t.Errorf("cut reply does not end with …: %q", r.reply.Content[len(r.reply.Content)-20:])
+	}
+	r = c.post("/wx", textXML("?]]>\x01"))
+	if !strings.Contains(string(r.reply.Content), "[]]>]未找到") {
+		t.Errorf("]]> in a not-found reply: got %q", r.reply.Content)
+	}
+}
+
+func TestWebhookPanicRecovered(t *testing.T) {
+	var calls atomic.Int64
+	ts := startServer(t, Config{}, LookupFunc(func(context.Context, []byte) ([]byte, string, bool, error) {
+		if calls.Add(1) == 1 {
+			panic("lookup exploded")
+		}
+		return []byte("ok"), "k", true, nil
+	}))
+	c := client{tb: t, base: ts.url, token: testToken, now: time.Now()}
+	if r := c.post("/wx", textXML("?1")); r.status != http.StatusInternalServerError {
+		t.Fatalf("panicking handler: got %d, want 500", r.status)
+	}
+	if r := c.post("/wx", textXML("?1")); r.status != http.StatusOK || string(r.reply.Content) != "ok" {
+		t.Fatalf("after a panic: got %d %q, want 200 ok", r.status, r.reply.Content)
+	}
+}
+
+func TestConfigErrorsNameSetting(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no token", Config{}, "WXLOOKUP_TOKEN"},
+		{"bad path", Config{Token: "t", Path: "wx"}, "WXLOOKUP_PATH"},
+		{"bad key", Config{Token: "t", AESKey: "short"}, "WXLOOKUP_AES_KEY"},
+		{"previous without current", Config{Token: "t", AESKeyPrevious: testKey}, "WXLOOKUP_AES_KEY_PREVIOUS"},
+		{"require without key", Config{Token: "t", RequireEncryption: true}, "WXLOOKUP_REQUIRE_ENCRYPTION"},
+		{"wecom without token", Config{Token: "t", WeComCorpID: "ww1", WeComAESKey: testKey}, "WXLOOKUP_WECOM_TOKEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg, mapLookup(t, nil))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error naming %s", err, tt.want)
+			}
+			if strings.Contains(fmt.Sprint(err), testKey) {
+				t.Fatalf("error shows the key: %v", err)
+			}
+		})
+	}
+}
+
+// handlerRequest builds a fasthttp request context for calling the handler directly.
+func handlerRequest(tb testing.TB, uri string, body []byte) *fasthttp.RequestCtx {
+	tb.Helper()
+	var req fasthttp.Request
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI(uri)
+	req.SetBody(body)
+	ctx := new(fasthttp.RequestCtx)
+	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}, nil)
+	return ctx
+}
+
+func plainURI(now time.Time) string {
+	ts := strconv.FormatInt(now.Unix(), 10)
+	return "/wx?signature=" + wechat.Signature(testToken, ts, "77") + "&timestamp=" + ts + "&nonce=77&openid=oUser"
+}
+
+// TestHandlerAllocations: the plaintext hot path (signature, parse, lookup, render) stays
+// within a constant number of allocations per request.
+func TestHandlerAllocations(t *testing.T) {
+	s, err := New(Config{Token: testToken, DedupeWindow: -1, RatePerMinute: -1}, mapLookup(t, demoRows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	now := time.Now()
+	ctx := handlerRequest(t, plainURI(now), textXML("?18-546"))
+	h(ctx)
+	if !strings.Contains(string(ctx.Response.Body()), "车体新厂房3号") {
+		t.Fatalf("unexpected reply %s", ctx.Response.Body())
+	}
+	n := testing.AllocsPerRun(200, func() {
+		ctx.Response.Reset()
+		h(ctx)
+	})
+	if n > 1 {
+		t.Fatalf("handler allocates %v times per request, want at most 1", n)
+	}
+	testutil.ToFloat64(s.m.duplicates) // keep testutil imported for the metric helpers
+}
+
+func BenchmarkHandlerPlaintext(b *testing.B) {
+	s, err := New(Config{Token: testToken, RatePerMinute: -1}, mapLookup(b, demoRows))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := s.Handler()
+	now := time.Now()
+	msgs := make([][]byte, 1024)
+	for i := range msgs {
+		msgs[i] = wechat.AppendTextMessage(nil, []byte("gh_test"), []byte("oUser"), now.Unix(), []byte("?18-546"), int64(i))
+	}
+	ctx := handlerRequest(b, plainURI(now), msgs[0])
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		ctx.Request.SetBody(msgs[i%len(msgs)])
+		ctx.Response.Reset()
+		h(ctx)
+		i++
+	}
+}
+
+func BenchmarkHandlerSafe(b *testing.B) {
+	s, err := New(Config{Token: testToken, AppID: testAppID, AESKey: testKey, RatePerMinute: -1}, mapLookup(b, demoRows))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := s.Handler()
+	now := time.Now()
+	ts := strconv.FormatInt(now.Unix(), 10)
+	c := mustCrypter(b, testToken, testAppID, testKey, "")
+	var random [16]byte
+	enc := c.Current.Encrypt(nil, textXML("?18-546"), []byte(testAppID), &random)
+	uri := "/wx?signature=" + wechat.Signature(testToken, ts, "77") + "&timestamp=" + ts + "&nonce=77&encrypt_type=aes&msg_signature=" +
+		wechat.MsgSignature(testToken, ts, "77", string(enc))
+	ctx := handlerRequest(b, uri, wechat.AppendRequestEnvelope(nil, []byte("gh_test"), enc))
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Response.Reset()
+		h(ctx)
+	}
+}
