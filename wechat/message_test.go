@@ -829,6 +829,10 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`<xml><Content>a&#13;&#x0d;&#10;<![CDATA[]]]]><![CDATA[>]]>&lt;&#xD7FF;</Content></xml>`))
 	f.Add([]byte("<xml><Content>\r\n\r<![CDATA[\r\r\n]]>\r</Content></xml>"))
 	f.Add([]byte(`<xml><CreateTime> 12 </CreateTime><SendPicsInfo><Count/><PicList><item/></PicList></SendPicsInfo></xml>`))
+	f.Add([]byte(`<xml><Content>a<?pi x?>b</Content><ScanCodeInfo>text<ScanType>q</ScanType></ScanCodeInfo></xml>`))
+	f.Add([]byte(`<xml xmlns="urn:x"><Content xmlns="urn:y">a</Content><Video><MediaId>v</MediaId></Video><MediaId>m</MediaId></xml>`))
+	f.Add([]byte(`<xml><SendPicsInfo><PicList><item><PicMd5Sum>a</PicMd5Sum><PicMd5Sum>b</PicMd5Sum></item></PicList></SendPicsInfo>` +
+		`<SendPicsInfo><PicList><item/></PicList></SendPicsInfo></xml>`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m Message
 		err := m.Parse(data)
@@ -856,4 +860,22 @@ func FuzzParse(f *testing.F) {
 		}
 		agreeWithOracle(t, &m, &o)
 	})
+}
+
+// BenchmarkParseTextEncodingXML is the baseline Parse replaces: encoding/xml into a
+// struct of strings, the seed design of SPEC section 8.
+func BenchmarkParseTextEncodingXML(b *testing.B) {
+	var v struct {
+		ToUserName, FromUserName string
+		CreateTime               int64
+		MsgType, Content         string
+		MsgId                    int64
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(textMessage)))
+	for b.Loop() {
+		if err := xml.Unmarshal(textMessage, &v); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
