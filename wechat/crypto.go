@@ -82,8 +82,9 @@ func paddedLen(n int) int { return n + padBlock - n%padBlock }
 // receiveID (the AppID, or the WeCom CorpID) and returns the extended buffer. random is
 // the 16 random bytes the plaintext starts with; nil means fresh ones from crypto/rand.
 // Encrypt uses dst's spare capacity as scratch space and allocates only when dst has less
-// than EncryptedLen + the padded plaintext length (about 1.75×EncryptedLen) to spare.
-// Encrypt is safe for concurrent use.
+// than EncryptedLen + the padded plaintext length (about 1.75×EncryptedLen) to spare;
+// msg and receiveID must therefore not lie in that spare capacity (a Decrypted from the
+// same buffer, say). Encrypt is safe for concurrent use.
 func (k *Key) Encrypt(dst, msg, receiveID []byte, random *[16]byte) []byte {
 	return encrypt(k, dst, msg, receiveID, random)
 }
@@ -284,7 +285,9 @@ func (c *Crypter) VerifyURL(msgSignature, timestamp, nonce, echostr []byte) ([]b
 // key is the key that decrypted the request (Decrypted.Key; nil means c.Current),
 // receiveID the receive id to encrypt for (Decrypted.ReceiveID; nil means c.ReceiveID),
 // timestamp and nonce those of the request or fresh ones (digits). The 16 random bytes
-// come from crypto/rand. It does not allocate when dst has room (see Key.Encrypt).
+// come from crypto/rand. It does not allocate when dst has room (see Key.Encrypt), and
+// as there, receiveID and msg must not lie in dst's spare capacity: decrypt the request
+// into one buffer and write the reply into another.
 func (c *Crypter) AppendEncryptedReply(dst []byte, key *Key, receiveID, msg, timestamp, nonce []byte) []byte {
 	if key == nil {
 		key = c.Current
