@@ -1,0 +1,39 @@
+package wechat
+
+import "errors"
+
+// The sentinel errors below are distinguishable with errors.Is. Errors returned by the
+// package wrap one of them with detail; none of them ever contains a key or a token.
+var (
+	// ErrSignature is returned by CheckSignature when the URL or POST `signature`
+	// parameter is not sha1(sort(token, timestamp, nonce)).
+	ErrSignature = errors.New("wechat: signature mismatch")
+
+	// ErrMsgSignature is returned by CheckMsgSignature, Crypter.Open and
+	// Crypter.VerifyURL when `msg_signature` is not sha1(sort(token, timestamp, nonce,
+	// encrypt)).
+	ErrMsgSignature = errors.New("wechat: msg_signature mismatch")
+
+	// ErrDecrypt is returned by Key.Decrypt, Crypter.Decrypt, Crypter.Open and
+	// Crypter.VerifyURL when a ciphertext cannot be decrypted: it is not valid base64,
+	// not a whole number of AES blocks, decrypts to bad PKCS#7 padding (the usual sign of
+	// a wrong key), or carries a length field that does not fit the plaintext.
+	ErrDecrypt = errors.New("wechat: cannot decrypt")
+
+	// ErrAppID is returned by Crypter.Decrypt, Crypter.Open and Crypter.VerifyURL when a
+	// ciphertext decrypts cleanly but the receive id inside it (the AppID of an Official
+	// Account, the CorpID of a WeCom corporation) is not the one the Crypter expects.
+	ErrAppID = errors.New("wechat: receive id mismatch")
+
+	// ErrMalformed is returned by Message.Parse when the input is not a well-formed XML
+	// document with an <xml> root element, or a number field is not a number.
+	ErrMalformed = errors.New("wechat: malformed XML")
+
+	// ErrKey is returned by ParseKey and NewCrypter when an EncodingAESKey is not 43
+	// characters of base64 decoding to 32 bytes.
+	ErrKey = errors.New("wechat: invalid EncodingAESKey")
+
+	// ErrArticleCount is returned by AppendNewsReply when asked to render no articles or
+	// more than MaxArticles.
+	ErrArticleCount = errors.New("wechat: news reply needs 1 to 8 articles")
+)
