@@ -41,6 +41,8 @@ type CSV struct {
 	lastWM time.Time
 }
 
+var _ cache.Source = (*CSV)(nil)
+
 // csvVersion is one parsed content, immutable once built.
 type csvVersion struct {
 	wm    time.Time            // the watermark of this version

@@ -65,6 +65,8 @@ type MySQL struct {
 	q        queries
 }
 
+var _ cache.Source = (*MySQL)(nil)
+
 // queries are the statements of one mapping, built once from validated, quoted names.
 type queries struct {
 	clock                     string
@@ -178,13 +180,15 @@ func buildQueries(m Mapping) queries {
 	}
 	kv := k + ", " + strings.Join(vals, ", ")
 	return queries{
-		clock:         "SELECT NOW(6)",
-		snapshotFirst: "SELECT " + kv + " FROM " + t + " ORDER BY " + k + " LIMIT ?",
+		clock: "SELECT NOW(6)",
+		// The first pages skip NULL keys (possible when KeyColumn is a unique index rather
+		// than the primary key); later pages exclude them by comparison anyway.
+		snapshotFirst: "SELECT " + kv + " FROM " + t + " WHERE " + k + " IS NOT NULL ORDER BY " + k + " LIMIT ?",
 		snapshotAt:    "SELECT " + kv + " FROM " + t + " WHERE " + k + " > ? ORDER BY " + k + " LIMIT ?",
-		keysFirst:     "SELECT " + k + " FROM " + t + " ORDER BY " + k + " LIMIT ?",
+		keysFirst:     "SELECT " + k + " FROM " + t + " WHERE " + k + " IS NOT NULL ORDER BY " + k + " LIMIT ?",
 		keysAt:        "SELECT " + k + " FROM " + t + " WHERE " + k + " > ? ORDER BY " + k + " LIMIT ?",
 		changesFirst: "SELECT " + kv + ", " + u + " FROM " + t +
-			" WHERE " + u + " >= ? ORDER BY " + u + ", " + k + " LIMIT ?",
+			" WHERE " + u + " >= ? AND " + k + " IS NOT NULL ORDER BY " + u + ", " + k + " LIMIT ?",
 		// Keyset on (u, k), written so the range on u can use its index:
 		// (u, k) > (lastU, lastK)  ⇔  u >= lastU AND (u > lastU OR k > lastK).
 		changesAt: "SELECT " + kv + ", " + u + " FROM " + t +

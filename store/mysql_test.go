@@ -320,6 +320,62 @@ func TestReadOnlyAccount(t *testing.T) {
 	}
 }
 
+func TestSessionSettings(t *testing.T) {
+	checkLeaks(t)
+	srv := mariadbtest.Shared(t)
+	root, _ := seededDB(t, srv, 1)
+	s := openSource(t, readOnlyDSN(t, srv, root, "pw"), MySQLConfig{})
+	var tz, charset string
+	q := "SELECT @@session.time_zone, @@session.character_set_connection"
+	if err := s.DB().QueryRowContext(testCtx(t), q).Scan(&tz, &charset); err != nil {
+		t.Fatal(err)
+	}
+	if tz != "+00:00" || charset != "utf8mb4" {
+		t.Fatalf("got time_zone %q charset %q, want %q %q", tz, charset, "+00:00", "utf8mb4")
+	}
+	if got := s.DB().Stats().MaxOpenConnections; got != maxOpenConns {
+		t.Fatalf("got MaxOpenConnections %d, want %d", got, maxOpenConns)
+	}
+}
+
+// TestQueryTimeout shows a stuck database (a table locked by another session) costs a
+// call at most QueryTimeout, and the source works once the lock is gone.
+func TestQueryTimeout(t *testing.T) {
+	checkLeaks(t)
+	srv := mariadbtest.Shared(t)
+	dsn, _ := seededDB(t, srv, 10)
+	locker, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	ctx := testCtx(t)
+	conn, err := locker.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "LOCK TABLES workpiece_location WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 300 * time.Millisecond
+	s := openSource(t, dsn, MySQLConfig{QueryTimeout: timeout})
+	start := time.Now()
+	_, err = s.Snapshot(ctx, func(cache.Row) error { return nil })
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "store: snapshot: ") {
+		t.Fatalf("got %v, want a snapshot error wrapping context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > timeout+2*time.Second {
+		t.Fatalf("got failure after %s, want about %s", d, timeout)
+	}
+	if _, err := conn.ExecContext(ctx, "UNLOCK TABLES"); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := snapshotRows(t, s); len(rows) != 10 {
+		t.Fatalf("after unlock: got %d rows, want 10", len(rows))
+	}
+}
+
 func TestMySQLDown(t *testing.T) {
 	checkLeaks(t)
 	srv := mariadbtest.Start(t)
