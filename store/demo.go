@@ -7,8 +7,9 @@ import (
 	"strconv"
 )
 
-// The demo rows every demo starts from: row 0 is the workpiece of the SPEC's example reply,
-// row 1 a key with a letter, for trying case folding (`?a7-001`).
+// DemoKey and DemoLocation are demo row 0, the workpiece of the SPEC's example reply
+// `[18-546]的工作台位为[车体新厂房3号]`. Row 1, A7-001, has a letter for trying case
+// folding (`?a7-001`).
 const (
 	DemoKey      = "18-546"
 	DemoLocation = "车体新厂房3号"
@@ -29,7 +30,7 @@ var (
 // DemoRow returns row i of the demo data: a unique workpiece number and a plant location in
 // Chinese. It is deterministic, and the one definition of the demo data: Seed inserts
 // DemoRow(0..n-1) and examples/locations.csv holds the first 1,000. Row 0 is
-// 18-546 → 车体新厂房3号 and row 1 is A7-001; the others are like K37-482 → 总装车间C区12排.
+// 18-546 → 车体新厂房3号 and row 1 is A7-001; the others are like T72-104 → 车体新厂房23号货架第3层.
 // Keys are unique for every i ≥ 0, also under case and width folding.
 // DemoRow is safe for concurrent use.
 func DemoRow(i int) (key, location string) {

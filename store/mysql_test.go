@@ -292,6 +292,54 @@ func TestGet(t *testing.T) {
 	}
 }
 
+func TestCustomMapping(t *testing.T) {
+	checkLeaks(t)
+	srv := mariadbtest.Shared(t)
+	dsn := srv.CreateDatabase(t)
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Exec(t, cfg.DBName,
+		"CREATE TABLE bays (teil VARCHAR(32) PRIMARY KEY, hall VARCHAR(20) NOT NULL, bay VARCHAR(20) NULL, "+
+			"changed TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (changed))",
+		"INSERT INTO bays (teil, hall, bay) VALUES ('T-1', '总装车间', 'A12'), ('T-2', '焊装车间', NULL)")
+	// The source connects without a default database: the table is qualified.
+	cfg.DBName = ""
+	s := openSource(t, cfg.FormatDSN(), MySQLConfig{Mapping: Mapping{
+		Table: dsnDB(t, dsn) + ".bays", KeyColumn: "teil", ValueColumns: []string{"hall", "bay"}, UpdatedColumn: "changed",
+	}})
+	var got []string
+	wm, err := s.Snapshot(testCtx(t), func(r cache.Row) error {
+		got = append(got, r.Key+"="+strings.Join(r.Values, "|"))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "T-1=总装车间|A12 T-2=焊装车间|"; strings.Join(got, " ") != want {
+		t.Fatalf("got %q, want %q", strings.Join(got, " "), want)
+	}
+	srv.Exec(t, dsnDB(t, dsn), "UPDATE bays SET bay = 'B3' WHERE teil = 'T-2'")
+	rows, _ := changes(t, s, wm)
+	// T-1 may come again (written within the overlap); T-2 is the newest, so last.
+	if len(rows) == 0 || rows[len(rows)-1].Key != "T-2" || rows[len(rows)-1].Values[1] != "B3" {
+		t.Fatalf("got %v, want T-2 with bay B3 last", rows)
+	}
+	if r, err := s.Get(testCtx(t), "t-1"); err != nil || r.Values[0] != "总装车间" {
+		t.Fatalf("Get: got %v, %v, want 总装车间", r, err)
+	}
+}
+
+func dsnDB(tb testing.TB, dsn string) string {
+	tb.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cfg.DBName
+}
+
 func TestReadOnlyAccount(t *testing.T) {
 	checkLeaks(t)
 	srv := mariadbtest.Shared(t)
