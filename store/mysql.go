@@ -1,0 +1,437 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"wxlookup/cache"
+)
+
+// Defaults of MySQLConfig, used for zero fields.
+const (
+	DefaultPageSize     = 5000
+	DefaultOverlap      = 5 * time.Second
+	DefaultQueryTimeout = 10 * time.Second
+)
+
+// Connection defaults applied to a DSN that does not set them (timeout, readTimeout,
+// writeTimeout) and the pool. The pool is small: the loader runs one query at a time and
+// read-through adds a few point reads; connections are recycled well before a typical
+// wait_timeout or a proxy's idle cut-off.
+const (
+	defaultDialTimeout  = 5 * time.Second
+	defaultReadTimeout  = 30 * time.Second
+	defaultWriteTimeout = 30 * time.Second
+	maxOpenConns        = 4
+	maxIdleConns        = 2
+	connMaxLifetime     = 3 * time.Minute
+	connMaxIdleTime     = time.Minute
+)
+
+// MySQLConfig configures OpenMySQL. Zero fields take the Default… values.
+type MySQLConfig struct {
+	// DSN is a go-sql-driver/mysql DSN, typically of an account that may only SELECT the
+	// table: user:password@tcp(host:3306)/plant.
+	DSN string
+	// Mapping names the table and columns; empty settings take the Default… names.
+	Mapping Mapping
+	// PageSize is the number of rows one statement of Snapshot, Changes or Keys reads.
+	PageSize int
+	// Overlap is how far before the last watermark Changes looks again, to catch rows
+	// stamped before the watermark but committed after it. It must exceed the longest
+	// writing transaction and the clock skew of writers that stamp rows themselves.
+	Overlap time.Duration
+	// QueryTimeout bounds each statement (one page, one clock read, one point read).
+	QueryTimeout time.Duration
+}
+
+// MySQL is the MySQL (or MariaDB) source of the cache: it satisfies cache.Source with
+// bounded keyset-paginated statements, never a long transaction, and needs only SELECT on
+// the table. It is safe for concurrent use.
+type MySQL struct {
+	db       *sql.DB
+	desc     string
+	pageSize int
+	overlap  time.Duration
+	timeout  time.Duration
+	nvalues  int
+	loc      *time.Location
+	q        queries
+}
+
+var _ cache.Source = (*MySQL)(nil)
+
+// queries are the statements of one mapping, built once from validated, quoted names.
+type queries struct {
+	clock                     string
+	snapshotFirst, snapshotAt string
+	keysFirst, keysAt         string
+	changesFirst, changesAt   string
+	get                       string
+}
+
+// OpenMySQL checks cfg and returns a source for it. It does not connect: the service starts
+// and answers from its cache while MySQL is down, and each call connects as needed.
+//
+// The DSN is adjusted for the loader: charset utf8mb4; parseTime; session time_zone
+// '+00:00' read back in UTC, unless the DSN sets time_zone itself (then its loc must name
+// the same zone); interpolateParams, so a page is one round trip; timeout, readTimeout and
+// writeTimeout when unset; and a small pool with a connection lifetime.
+func OpenMySQL(cfg MySQLConfig) (*MySQL, error) {
+	m := cfg.Mapping.WithDefaults()
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.DSN == "" {
+		return nil, errors.New("store: open mysql: DSN is empty")
+	}
+	dc, err := mysql.ParseDSN(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("store: open mysql: parse DSN: %w", err)
+	}
+	switch {
+	case cfg.PageSize < 0:
+		return nil, fmt.Errorf("store: open mysql: PageSize %d, want > 0", cfg.PageSize)
+	case cfg.PageSize == 0:
+		cfg.PageSize = DefaultPageSize
+	}
+	switch {
+	case cfg.Overlap < 0:
+		return nil, fmt.Errorf("store: open mysql: Overlap %s, want ≥ 0", cfg.Overlap)
+	case cfg.Overlap == 0:
+		cfg.Overlap = DefaultOverlap
+	}
+	switch {
+	case cfg.QueryTimeout < 0:
+		return nil, fmt.Errorf("store: open mysql: QueryTimeout %s, want > 0", cfg.QueryTimeout)
+	case cfg.QueryTimeout == 0:
+		cfg.QueryTimeout = DefaultQueryTimeout
+	}
+
+	collation := ""
+	if strings.HasPrefix(dc.Collation, "utf8mb4_") {
+		collation = dc.Collation
+	}
+	if err := dc.Apply(mysql.Charset("utf8mb4", collation)); err != nil {
+		return nil, fmt.Errorf("store: open mysql: charset: %w", err)
+	}
+	dc.ParseTime = true
+	dc.InterpolateParams = true
+	if dc.Params == nil {
+		dc.Params = map[string]string{}
+	}
+	if _, ok := dc.Params["time_zone"]; !ok {
+		dc.Params["time_zone"] = "'+00:00'"
+		dc.Loc = time.UTC
+	}
+	if dc.Timeout == 0 {
+		dc.Timeout = defaultDialTimeout
+	}
+	if dc.ReadTimeout == 0 {
+		dc.ReadTimeout = defaultReadTimeout
+	}
+	if dc.WriteTimeout == 0 {
+		dc.WriteTimeout = defaultWriteTimeout
+	}
+	conn, err := mysql.NewConnector(dc)
+	if err != nil {
+		return nil, fmt.Errorf("store: open mysql: %w", err)
+	}
+	db := sql.OpenDB(conn)
+	db.SetMaxOpenConns(maxOpenConns)
+	db.SetMaxIdleConns(maxIdleConns)
+	db.SetConnMaxLifetime(connMaxLifetime)
+	db.SetConnMaxIdleTime(connMaxIdleTime)
+
+	return &MySQL{
+		db:       db,
+		desc:     describe(dc, m.Table),
+		pageSize: cfg.PageSize,
+		overlap:  cfg.Overlap,
+		timeout:  cfg.QueryTimeout,
+		nvalues:  len(m.ValueColumns),
+		loc:      dc.Loc,
+		q:        buildQueries(m),
+	}, nil
+}
+
+// describe names the source for logs and the status page, without the password.
+func describe(dc *mysql.Config, table string) string {
+	user := dc.User
+	if user != "" {
+		user += "@"
+	}
+	return "mysql " + user + dc.Net + "(" + dc.Addr + ")/" + dc.DBName + " table " + table
+}
+
+// buildQueries writes the statements of m. Every name is validated and quoted; values
+// travel as parameters.
+func buildQueries(m Mapping) queries {
+	t, k, u := quote(m.Table), quote(m.KeyColumn), quote(m.UpdatedColumn)
+	vals := make([]string, len(m.ValueColumns))
+	for i, c := range m.ValueColumns {
+		vals[i] = quote(c)
+	}
+	kv := k + ", " + strings.Join(vals, ", ")
+	return queries{
+		clock: "SELECT NOW(6)",
+		// The first pages skip NULL keys (possible when KeyColumn is a unique index rather
+		// than the primary key); later pages exclude them by comparison anyway.
+		snapshotFirst: "SELECT " + kv + " FROM " + t + " WHERE " + k + " IS NOT NULL ORDER BY " + k + " LIMIT ?",
+		snapshotAt:    "SELECT " + kv + " FROM " + t + " WHERE " + k + " > ? ORDER BY " + k + " LIMIT ?",
+		keysFirst:     "SELECT " + k + " FROM " + t + " WHERE " + k + " IS NOT NULL ORDER BY " + k + " LIMIT ?",
+		keysAt:        "SELECT " + k + " FROM " + t + " WHERE " + k + " > ? ORDER BY " + k + " LIMIT ?",
+		changesFirst: "SELECT " + kv + ", " + u + " FROM " + t +
+			" WHERE " + u + " >= ? AND " + k + " IS NOT NULL ORDER BY " + u + ", " + k + " LIMIT ?",
+		// Keyset on (u, k), written so the range on u can use its index:
+		// (u, k) > (lastU, lastK)  ⇔  u >= lastU AND (u > lastU OR k > lastK).
+		changesAt: "SELECT " + kv + ", " + u + " FROM " + t +
+			" WHERE " + u + " >= ? AND (" + u + " > ? OR " + k + " > ?) ORDER BY " + u + ", " + k + " LIMIT ?",
+		// The key column's collation (case- and width-insensitive in schema.sql) finds the
+		// candidates through the index; Get keeps those whose cache.Key matches.
+		get: "SELECT " + kv + " FROM " + t + " WHERE " + k + " = ? LIMIT 16",
+	}
+}
+
+// String describes the source without its password, for example
+// "mysql loader@tcp(db:3306)/plant table workpiece_location".
+func (s *MySQL) String() string { return s.desc }
+
+// DB returns the connection pool, for Seed and tests. Closing the source closes it.
+func (s *MySQL) DB() *sql.DB { return s.db }
+
+// Close closes the connection pool. Calls in progress fail; it is safe to call once.
+func (s *MySQL) Close() error { return s.db.Close() }
+
+// clock reads the database's clock, the origin of every watermark: writers stamp rows with
+// this clock (CURRENT_TIMESTAMP), so the loader's and the writers' times compare.
+func (s *MySQL) clock(ctx context.Context) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var now time.Time
+	if err := s.db.QueryRowContext(ctx, s.q.clock).Scan(&now); err != nil {
+		return time.Time{}, err
+	}
+	return now, nil
+}
+
+// page runs one bounded statement and calls each with dest filled for every row, returning
+// the number of rows. The []byte behind RawBytes in dest is valid only during each.
+func (s *MySQL) page(ctx context.Context, query string, args []any, dest []any, each func() error) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return n, err
+		}
+		n++
+		if err := each(); err != nil {
+			return n, err
+		}
+	}
+	return n, rows.Err()
+}
+
+// rowScanner scans key and value columns as raw bytes and builds a cache.Row from them with
+// two allocations: one string holding key and values, one Values slice.
+type rowScanner struct {
+	cols []sql.RawBytes
+	dest []any
+	buf  []byte
+}
+
+func newRowScanner(nvalues int, extra ...any) *rowScanner {
+	r := &rowScanner{cols: make([]sql.RawBytes, 1+nvalues)}
+	for i := range r.cols {
+		r.dest = append(r.dest, &r.cols[i])
+	}
+	r.dest = append(r.dest, extra...)
+	return r
+}
+
+func (r *rowScanner) row() cache.Row {
+	r.buf = r.buf[:0]
+	for _, c := range r.cols {
+		r.buf = append(r.buf, c...)
+	}
+	all := string(r.buf)
+	row := cache.Row{Key: all[:len(r.cols[0])], Values: make([]string, len(r.cols)-1)}
+	off := len(r.cols[0])
+	for i, c := range r.cols[1:] {
+		row.Values[i] = all[off : off+len(c)]
+		off += len(c)
+	}
+	return row
+}
+
+// Snapshot streams every row to fn in key order and returns the database clock read before
+// the first page. It reads by keyset pagination (WHERE key > last ORDER BY key LIMIT
+// PageSize), each page its own short statement, so no transaction stays open and a row
+// written meanwhile is either read or newer than the watermark. Each Row is freshly
+// allocated; fn may keep it.
+func (s *MySQL) Snapshot(ctx context.Context, fn func(cache.Row) error) (time.Time, error) {
+	wm, err := s.clock(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("store: snapshot: read clock: %w", err)
+	}
+	sc := newRowScanner(s.nvalues)
+	var last string
+	first := true
+	each := func() error {
+		row := sc.row()
+		last = row.Key
+		return fn(row)
+	}
+	for {
+		var n int
+		if first {
+			n, err = s.page(ctx, s.q.snapshotFirst, []any{s.pageSize}, sc.dest, each)
+		} else {
+			n, err = s.page(ctx, s.q.snapshotAt, []any{last, s.pageSize}, sc.dest, each)
+		}
+		if err != nil {
+			if first {
+				return time.Time{}, fmt.Errorf("store: snapshot: first page: %w", err)
+			}
+			return time.Time{}, fmt.Errorf("store: snapshot: page after %q: %w", last, err)
+		}
+		if n < s.pageSize {
+			return wm, nil
+		}
+		first = false
+	}
+}
+
+// minTimestamp is the earliest instant a TIMESTAMP holds; Changes never asks for less.
+var minTimestamp = time.Unix(0, 0).UTC()
+
+// Changes streams the rows whose updated column is at or after since − Overlap, ordered by
+// (updated, key), and returns the database clock read before the first page, the since of
+// the next call. A row may be delivered again by the next call (within the overlap).
+//
+// Why nothing is lost, step by step:
+//  1. The watermark next is read before the query. A row stamped later than next is, by
+//     definition, at or after next and so inside the next call's window.
+//  2. A row stamped at exactly the same microsecond as next but committed just after this
+//     query ran: the next call reads `>= next − Overlap`, an inclusive bound, so equal
+//     stamps are read again rather than skipped.
+//  3. A transaction stamps its rows when its statement runs but they become visible only at
+//     commit. A row stamped at t < next that commits after this query is missed now; the
+//     next call still reads it as long as next − t ≤ Overlap. Hence Overlap must exceed the
+//     longest writing transaction.
+//  4. Pages continue by keyset on (updated, key), not OFFSET: a burst of rows sharing one
+//     timestamp larger than a page is read across pages without loss or repetition, and
+//     a row re-stamped while paging moves forward to a stamp ≥ the cursor and is read again
+//     later in this pass or the next.
+func (s *MySQL) Changes(ctx context.Context, since time.Time, fn func(cache.Row) error) (time.Time, error) {
+	next, err := s.clock(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("store: changes since %s: read clock: %w", fmtTime(since), err)
+	}
+	from := since.Add(-s.overlap)
+	if from.Before(minTimestamp) {
+		from = minTimestamp
+	}
+	var updated time.Time
+	sc := newRowScanner(s.nvalues, &updated)
+	var lastKey string
+	var lastUpdated time.Time
+	first := true
+	each := func() error {
+		row := sc.row()
+		lastKey, lastUpdated = row.Key, updated
+		return fn(row)
+	}
+	for {
+		var n int
+		if first {
+			n, err = s.page(ctx, s.q.changesFirst, []any{from.In(s.loc), s.pageSize}, sc.dest, each)
+		} else {
+			lu := lastUpdated.In(s.loc)
+			n, err = s.page(ctx, s.q.changesAt, []any{lu, lu, lastKey, s.pageSize}, sc.dest, each)
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("store: changes since %s: %w", fmtTime(since), err)
+		}
+		if n < s.pageSize {
+			return next, nil
+		}
+		first = false
+	}
+}
+
+// Keys streams every key of the table in key order, by keyset pagination.
+func (s *MySQL) Keys(ctx context.Context, fn func(key string) error) error {
+	var raw sql.RawBytes
+	dest := []any{&raw}
+	var last string
+	first := true
+	each := func() error {
+		last = string(raw)
+		return fn(last)
+	}
+	for {
+		var n int
+		var err error
+		if first {
+			n, err = s.page(ctx, s.q.keysFirst, []any{s.pageSize}, dest, each)
+		} else {
+			n, err = s.page(ctx, s.q.keysAt, []any{last, s.pageSize}, dest, each)
+		}
+		if err != nil {
+			return fmt.Errorf("store: keys after %q: %w", last, err)
+		}
+		if n < s.pageSize {
+			return nil
+		}
+		first = false
+	}
+}
+
+// Get returns the row whose key normalises (cache.Key) to key, or cache.ErrNotFound. The
+// index finds candidates by the key column's collation; a candidate counts only if its
+// normalised form equals key exactly, so a collation looser than cache.Key (accents, ß)
+// cannot answer for another workpiece.
+func (s *MySQL) Get(ctx context.Context, key string) (cache.Row, error) {
+	sc := newRowScanner(s.nvalues)
+	var found cache.Row
+	ok := false
+	var nk []byte
+	each := func() error {
+		if ok {
+			return nil
+		}
+		nk = cache.AppendKey(nk[:0], sc.cols[0])
+		if string(nk) == key {
+			found, ok = sc.row(), true
+		}
+		return nil
+	}
+	if _, err := s.page(ctx, s.q.get, []any{key}, sc.dest, each); err != nil {
+		return cache.Row{}, fmt.Errorf("store: get %q: %w", key, err)
+	}
+	if !ok {
+		return cache.Row{}, cache.ErrNotFound
+	}
+	return found, nil
+}
+
+// fmtTime formats a watermark for error messages.
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "the beginning"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05.000000Z")
+}
