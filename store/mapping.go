@@ -65,27 +65,46 @@ func (m Mapping) WithDefaults() Mapping {
 // escaped, so no configured name can change the shape of a statement.
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,63}$`)
 
-// Validate reports the first setting of m that is not a plain SQL identifier, in an error
-// naming it (for example `store: mapping: KeyColumn "x; DROP TABLE" is not a plain SQL
-// identifier`). Table may be qualified by a database, "db.table". It checks m as given:
-// apply WithDefaults first to fill empty settings.
+// MappingError is the error Validate returns: which setting of the mapping is wrong, and
+// why. Field is the Mapping field's name ("Table", "KeyColumn", "ValueColumns",
+// "UpdatedColumn"), so a caller can name its own setting for it.
+type MappingError struct {
+	Field string
+	Err   error
+}
+
+func (e *MappingError) Error() string {
+	sep := " "
+	if strings.HasPrefix(e.Err.Error(), "[") {
+		sep = "" // ValueColumns[2] …
+	}
+	return "store: mapping: " + e.Field + sep + e.Err.Error()
+}
+
+// Unwrap returns the reason.
+func (e *MappingError) Unwrap() error { return e.Err }
+
+// Validate reports the first setting of m that is not a plain SQL identifier, as a
+// *MappingError naming it (for example `store: mapping: KeyColumn "x; DROP TABLE" is not a
+// plain SQL identifier`). Table may be qualified by a database, "db.table". It checks m as
+// given: apply WithDefaults first to fill empty settings.
 func (m Mapping) Validate() error {
 	if err := checkTable(m.Table); err != nil {
-		return fmt.Errorf("store: mapping: Table %w", err)
+		return &MappingError{"Table", err}
 	}
 	if err := checkIdent(m.KeyColumn); err != nil {
-		return fmt.Errorf("store: mapping: KeyColumn %w", err)
+		return &MappingError{"KeyColumn", err}
 	}
 	if len(m.ValueColumns) == 0 {
-		return errors.New("store: mapping: ValueColumns is empty, want at least one column")
+		return &MappingError{"ValueColumns", errors.New("is empty, want at least one column")}
 	}
 	for i, c := range m.ValueColumns {
 		if err := checkIdent(c); err != nil {
-			return fmt.Errorf("store: mapping: ValueColumns[%d] %w", i, err)
+			return &MappingError{"ValueColumns", fmt.Errorf("[%d] %w", i, err)}
 		}
 	}
 	if err := checkIdent(m.UpdatedColumn); err != nil {
-		return fmt.Errorf("store: mapping: UpdatedColumn %w", err)
+		return &MappingError{"UpdatedColumn", err}
 	}
 	return nil
 }

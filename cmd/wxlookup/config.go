@@ -323,6 +323,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: WXLOOKUP_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
 	if err := c.mapping().Validate(); err != nil {
+		var me *store.MappingError
+		if errors.As(err, &me) {
+			env := map[string]string{"Table": "WXLOOKUP_TABLE", "KeyColumn": "WXLOOKUP_KEY_COLUMN",
+				"ValueColumns": "WXLOOKUP_VALUE_COLUMNS", "UpdatedColumn": "WXLOOKUP_UPDATED_COLUMN"}[me.Field]
+			return fmt.Errorf("config: %s: %v", env, me.Err)
+		}
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
