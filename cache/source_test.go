@@ -70,6 +70,13 @@ func (f *fakeSource) del(key string) {
 	f.deleted[key] = f.clock
 }
 
+// hooks sets getHook and keysHook.
+func (f *fakeSource) hooks(get func(ctx context.Context, key string) error, keys func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.getHook, f.keysHook = get, keys
+}
+
 // fail sets the errors the next calls return (nil clears them).
 func (f *fakeSource) fail(snapshot, changes, keys, get error) {
 	f.mu.Lock()

@@ -141,6 +141,9 @@ func (t *table) fill(e *entry, since uint64, ttl time.Duration) bool {
 		return false
 	}
 	t.putLocked(e, since, ttl)
+	// Wait until ristretto applied it (microseconds, against a database round trip), so the
+	// next Lookup of the key finds it rather than asking the source again.
+	t.rc.Wait()
 	return true
 }
 
