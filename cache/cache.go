@@ -171,11 +171,10 @@ func (c *Cache) acquire(h uint64) *table {
 	}
 }
 
-// swap makes t the table Lookup reads and retires the previous one. It marks the cache
-// ready. The caller holds srcMu.
+// swap makes t the table Lookup reads and retires the previous one. The caller holds
+// srcMu.
 func (c *Cache) swap(t *table) {
 	old := c.cur.Swap(t)
-	c.readyOnce.Do(func() { close(c.ready) })
 	if old != nil {
 		old.retire()
 	}

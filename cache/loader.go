@@ -137,6 +137,10 @@ func (c *Cache) run(ctx context.Context, step string, fn func(context.Context) e
 		c.metrics.stepErrors.WithLabelValues(step).Inc()
 		c.log.Error("cache: loader step failed", "step", step, "err", err)
 	}
+	if c.cur.Load() != nil {
+		// Ready only now, so that whoever waited for it sees the warm in Status too.
+		c.readyOnce.Do(func() { close(c.ready) })
+	}
 	if c.onStep != nil {
 		c.onStep(step, err)
 	}
