@@ -323,3 +323,30 @@ func BenchmarkWarm100k(b *testing.B) {
 		c.Close()
 	}
 }
+
+// TestWarmDuplicateKeys: two stored keys that normalise alike make one entry (the later
+// row in snapshot order wins), counted once.
+func TestWarmDuplicateKeys(t *testing.T) {
+	src := newFakeSource(0)
+	src.set("A7-001", "upper")
+	src.set("a7-001", "lower") // sorts after "A7-001"
+	src.set("B1", "b")
+	c := newTestCache(t, src, Config{})
+	startReady(t, c)
+	mustFind(t, c, "A7-001", "[a7-001] lower")
+	mustFind(t, c, "b1", "[B1] b")
+	if st := c.Status(); st.Entries != 2 || !st.Complete {
+		t.Errorf("entries %d complete %v, want 2 true", st.Entries, st.Complete)
+	}
+}
+
+func TestHashAll(t *testing.T) {
+	entries := []*entry{{key: "a"}, {key: "b"}, {key: "a"}, {key: "c"}}
+	hashes, shared := hashAll(entries)
+	if len(hashes) != 4 || hashes[0] != hashKeyString("a") || hashes[3] != hashKeyString("c") {
+		t.Errorf("hashes %v", hashes)
+	}
+	if _, ok := shared[hashKeyString("a")]; !ok || len(shared) != 1 {
+		t.Errorf("shared %v, want only a's hash", shared)
+	}
+}

@@ -61,9 +61,14 @@ type table struct {
 
 	mu sync.Mutex
 	// pending holds, while complete, the chain each hash written since the last flush must
-	// hold (nil: must be absent). Flush verifies it against ristretto.
+	// hold (nil: must be absent), so that flush can re-write what ristretto lost.
 	pending   map[uint64]*entry
 	unflushed int
+	// lost lists, while complete, the hashes whose writes ristretto reported lost: Sets it
+	// dropped after every retry, and items its policy rejected or evicted (callbacks on
+	// ristretto's goroutine, hence lostMu; lock order mu, then lostMu).
+	lostMu sync.Mutex
+	lost   []uint64
 	// set is rc.SetWithTTL; tests replace it to drop or lose writes.
 	set func(h uint64, v *entry, cost int64, ttl time.Duration) bool
 
@@ -128,6 +133,18 @@ func (t *table) put(e *entry) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.putLocked(e, t.epoch.Add(1), 0)
+	return t.maybeFlushLocked()
+}
+
+// putNew is put for a fresh table being filled by a snapshot, when h = hash(e.key) is known
+// to be written for the first time: it skips looking up what h holds.
+func (t *table) putNew(e *entry, h uint64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.stamp = t.epoch.Add(1)
+	t.writeLocked(h, e, 0)
+	t.entries.Add(1)
+	t.bytes.Add(e.cost)
 	return t.maybeFlushLocked()
 }
 
@@ -233,10 +250,30 @@ func (t *table) writeLocked(h uint64, chain *entry, ttl time.Duration) {
 	for i := 1; !t.set(h, chain, cost, ttl); i++ {
 		t.stats.setsDropped.Add(1)
 		if i == setAttempts {
-			return // verification re-writes it (or, if incomplete, a read-through will)
+			t.lose(h) // flush re-writes it (or, if incomplete, a read-through will)
+			return
 		}
 		t.rc.Wait() // the buffer was full: let ristretto drain it
 	}
+}
+
+// lose records, while the table is complete, that ristretto lost the write of hash h.
+func (t *table) lose(h uint64) {
+	if !t.complete.Load() {
+		return
+	}
+	t.lostMu.Lock()
+	defer t.lostMu.Unlock()
+	t.lost = append(t.lost, h)
+}
+
+// takeLost returns and clears the lost hashes.
+func (t *table) takeLost() []uint64 {
+	t.lostMu.Lock()
+	defer t.lostMu.Unlock()
+	lost := t.lost
+	t.lost = nil
+	return lost
 }
 
 func (t *table) maybeFlushLocked() error {
@@ -247,9 +284,18 @@ func (t *table) maybeFlushLocked() error {
 }
 
 // flush waits until ristretto has applied every write and, while the table is complete,
-// verifies that each written hash holds exactly the chain written, re-writing those that
-// do not. If some still do not after verifyRounds, the table is declared incomplete (misses
-// then read through, so answers stay correct) and an error says so.
+// makes sure none was lost, re-writing those that were. If some still are after
+// verifyRounds, the table is declared incomplete (misses then read through, so answers stay
+// correct) and an error says so.
+//
+// How losses are known, without reading every write back: ristretto loses a write in
+// exactly three ways, and reports each. (1) Set returns false when its set buffer is full;
+// writeLocked retries and records the hash if it keeps failing. (2) Its policy rejects an
+// item (OnReject): in a complete table that only happens when one hash is Set twice before
+// the first is applied, or never. (3) It evicts an item (OnEvict): a complete table's
+// MaxCost has headroom above the budget, so never. After Wait every queued item has been
+// applied or reported, so the lost list is complete; each lost hash is read back and
+// re-written unless it already holds what pending says it must.
 func (t *table) flush() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -257,32 +303,30 @@ func (t *table) flush() error {
 }
 
 func (t *table) flushLocked() error {
-	t.unflushed = 0
-	t.rc.Wait()
-	if !t.complete.Load() {
-		clear(t.pending)
-		return nil
-	}
+	defer func() { t.unflushed = 0 }()
 	for round := 1; ; round++ {
-		for h, want := range t.pending {
-			got, ok := t.rc.Get(h)
-			if (want == nil && !ok) || (want != nil && ok && got == want) {
-				delete(t.pending, h)
-				continue
+		t.rc.Wait()
+		lost := t.takeLost()
+		if !t.complete.Load() || len(lost) == 0 {
+			clear(t.pending)
+			return nil
+		}
+		if round > verifyRounds {
+			t.goIncompleteLocked()
+			return fmt.Errorf("cache: verify: %d entries still lost after %d rounds; serving as incomplete", len(lost), verifyRounds)
+		}
+		for _, h := range lost {
+			want, ok := t.pending[h]
+			if !ok { // written before the last flush, so evicted: it cannot be re-written
+				t.goIncompleteLocked()
+				return fmt.Errorf("cache: verify: ristretto evicted an entry of a complete table; serving as incomplete")
+			}
+			if got, found := t.rc.Get(h); (want == nil && !found) || (want != nil && found && got == want) {
+				continue // a later write of the hash landed
 			}
 			t.stats.setRetries.Add(1)
 			t.writeLocked(h, want, 0)
 		}
-		if len(t.pending) == 0 {
-			t.unflushed = 0
-			return nil
-		}
-		if round == verifyRounds {
-			n := len(t.pending)
-			t.goIncompleteLocked()
-			return fmt.Errorf("cache: verify: %d entries still not stored after %d rounds; serving as incomplete", n, round)
-		}
-		t.rc.Wait()
 	}
 }
 
@@ -299,16 +343,20 @@ func (t *table) onEvict(item *ristretto.Item[*entry]) {
 	if t.retired.Load() {
 		return // Close empties the cache through this callback; that is not eviction
 	}
+	t.lose(item.Key)
 	t.drop(item.Value, true)
 }
 
-// onReject is ristretto's callback for a Set its policy refused. A complete table's writes
-// are verified and re-written, so only an incomplete table's counts change.
+// onReject is ristretto's callback for a Set its policy refused. A complete table re-writes
+// it at the next flush, so only an incomplete table's counts change.
 func (t *table) onReject(item *ristretto.Item[*entry]) {
-	if t.retired.Load() || t.complete.Load() {
-		return
+	switch {
+	case t.retired.Load():
+	case t.complete.Load():
+		t.lose(item.Key)
+	default:
+		t.drop(item.Value, false)
 	}
-	t.drop(item.Value, false)
 }
 
 func (t *table) drop(chain *entry, evicted bool) {

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"github.com/dgraph-io/ristretto/v2"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -34,9 +35,9 @@ func mustGet(tb testing.TB, t *table, i int) {
 }
 
 // TestSetDropsRetried injects a set function that drops 30% of writes (returns false, as
-// ristretto does when its set buffer is full) and silently loses 10% (returns true but
-// never stores, as when ristretto's policy rejects an accepted write): the table must still
-// end up complete, every row verified.
+// ristretto does when its set buffer is full) and loses 10% after accepting them (returns
+// true, never stores, and calls OnReject, as ristretto's policy does): the table must still
+// end up complete, every row stored.
 func TestSetDropsRetried(t *testing.T) {
 	const n = 20_000
 	var stats counters
@@ -48,6 +49,7 @@ func TestSetDropsRetried(t *testing.T) {
 		case r < 3:
 			return false
 		case r == 3:
+			tb.onReject(&ristretto.Item[*entry]{Key: h, Value: v}) // what ristretto's policy does
 			return true
 		}
 		return real(h, v, cost, ttl)
@@ -77,7 +79,10 @@ func TestSetDropsRetried(t *testing.T) {
 func TestVerifyGivesUp(t *testing.T) {
 	var stats counters
 	tb := newTestTable(t, 10, true, 1<<20, &stats)
-	tb.set = func(uint64, *entry, int64, time.Duration) bool { return true } // lies
+	tb.set = func(h uint64, v *entry, _ int64, _ time.Duration) bool { // every write rejected
+		tb.onReject(&ristretto.Item[*entry]{Key: h, Value: v})
+		return true
+	}
 	if err := tb.put(testEntry(1)); err != nil {
 		t.Fatal(err)
 	}
