@@ -100,7 +100,7 @@ func New(src Source, cfg Config) (*Cache, error) {
 	return c, nil
 }
 
-// Ready reports whether the first warm has completed; once true it stays true until Close.
+// Ready reports whether the first warm (or Reload) has completed; once true it stays true.
 func (c *Cache) Ready() bool {
 	select {
 	case <-c.ready:

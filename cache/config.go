@@ -52,8 +52,10 @@ type Config struct {
 	// interval caps it further; see Cache.Start).
 	MaxBackoff time.Duration
 	// Render returns the reply line stored for a row (the server's "found" template already
-	// applied). nil means "[key] v1 v2". It is called by the loader and on read-through,
-	// never on the hot path, and must not keep or modify the row.
+	// applied). nil means DefaultRender, "[key] v1 v2". It is called by the loader and on
+	// read-through, never on the hot path, and must be safe for concurrent use (read-throughs
+	// run beside the loader). It must not keep or modify the row; the cache keeps the slice
+	// it returns, which must not change afterwards.
 	Render func(Row) []byte
 	// Logger receives loader errors and state changes; nil means slog.Default().
 	Logger *slog.Logger

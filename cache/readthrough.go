@@ -71,10 +71,11 @@ func (c *Cache) query(key string) (*entry, error) {
 		c.fill(newNegative(key, exp), asked, since, c.cfg.NegativeTTL)
 		return nil, nil
 	case err != nil:
+		// Counted in wxlookup_cache_read_through_total{outcome="error"}, not among the
+		// loader's errors: during an outage every miss fails, and the loader's own failing
+		// refreshes already say so in Status without being crowded out.
 		c.metrics.readThrough.failed.Inc()
-		err = fmt.Errorf("cache: read through %q: %w", key, err)
-		c.status.recordError(c.cfg.Now(), "read-through", err)
-		return nil, err
+		return nil, fmt.Errorf("cache: read through %q: %w", key, err)
 	}
 	c.metrics.readThrough.found.Inc()
 	e, _ := newEntry(r, c.cfg.Render, nil)
