@@ -1,0 +1,408 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m) // no goroutine survives Close
+}
+
+// newTestCache returns a Cache over src, closed when the test ends. Unless cfg says
+// otherwise the loader's tickers are an hour apart: tests drive steps with runStep.
+func newTestCache(tb testing.TB, src Source, cfg Config) *Cache {
+	tb.Helper()
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = time.Hour
+	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c, err := New(src, cfg)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+// startReady starts c and waits for its first warm.
+func startReady(tb testing.TB, c *Cache) {
+	tb.Helper()
+	c.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		tb.Fatalf("WaitReady: %v", err)
+	}
+}
+
+// lookup is Lookup of the normalised form of key, with the line as a string.
+func lookup(c *Cache, key string) (line, canon string, found bool, err error) {
+	l, canon, found, err := c.Lookup(context.Background(), []byte(Key(key)))
+	return string(l), canon, found, err
+}
+
+// mustFind fails unless key is found with the line want.
+func mustFind(tb testing.TB, c *Cache, key, want string) {
+	tb.Helper()
+	line, _, found, err := lookup(c, key)
+	if err != nil || !found || line != want {
+		tb.Fatalf("Lookup(%q) = %q, found %v, err %v; want %q", key, line, found, err, want)
+	}
+}
+
+// mustMiss fails unless key is a (non-error) not-found.
+func mustMiss(tb testing.TB, c *Cache, key string) {
+	tb.Helper()
+	line, _, found, err := lookup(c, key)
+	if err != nil || found {
+		tb.Fatalf("Lookup(%q) = %q, found %v, err %v; want not found", key, line, found, err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	src := newFakeSource(0)
+	tests := []struct {
+		name    string
+		cfg     Config
+		setting string // named in the error; "" means valid
+	}{
+		{"zero is defaults", Config{}, ""},
+		{"max bytes", Config{MaxBytes: 100}, "WXLOOKUP_CACHE_MAX_BYTES"},
+		{"refresh", Config{RefreshInterval: -time.Second}, "WXLOOKUP_REFRESH_INTERVAL"},
+		{"reconcile", Config{ReconcileInterval: -1}, "WXLOOKUP_RECONCILE_INTERVAL"},
+		{"read-through timeout", Config{ReadThroughTimeout: -1}, "ReadThroughTimeout"},
+		{"read-through limit", Config{ReadThroughLimit: -1}, "ReadThroughLimit"},
+		{"negative ttl", Config{NegativeTTL: -1}, "NegativeTTL"},
+		{"max backoff", Config{MaxBackoff: -1}, "MaxBackoff"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(src, tt.cfg)
+			if tt.setting == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				if c.cfg.MaxBytes != DefaultMaxBytes || c.cfg.RefreshInterval != DefaultRefreshInterval ||
+					c.cfg.ReadThroughLimit != DefaultReadThroughLimit || c.cfg.NegativeTTL != DefaultNegativeTTL {
+					t.Errorf("defaults not applied: %+v", c.cfg)
+				}
+				c.Close()
+				return
+			}
+			if err == nil {
+				c.Close()
+				t.Fatalf("New accepted %+v", tt.cfg)
+			}
+			if !strings.Contains(err.Error(), tt.setting) {
+				t.Errorf("got %q, want it to name %s", err, tt.setting)
+			}
+		})
+	}
+	if _, err := New(nil, Config{}); err == nil {
+		t.Error("New(nil source) succeeded")
+	}
+}
+
+func TestLookupBeforeWarm(t *testing.T) {
+	src := newFakeSource(10)
+	src.fail(errors.New("mysql: connection refused"), nil, nil, nil)
+	c := newTestCache(t, src, Config{})
+	if _, _, _, err := lookup(c, fakeKey(1)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("before Start: got err %v, want ErrNotReady", err)
+	}
+	steps := make(chan error, 100)
+	c.onStep = func(step string, err error) {
+		if step == "warm" {
+			steps <- err
+		}
+	}
+	c.Start()
+	if err := <-steps; err == nil { // the warm fails, is retried, and nothing is ready
+		t.Fatal("warm succeeded against a failing source")
+	}
+	if c.Ready() {
+		t.Fatal("Ready after a failed warm")
+	}
+	if _, _, _, err := lookup(c, fakeKey(1)); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("after failed warm: got err %v, want ErrNotReady", err)
+	}
+	src.fail(nil, nil, nil, nil)
+	if err := c.runStep(false); err != nil { // the retry, without waiting for the back-off
+		t.Fatalf("warm after the source came back: %v", err)
+	}
+	if !c.Ready() {
+		t.Fatal("not Ready after a successful warm")
+	}
+	mustFind(t, c, fakeKey(1), fakeLine(1))
+	if st := c.Status(); st.Errors == 0 || st.RecentErrors[0].Step != "warm" {
+		t.Errorf("warm failure not recorded: %+v", st)
+	}
+}
+
+func TestWarm100k(t *testing.T) {
+	const n = 100_000
+	src := newFakeSource(n)
+	c := newTestCache(t, src, Config{})
+	startReady(t, c)
+	st := c.Status()
+	if !st.Ready || !st.Complete || st.Entries != n {
+		t.Fatalf("after warm: ready %v complete %v entries %d; want true true %d", st.Ready, st.Complete, st.Entries, n)
+	}
+	if st.CostBytes <= n*entryOverhead || st.CostBytes > c.cfg.MaxBytes {
+		t.Errorf("cost %d bytes for %d entries", st.CostBytes, n)
+	}
+	for i := range n {
+		mustFind(t, c, fakeKey(i), fakeLine(i))
+	}
+	// Query spellings fold to the stored key, and the reply names the key as stored.
+	if _, canon, found, _ := lookup(c, "ａ１２－３４５"); !found || canon != "A12-345" {
+		t.Errorf("full-width query: canon %q found %v, want A12-345", canon, found)
+	}
+	mustMiss(t, c, "no-such-key")
+	if got := src.gets.Load(); got != 0 {
+		t.Errorf("complete cache asked the source %d times, want 0", got)
+	}
+	if st := c.Status(); st.Hits != n+1 || st.Misses != 1 {
+		t.Errorf("hits %d misses %d, want %d 1", st.Hits, st.Misses, n+1)
+	}
+}
+
+func TestLookupAllocs(t *testing.T) {
+	src := newFakeSource(1000)
+	c := newTestCache(t, src, Config{})
+	startReady(t, c)
+	ctx := context.Background()
+	hit, miss := []byte(Key(fakeKey(7))), []byte("nope-1")
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, _, found, _ := c.Lookup(ctx, hit); !found {
+			t.Fatal("miss")
+		}
+	}); n != 0 {
+		t.Errorf("hit: %v allocs per Lookup, want 0", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, _, found, _ := c.Lookup(ctx, miss); found {
+			t.Fatal("hit")
+		}
+	}); n != 0 {
+		t.Errorf("complete-mode miss: %v allocs per Lookup, want 0", n)
+	}
+}
+
+// TestReloadUnderLookups swaps tables while readers look up every loaded key: none may
+// miss, and the counters carry over.
+func TestReloadUnderLookups(t *testing.T) {
+	const n = 5000
+	src := newFakeSource(n)
+	c := newTestCache(t, src, Config{})
+	startReady(t, c)
+	mustFind(t, c, fakeKey(1), fakeLine(1))
+	before := c.Status()
+
+	var (
+		stop    atomic.Bool
+		wg      sync.WaitGroup
+		lookups atomic.Int64
+		bad     atomic.Value
+	)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			keys := make([][]byte, n)
+			for i := range keys {
+				keys[i] = []byte(Key(fakeKey(i)))
+			}
+			for i := g; !stop.Load(); i = (i + 7) % n {
+				line, _, found, err := c.Lookup(ctx, keys[i])
+				lookups.Add(1)
+				if err != nil || !found || string(line) != fakeLine(i) {
+					bad.Store(string(keys[i]))
+					return
+				}
+			}
+		}()
+	}
+	for range 5 {
+		if err := c.Reload(context.Background()); err != nil {
+			t.Fatalf("Reload: %v", err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if k := bad.Load(); k != nil {
+		t.Fatalf("Lookup(%q) missed during a reload", k)
+	}
+	after := c.Status()
+	if want := before.Hits + uint64(lookups.Load()); after.Hits != want {
+		t.Errorf("hits after reloads %d, want %d (counters must survive swaps)", after.Hits, want)
+	}
+	if !after.Complete || after.Entries != n || after.LastReload.IsZero() {
+		t.Errorf("after reloads: %+v", after)
+	}
+	if got := src.snapshots.Load(); got != 6 {
+		t.Errorf("%d snapshots, want 6 (warm + 5 reloads)", got)
+	}
+}
+
+// TestRetireWaitsForReaders checks the other half of the swap: a table is not closed while
+// a Lookup is inside it.
+func TestRetireWaitsForReaders(t *testing.T) {
+	src := newFakeSource(10)
+	c := newTestCache(t, src, Config{})
+	startReady(t, c)
+	old := c.cur.Load()
+	h := hashKey([]byte(Key(fakeKey(1))))
+	if got := c.acquire(h); got != old {
+		t.Fatal("acquire did not return the current table")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Reload(context.Background()); err != nil {
+			t.Errorf("Reload: %v", err)
+		}
+	}()
+	select {
+	case <-done:
+		t.Fatal("Reload closed a table a reader was inside")
+	case <-time.After(100 * time.Millisecond): // a negative check: it must keep waiting
+	}
+	if e := old.get(h, []byte(Key(fakeKey(1)))); e == nil {
+		t.Error("the acquired table lost its entries during the swap")
+	}
+	old.release(h)
+	<-done
+	mustFind(t, c, fakeKey(1), fakeLine(1))
+}
+
+func TestCloseStopsEverything(t *testing.T) {
+	src := newFakeSource(100)
+	c := newTestCache(t, src, Config{RefreshInterval: time.Millisecond, ReconcileInterval: 3 * time.Millisecond})
+	startReady(t, c)
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, _, _, err := lookup(c, fakeKey(1)); !errors.Is(err, ErrNotReady) {
+		t.Errorf("Lookup after Close: err %v, want ErrNotReady", err)
+	}
+	if err := c.Reload(context.Background()); err == nil {
+		t.Error("Reload after Close succeeded")
+	}
+	// goleak in TestMain checks that the loader and ristretto goroutines are gone.
+}
+
+func BenchmarkLookupHit(b *testing.B) {
+	c := newTestCache(b, newFakeSource(100_000), Config{})
+	startReady(b, c)
+	key := []byte(Key(fakeKey(54_321)))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, found, _ := c.Lookup(ctx, key); !found {
+			b.Fatal("miss")
+		}
+	}
+}
+
+func BenchmarkLookupHitParallel(b *testing.B) {
+	const n = 100_000
+	c := newTestCache(b, newFakeSource(n), Config{})
+	startReady(b, c)
+	keys := make([][]byte, 1024)
+	for i := range keys {
+		keys[i] = []byte(Key(fakeKey(i * 97 % n)))
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, _, found, _ := c.Lookup(ctx, keys[i%len(keys)]); !found {
+				b.Error("miss")
+				return
+			}
+			i++
+		}
+	})
+}
+
+func BenchmarkLookupMiss(b *testing.B) {
+	c := newTestCache(b, newFakeSource(100_000), Config{})
+	startReady(b, c)
+	key := []byte("zz-999999")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, found, err := c.Lookup(ctx, key); found || err != nil {
+			b.Fatal("hit or error")
+		}
+	}
+}
+
+// testClock is a settable clock for Config.Now.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Unix(1_700_000_000, 0)} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// syncBuffer is a bytes.Buffer safe for the loader goroutine and the test together.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
+}

@@ -1,0 +1,116 @@
+package cache
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults for Config. A zero field in Config means its default.
+const (
+	// DefaultMaxBytes is the cache budget (WXLOOKUP_CACHE_MAX_BYTES).
+	DefaultMaxBytes = 512 << 20
+	// DefaultRefreshInterval is the incremental refresh period (WXLOOKUP_REFRESH_INTERVAL).
+	DefaultRefreshInterval = time.Second
+	// DefaultReconcileInterval is the period of the key scan that removes deleted rows
+	// (WXLOOKUP_RECONCILE_INTERVAL).
+	DefaultReconcileInterval = 5 * time.Minute
+	// DefaultReadThroughTimeout is the hard deadline of one read-through query.
+	DefaultReadThroughTimeout = 300 * time.Millisecond
+	// DefaultReadThroughLimit is the number of read-through queries allowed at once.
+	DefaultReadThroughLimit = 16
+	// DefaultNegativeTTL is how long a read-through "not found" is remembered.
+	DefaultNegativeTTL = 10 * time.Second
+	// DefaultMaxBackoff caps the delay between retries of a failed loader step.
+	DefaultMaxBackoff = 30 * time.Second
+)
+
+// Config configures a Cache. A zero field means the matching Default constant; a negative
+// one is invalid. The cmd package fills it from flags, the config file and the environment.
+type Config struct {
+	// MaxBytes is the budget: the summed cost of all entries (key, canonical key, reply
+	// line and a fixed per-entry overhead). A table whose cost fits is held completely, and
+	// a miss is a definitive "not found"; a larger one is cached partially and misses read
+	// through the source.
+	MaxBytes int64
+	// RefreshInterval is the period of incremental refreshes (Source.Changes). It also caps
+	// the retry back-off, so the loader recovers within one interval of the source's return.
+	RefreshInterval time.Duration
+	// ReconcileInterval is the period of the key scan (Source.Keys) that removes rows deleted
+	// from the source.
+	ReconcileInterval time.Duration
+	// ReadThroughTimeout is the hard deadline of a read-through Source.Get.
+	ReadThroughTimeout time.Duration
+	// ReadThroughLimit bounds concurrent read-through queries; a miss that finds every slot
+	// taken fails at once with ErrBusy.
+	ReadThroughLimit int
+	// NegativeTTL is how long a read-through "not found" is answered from memory.
+	NegativeTTL time.Duration
+	// MaxBackoff caps the delay between retries of a failed loader step (the refresh
+	// interval caps it further; see Cache.Start).
+	MaxBackoff time.Duration
+	// Render returns the reply line stored for a row (the server's "found" template already
+	// applied). nil means DefaultRender, "[key] v1 v2". It is called by the loader and on
+	// read-through, never on the hot path, and must be safe for concurrent use (read-throughs
+	// run beside the loader). It must not keep or modify the row; the cache keeps the slice
+	// it returns, which must not change afterwards.
+	Render func(Row) []byte
+	// Logger receives loader errors and state changes; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the cache and loader metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock for staleness, timestamps and negative-entry expiry; nil means
+	// time.Now. Tests set it to move time.
+	Now func() time.Time
+}
+
+// minMaxBytes is the smallest budget accepted: a few entries.
+const minMaxBytes = 4 << 10
+
+// withDefaults returns cfg with zero fields replaced by their defaults, or an error naming
+// the first invalid setting.
+func (cfg Config) withDefaults() (Config, error) {
+	switch {
+	case cfg.MaxBytes == 0:
+		cfg.MaxBytes = DefaultMaxBytes
+	case cfg.MaxBytes < minMaxBytes:
+		return cfg, fmt.Errorf("cache: MaxBytes (WXLOOKUP_CACHE_MAX_BYTES) must be at least %d, got %d", minMaxBytes, cfg.MaxBytes)
+	}
+	durations := []struct {
+		name string
+		d    *time.Duration
+		def  time.Duration
+	}{
+		{"RefreshInterval (WXLOOKUP_REFRESH_INTERVAL)", &cfg.RefreshInterval, DefaultRefreshInterval},
+		{"ReconcileInterval (WXLOOKUP_RECONCILE_INTERVAL)", &cfg.ReconcileInterval, DefaultReconcileInterval},
+		{"ReadThroughTimeout", &cfg.ReadThroughTimeout, DefaultReadThroughTimeout},
+		{"NegativeTTL", &cfg.NegativeTTL, DefaultNegativeTTL},
+		{"MaxBackoff", &cfg.MaxBackoff, DefaultMaxBackoff},
+	}
+	for _, d := range durations {
+		switch {
+		case *d.d == 0:
+			*d.d = d.def
+		case *d.d < 0:
+			return cfg, fmt.Errorf("cache: %s must be positive, got %s", d.name, *d.d)
+		}
+	}
+	switch {
+	case cfg.ReadThroughLimit == 0:
+		cfg.ReadThroughLimit = DefaultReadThroughLimit
+	case cfg.ReadThroughLimit < 0:
+		return cfg, fmt.Errorf("cache: ReadThroughLimit must be positive, got %d", cfg.ReadThroughLimit)
+	}
+	if cfg.Render == nil {
+		cfg.Render = DefaultRender
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg, nil
+}

@@ -1,0 +1,126 @@
+package cache
+
+import (
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// entryOverhead is the fixed part of an entry's cost, in bytes: the entry struct (about 80
+// bytes), ristretto's stored item and its slot in the sharded map (about 60), and the
+// policy's key-cost slot (about 20). The counters of ristretto's admission sketch are sized
+// by the number of entries and not charged to entries.
+const entryOverhead = 160
+
+// entry is what the cache holds for one normalised key. Entries are immutable once stored,
+// so Lookup may hand out line and canon without copying; a change stores a new entry.
+type entry struct {
+	key   string // normalised key (AppendKey of the row's key)
+	canon string // the key as stored in the source, named in replies
+	line  []byte // rendered reply line; nil for a negative entry
+	cost  int64  // this entry's own cost (the ristretto item's cost is the chain's sum)
+	stamp uint64 // table epoch when stored; reconcile spares entries newer than its scan
+	// expires is, for a negative entry (a read-through "not found"), the Config.Now in Unix
+	// nanoseconds after which it no longer answers. 0 for a row.
+	expires int64
+	// next chains entries whose normalised keys share a 64-bit hash. Such collisions are
+	// astronomically rare, but chaining keeps the cache complete and correct when one happens.
+	next *entry
+}
+
+// negative reports whether e records a read-through "not found" rather than a row.
+func (e *entry) negative() bool { return e.line == nil }
+
+// find returns the entry for key in the chain starting at e, or nil.
+func (e *entry) find(key []byte) *entry {
+	for ; e != nil; e = e.next {
+		if e.key == string(key) { // compiles to a comparison, no conversion
+			return e
+		}
+	}
+	return nil
+}
+
+// findString is find for a string key.
+func (e *entry) findString(key string) *entry {
+	for ; e != nil; e = e.next {
+		if e.key == key {
+			return e
+		}
+	}
+	return nil
+}
+
+// chainCost is the cost of the ristretto item holding the chain starting at e.
+func chainCost(e *entry) int64 {
+	var n int64
+	for ; e != nil; e = e.next {
+		n += e.cost
+	}
+	return n
+}
+
+// without returns the chain starting at e minus the entry for key. Entries are immutable,
+// so the kept ones are copied; in the usual one-entry chain nothing is.
+func without(e *entry, key string) *entry {
+	var head *entry
+	for ; e != nil; e = e.next {
+		if e.key != key {
+			kept := *e
+			kept.next = head
+			head = &kept
+		}
+	}
+	return head
+}
+
+// hashKey is the ristretto key of a normalised key. Lookup verifies the stored key, so a
+// collision can never answer for the wrong key.
+func hashKey(key []byte) uint64 { return xxhash.Sum64(key) }
+
+// hashKeyString is hashKey for a string.
+func hashKeyString(key string) uint64 { return xxhash.Sum64String(key) }
+
+// DefaultRender renders a row as "[key] v1 v2": the key as stored, then each value after a
+// space. It is used when Config.Render is nil. DefaultRender is safe for concurrent use.
+func DefaultRender(r Row) []byte {
+	n := len(r.Key) + 2
+	for _, v := range r.Values {
+		n += 1 + len(v)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	b = append(b, r.Key...)
+	b = append(b, ']')
+	for _, v := range r.Values {
+		b = append(b, ' ')
+		b = append(b, v...)
+	}
+	return b
+}
+
+// newEntry builds the entry for a row with Render, normalising its key. scratch is reused
+// between calls by the single goroutine that owns it and returned for the next call.
+func newEntry(r Row, render func(Row) []byte, scratch []byte) (*entry, []byte) {
+	// AppendKey only reads its input, so the row's key is viewed, not copied.
+	scratch = AppendKey(scratch[:0], unsafe.Slice(unsafe.StringData(r.Key), len(r.Key)))
+	e := &entry{canon: r.Key, line: render(r)}
+	if e.line == nil {
+		e.line = []byte{} // a row always has a line; nil marks negative entries
+	}
+	if string(scratch) == r.Key {
+		e.key = r.Key // the usual case: the stored key is already normal; share it
+	} else {
+		e.key = string(scratch)
+	}
+	e.cost = int64(len(e.line)) + entryOverhead + int64(len(e.key))
+	if unsafe.StringData(e.key) != unsafe.StringData(e.canon) {
+		e.cost += int64(len(e.canon))
+	}
+	return e, scratch
+}
+
+// newNegative builds the negative entry for a normalised key, answering until expires.
+func newNegative(key string, expires int64) *entry {
+	return &entry{key: key, canon: key, expires: expires, cost: entryOverhead + int64(len(key))}
+}

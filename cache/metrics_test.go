@@ -1,0 +1,153 @@
+package cache
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// metricValue returns the value of the unlabelled metric name (or the labelled one whose
+// labels are all in want) gathered from reg.
+func metricValue(tb testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue metric
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	tb.Fatalf("metric %s%v not gathered", name, labels)
+	return 0
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	clock := newTestClock()
+	src := newFakeSource(100)
+	c := newTestCache(t, src, Config{Registerer: reg, Now: clock.Now})
+	if got := metricValue(t, reg, "wxlookup_cache_complete"); got != 0 {
+		t.Errorf("complete before warm = %v, want 0", got)
+	}
+	startReady(t, c)
+
+	for i := range 3 {
+		mustFind(t, c, fakeKey(i), fakeLine(i))
+	}
+	mustMiss(t, c, "nope-1")
+	mustMiss(t, c, "nope-2")
+	clock.Advance(90 * time.Second)
+
+	want := map[string]float64{
+		"wxlookup_cache_hits_total":                      3,
+		"wxlookup_cache_misses_total":                    2,
+		"wxlookup_cache_entries":                         100,
+		"wxlookup_cache_complete":                        1,
+		"wxlookup_cache_max_bytes":                       DefaultMaxBytes,
+		"wxlookup_cache_sets_dropped_total":              0,
+		"wxlookup_cache_evictions_total":                 0,
+		"wxlookup_loader_rows_loaded_total":              100,
+		"wxlookup_loader_errors_total":                   0,
+		"wxlookup_loader_staleness_seconds":              90,
+		"wxlookup_loader_last_success_timestamp_seconds": float64(newTestClock().Now().Unix()),
+	}
+	for name, v := range want {
+		if got := metricValue(t, reg, name); got != v {
+			t.Errorf("%s = %v, want %v", name, got, v)
+		}
+	}
+	if got, st := metricValue(t, reg, "wxlookup_cache_cost_bytes"), c.Status(); got < 100*entryOverhead || got != float64(st.CostBytes) {
+		t.Errorf("wxlookup_cache_cost_bytes = %v, status says %d", got, st.CostBytes)
+	}
+
+	// A failing refresh moves the error counters, the unlabelled and the per-step one.
+	src.fail(nil, errors.New("boom"), nil, nil)
+	if err := c.runStep(false); err == nil {
+		t.Fatal("refresh succeeded")
+	}
+	if got := metricValue(t, reg, "wxlookup_loader_errors_total"); got != 1 {
+		t.Errorf("errors_total = %v, want 1", got)
+	}
+	if got := metricValue(t, reg, "wxlookup_loader_step_errors_total", "step", "refresh"); got != 1 {
+		t.Errorf("step_errors_total{step=refresh} = %v, want 1", got)
+	}
+	src.fail(nil, nil, nil, nil)
+	src.set("X-1", "v")
+	if err := c.runStep(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(t, reg, "wxlookup_loader_rows_loaded_total"); got != 101 {
+		t.Errorf("rows_loaded_total = %v, want 101", got)
+	}
+	if got := metricValue(t, reg, "wxlookup_loader_staleness_seconds"); got != 0 {
+		t.Errorf("staleness after a refresh = %v, want 0", got)
+	}
+
+	// The metric names and types lint clean.
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("metric lint: %s: %s", p.Metric, p.Text)
+	}
+
+	// Close unregisters, so a new cache can register on the same registry.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := newTestCache(t, src, Config{Registerer: reg})
+	if _, err := New(src, Config{Registerer: reg}); err == nil || !strings.Contains(err.Error(), "register") {
+		t.Errorf("second cache on one registry: err %v, want a registration error", err)
+	}
+	_ = c2
+}
+
+func TestMetricsReadThroughAndEvictions(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	src := newFakeSource(300)
+	c := newTestCache(t, src, Config{Registerer: reg, MaxBytes: 16 << 10})
+	startReady(t, c)
+	if got := metricValue(t, reg, "wxlookup_cache_complete"); got != 0 {
+		t.Errorf("complete = %v for a table over budget", got)
+	}
+	for i := range 300 {
+		mustFind(t, c, fakeKey(i), fakeLine(i))
+	}
+	mustMiss(t, c, "nope-1")
+	found := metricValue(t, reg, "wxlookup_cache_read_through_total", "outcome", "found")
+	if found == 0 || metricValue(t, reg, "wxlookup_cache_read_through_total", "outcome", "not_found") != 1 {
+		t.Errorf("read-through outcomes: found %v", found)
+	}
+	if got := metricValue(t, reg, "wxlookup_cache_cost_bytes"); got > 16<<10 {
+		t.Errorf("cost %v over the 16 KiB budget", got)
+	}
+	st := c.Status()
+	if st.Evictions == 0 || metricValue(t, reg, "wxlookup_cache_evictions_total") != float64(st.Evictions) {
+		t.Errorf("evictions: status %d, metric %v", st.Evictions, metricValue(t, reg, "wxlookup_cache_evictions_total"))
+	}
+}

@@ -1,0 +1,99 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// readThrough answers a miss of an incomplete cache from Source.Get.
+//
+//   - Concurrent misses of one key share one query (singleflight).
+//   - At most ReadThroughLimit queries run at once; a query that finds no free slot fails at
+//     once with ErrBusy instead of queueing behind a slow database.
+//   - The query runs under a ReadThroughTimeout deadline (and is cancelled by Close). The
+//     caller also stops waiting at that deadline, or when its own ctx is done, even if the
+//     source ignores its context.
+//   - A row found is cached; a "not found" is cached for NegativeTTL.
+func (c *Cache) readThrough(ctx context.Context, key []byte) (line []byte, canonicalKey string, found bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReadThroughTimeout)
+	defer cancel()
+	k := string(key)
+	ch := c.flight.DoChan(k, func() (any, error) { return c.query(k) })
+	if c.joined != nil {
+		c.joined()
+	}
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, "", false, r.Err
+		}
+		if e, _ := r.Val.(*entry); e != nil {
+			return e.line, e.canon, true, nil
+		}
+		return nil, "", false, nil
+	case <-ctx.Done():
+		c.metrics.readThrough.timeout.Inc()
+		return nil, "", false, fmt.Errorf("cache: read through %q: %w", k, context.Cause(ctx))
+	}
+}
+
+// query runs one read-through Source.Get for the normalised key and caches its answer. It
+// returns the row's entry, or nil for "not found".
+func (c *Cache) query(key string) (*entry, error) {
+	select {
+	case c.sem <- struct{}{}:
+		defer func() { <-c.sem }()
+	default:
+		c.metrics.readThrough.busy.Inc()
+		return nil, ErrBusy
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ReadThroughTimeout)
+	defer cancel()
+
+	// Read the epoch before asking the source: if the loader writes anything to the table
+	// while the query runs, the answer may be older than that write, so it is not cached
+	// (the next miss asks again). See table.fill.
+	var (
+		asked *table // identifies the table; it is not used after release
+		since uint64
+	)
+	if t := c.acquire(0); t != nil {
+		asked, since = t, t.epoch.Load()
+		t.release(0)
+	}
+	r, err := c.src.Get(ctx, key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		c.metrics.readThrough.notFound.Inc()
+		exp := c.cfg.Now().Add(c.cfg.NegativeTTL).UnixNano()
+		c.fill(newNegative(key, exp), asked, since, c.cfg.NegativeTTL)
+		return nil, nil
+	case err != nil:
+		// Counted in wxlookup_cache_read_through_total{outcome="error"}, not among the
+		// loader's errors: during an outage every miss fails, and the loader's own failing
+		// refreshes already say so in Status without being crowded out.
+		c.metrics.readThrough.failed.Inc()
+		return nil, fmt.Errorf("cache: read through %q: %w", key, err)
+	}
+	c.metrics.readThrough.found.Inc()
+	e, _ := newEntry(r, c.cfg.Render, nil)
+	e.key = key // the source found it by this key; cache it under the same
+	c.fill(e, asked, since, 0)
+	return e, nil
+}
+
+// fill caches a read-through answer in the current table, unless it was swapped or written
+// by the loader since the query began.
+func (c *Cache) fill(e *entry, asked *table, since uint64, ttl time.Duration) {
+	h := hashKeyString(e.key)
+	t := c.acquire(h)
+	if t == nil {
+		return
+	}
+	defer t.release(h)
+	if t == asked && !t.complete.Load() {
+		t.fill(e, since, ttl)
+	}
+}

@@ -1,0 +1,165 @@
+package cache
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// recentErrors is how many errors Status keeps.
+const recentErrors = 10
+
+// Status is a snapshot of the cache and its loader, for the status page.
+type Status struct {
+	// Source describes the source (its String method, else its type); never a password.
+	Source string
+	// Ready reports that the first warm has completed. Complete reports that every row of
+	// the source is held, so a miss is a definitive "not found" (false: misses read through).
+	Ready, Complete bool
+	// Entries is the number of rows held; CostBytes their cost as ristretto accounts it
+	// (key, canonical key, reply line and a fixed per-entry overhead); MaxBytes the budget.
+	Entries             int64
+	CostBytes, MaxBytes int64
+	// Hits and Misses count Lookups answered with a row held in memory, and all others
+	// (definitive not-found, cached not-found, read-through). They survive reloads.
+	Hits, Misses uint64
+	// SetsDropped counts ristretto Sets that were dropped (and retried); Evictions counts
+	// rows evicted, which only happens when the table exceeds the budget.
+	SetsDropped, Evictions uint64
+	// RowsLoaded counts rows read from the source by warm, reloads and refreshes; Errors
+	// counts failed loader steps.
+	RowsLoaded, Errors uint64
+	// LastSuccess is when the last successful warm, refresh or reload began; LastAttempt
+	// when the last loader step began, whatever its outcome. Staleness is now − LastSuccess
+	// (now − Start while there has been none).
+	LastSuccess, LastAttempt time.Time
+	Staleness                time.Duration
+	// LastReload is when the last full load (warm or Reload) completed, ReloadDuration how
+	// long it took.
+	LastReload     time.Time
+	ReloadDuration time.Duration
+	// RecentErrors holds the last loader errors, newest first, at most 10.
+	RecentErrors []ErrorEvent
+}
+
+// ErrorEvent is one loader error: when, in which step (warm, refresh, reconcile, reload),
+// and its message.
+type ErrorEvent struct {
+	Time time.Time
+	Step string
+	Err  string
+}
+
+// statusState is the loader's record for Status and the metrics. Lookup never touches it.
+type statusState struct {
+	rowsLoaded atomic.Uint64
+	errors     atomic.Uint64
+
+	mu             sync.Mutex
+	started        time.Time
+	lastSuccess    time.Time
+	lastAttempt    time.Time
+	lastReload     time.Time
+	reloadDuration time.Duration
+	recent         [recentErrors]ErrorEvent // ring; next is the slot to write
+	next, n        int
+}
+
+func (s *statusState) start(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.started = now
+}
+
+// succeeded records a successful step that began at began; fresh says whether it brought
+// the data up to date (a reconcile does not move LastSuccess).
+func (s *statusState) succeeded(began time.Time, fresh bool) {
+	if !fresh {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastSuccess = began
+}
+
+func (s *statusState) attempted(began time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastAttempt = began
+}
+
+func (s *statusState) loaded(at time.Time, took time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastReload, s.reloadDuration = at, took
+}
+
+func (s *statusState) recordError(at time.Time, step string, err error) {
+	s.errors.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recent[s.next] = ErrorEvent{Time: at, Step: step, Err: err.Error()}
+	s.next = (s.next + 1) % recentErrors
+	s.n = min(s.n+1, recentErrors)
+}
+
+// staleness is now − the last success (since start while there has been none; 0 before).
+func (s *statusState) staleness(now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stalenessLocked(now)
+}
+
+func (s *statusState) stalenessLocked(now time.Time) time.Duration {
+	switch {
+	case !s.lastSuccess.IsZero():
+		return max(now.Sub(s.lastSuccess), 0)
+	case !s.started.IsZero():
+		return max(now.Sub(s.started), 0)
+	}
+	return 0
+}
+
+func (s *statusState) lastSuccessTime() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastSuccess
+}
+
+// Status returns a snapshot of the cache and its loader. Safe for concurrent use; it takes
+// no lock the hot path takes.
+func (c *Cache) Status() Status {
+	st := Status{
+		Source:      c.source,
+		Ready:       c.Ready(),
+		MaxBytes:    c.cfg.MaxBytes,
+		Hits:        c.hits.Load(),
+		Misses:      c.misses.Load(),
+		SetsDropped: c.stats.setsDropped.Load(),
+		Evictions:   c.stats.evictions.Load(),
+		RowsLoaded:  c.status.rowsLoaded.Load(),
+		Errors:      c.status.errors.Load(),
+	}
+	st.Complete, st.Entries, st.CostBytes = c.tableStatus()
+	now := c.cfg.Now()
+	s := &c.status
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.LastSuccess, st.LastAttempt = s.lastSuccess, s.lastAttempt
+	st.Staleness = s.stalenessLocked(now)
+	st.LastReload, st.ReloadDuration = s.lastReload, s.reloadDuration
+	for i := 1; i <= s.n; i++ {
+		st.RecentErrors = append(st.RecentErrors, s.recent[(s.next-i+recentErrors)%recentErrors])
+	}
+	return st
+}
+
+// tableStatus reports the current table's completeness, rows and cost (zeros if none).
+func (c *Cache) tableStatus() (complete bool, entries, costBytes int64) {
+	t := c.acquire(0)
+	if t == nil {
+		return false, 0, 0
+	}
+	defer t.release(0)
+	return t.complete.Load(), max(t.entries.Load(), 0), t.costBytes()
+}
