@@ -83,9 +83,33 @@ func (c *Cache) loop(ctx context.Context) {
 
 // runStep runs a step now on the loader goroutine and returns its error (tests).
 func (c *Cache) runStep(reconcile bool) error {
+	return c.kick(context.Background(), reconcile)
+}
+
+// Refresh runs the loader's next step now instead of at the next tick, and returns its
+// error: an incremental refresh, or the warm while that has not succeeded. It waits for a
+// step in progress; it needs Start. Tests use it to observe a change without sleeping.
+func (c *Cache) Refresh(ctx context.Context) error { return c.kick(ctx, false) }
+
+// Reconcile runs a refresh and a full key scan (which removes deleted rows) now, and
+// returns the error. It needs Start.
+func (c *Cache) Reconcile(ctx context.Context) error { return c.kick(ctx, true) }
+
+func (c *Cache) kick(ctx context.Context, reconcile bool) error {
 	k := kick{reconcile: reconcile, done: make(chan error, 1)}
-	c.kicks <- k
-	return <-k.done
+	select {
+	case c.kicks <- k:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return ErrNotReady
+	}
+	select {
+	case err := <-k.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // backoff returns the delay before retry n (1 for the first) of a failed step: cap/16,

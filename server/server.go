@@ -73,7 +73,7 @@ type Server struct {
 	oa      *wechat.Crypter // nil without an AES key
 	wecom   *wechat.Crypter // nil without WeCom
 	srv     *fasthttp.Server
-	pool    sync.Pool
+	free    chan *work // reusable request scratch (see getWork)
 	rejects *logLimiter
 }
 
@@ -127,7 +127,7 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 			return nil, fmt.Errorf("server: WXLOOKUP_WECOM_AES_KEY: %w", err)
 		}
 	}
-	s.pool.New = func() any { return new(work) }
+	s.free = make(chan *work, freeWorks)
 	s.srv = &fasthttp.Server{
 		Handler:                      s.Handler(),
 		ErrorHandler:                 s.errorHandler,
@@ -185,12 +185,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // errorHandler answers requests fasthttp could not read: 413 for an oversize body, 431 for
 // oversize headers, 408 for a timeout, 400 otherwise.
 func (s *Server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
-	var tooLarge *fasthttp.ErrBodyTooLarge
+	var small *fasthttp.ErrSmallBuffer
 	switch {
-	case errors.As(err, &tooLarge) || errors.Is(err, fasthttp.ErrBodyTooLarge):
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		s.m.rejected[reasonTooLarge].Inc()
 		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
-	case errors.Is(err, fasthttp.ErrSmallBuffer):
+	case errors.As(err, &small):
 		ctx.Error("request headers too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
 	default:
 		var netErr net.Error

@@ -77,8 +77,13 @@ func NewTemplates(texts TemplateTexts, valueColumns []string) (*Templates, error
 	if t.found, err = template.New("found").Option("missingkey=zero").Parse(pick(texts.Found, DefaultFound)); err != nil {
 		return nil, fmt.Errorf("server: template found: %w", err)
 	}
-	// Try the found template once so a reference to a missing field fails at start-up.
-	if _, err := t.render(FoundData{Key: "k", Value: "v", Values: []string{"v"}, Column: map[string]string{}}); err != nil {
+	// Try the found template once on a sample row with every value column, so a reference
+	// to a missing field fails at start-up rather than on a worker's message.
+	sample := make([]string, max(len(valueColumns), 1))
+	for i := range sample {
+		sample[i] = "v"
+	}
+	if _, err := t.render(t.data("k", sample)); err != nil {
 		return nil, fmt.Errorf("server: template found: %w", err)
 	}
 	for _, f := range []struct {
@@ -104,6 +109,16 @@ func NewTemplates(texts TemplateTexts, valueColumns []string) (*Templates, error
 // Found renders the found line of a row: the key as stored and its value columns. It is
 // called by the loader when a row enters the cache, never per request.
 func (t *Templates) Found(key string, values []string) []byte {
+	b, err := t.render(t.data(key, values))
+	if err != nil {
+		// The template was tried at start-up; a failure here can only come from data
+		// (such as an index out of range); show the row plainly rather than nothing.
+		return []byte("[" + key + "] " + strings.Join(values, " "))
+	}
+	return b
+}
+
+func (t *Templates) data(key string, values []string) FoundData {
 	d := FoundData{Key: key, Values: values, Column: make(map[string]string, len(values))}
 	if len(values) > 0 {
 		d.Value = values[0]
@@ -113,13 +128,7 @@ func (t *Templates) Found(key string, values []string) []byte {
 			d.Column[c] = values[i]
 		}
 	}
-	b, err := t.render(d)
-	if err != nil {
-		// The template was tried at start-up; a failure here can only come from data
-		// (such as an index out of range); show the row plainly rather than nothing.
-		return []byte("[" + key + "] " + strings.Join(values, " "))
-	}
-	return b
+	return d
 }
 
 func (t *Templates) render(d FoundData) ([]byte, error) {

@@ -22,11 +22,33 @@ type work struct {
 	id         []byte // dedupe identity
 	reply      []byte // rendered reply XML
 	envelope   []byte // encrypted reply envelope
+	ts         []byte // the reply envelope's timestamp
 }
 
-func (w *work) reset() {
+// freeWorks bounds the free list of works: enough for every request in flight on a busy
+// server; more than that are garbage collected.
+const freeWorks = 512
+
+// getWork takes a work from the free list, or makes one. The free list is a buffered
+// channel rather than a sync.Pool so that its buffers survive garbage collections (and
+// the race detector's random pool drops), keeping the hot path allocation-free.
+func (s *Server) getWork() *work {
+	select {
+	case w := <-s.free:
+		return w
+	default:
+		return new(work)
+	}
+}
+
+// putWork resets w, so that it refers to no request's buffers, and returns it.
+func (s *Server) putWork(w *work) {
 	w.msg.Reset()
 	w.inner.Reset()
+	select {
+	case s.free <- w:
+	default:
+	}
 }
 
 // Handler returns the webhook's fasthttp handler (the Official Account route and, when
@@ -79,8 +101,8 @@ func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	w := s.pool.Get().(*work)
-	defer func() { w.reset(); s.pool.Put(w) }()
+	w := s.getWork()
+	defer s.putWork(w)
 	if err := w.msg.Parse(ctx.PostBody()); err != nil {
 		s.reject(ctx, routeOA, kindNone, reasonBadXML, err)
 		return
@@ -128,8 +150,8 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	w := s.pool.Get().(*work)
-	defer func() { w.reset(); s.pool.Put(w) }()
+	w := s.getWork()
+	defer s.putWork(w)
 	if err := w.msg.Parse(ctx.PostBody()); err != nil {
 		s.reject(ctx, routeWeCom, kindNone, reasonBadXML, err)
 		return
@@ -203,9 +225,8 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, r
 		ctx.SetBody(w.reply)
 		return
 	}
-	var tsBuf [20]byte
-	ts := strconv.AppendInt(tsBuf[:0], now.Unix(), 10)
-	w.envelope = c.AppendEncryptedReply(w.envelope[:0], dec.Key, dec.ReceiveID, w.reply, ts, nonce)
+	w.ts = strconv.AppendInt(w.ts[:0], now.Unix(), 10)
+	w.envelope = c.AppendEncryptedReply(w.envelope[:0], dec.Key, dec.ReceiveID, w.reply, w.ts, nonce)
 	ctx.SetBody(w.envelope)
 }
 

@@ -59,7 +59,8 @@ func runAsk(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() == 0 {
 		return usageError{"ask needs the text to send, e.g. wxlookup ask '?18-546'"}
 	}
-	a.Client = &http.Client{Timeout: *timeout}
+	// One request: no connection to keep alive.
+	a.Client = &http.Client{Timeout: *timeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	r, err := a.Ask(ctx, strings.Join(fs.Args(), " "))
 	if err != nil {
 		return err

@@ -108,7 +108,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.source = src.(io.Closer)
+	if c, ok := src.(io.Closer); ok {
+		m.source = c
+	}
 	m.Cache, err = cache.New(src, cache.Config{
 		MaxBytes:          cfg.CacheMaxBytes,
 		RefreshInterval:   cfg.RefreshInterval,
