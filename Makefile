@@ -24,7 +24,8 @@ test: testdeps
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # testdeps installs what the tests need on a fresh Debian machine: a C compiler for
-# -race and mariadbd for the private database instances the tests start.
+# -race, mariadbd for the private database instances the tests start, and chromium for
+# the status page's browser test.
 testdeps:
 	@if ! command -v cc >/dev/null 2>&1; then \
 		echo "make: no C compiler found (needed by go test -race): installing gcc with apt-get"; \
@@ -33,6 +34,10 @@ testdeps:
 	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then \
 		echo "make: no mariadbd found (the tests start private instances): installing mariadb-server with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		echo "make: no chromium found (the status page is tested in a headless browser): installing chromium with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
 ## bench: the load harness of SPEC section 8; writes docs/BENCH.md and docs/bench.png.

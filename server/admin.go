@@ -125,7 +125,10 @@ func (a *Admin) Close() error {
 	return nil
 }
 
-func (a *Admin) sample() {
+func (a *Admin) sample() { a.history.add(a.read()) }
+
+// read reads the counters the status page charts.
+func (a *Admin) read() sample {
 	s := sample{at: a.cfg.Now()}
 	if a.cfg.Cache != nil {
 		st := a.cfg.Cache.Status()
@@ -134,7 +137,7 @@ func (a *Admin) sample() {
 	if a.cfg.Webhook != nil {
 		s.requests = a.cfg.Webhook.m.stats()
 	}
-	a.history.add(s)
+	return s
 }
 
 func (a *Admin) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -84,7 +84,6 @@ type statusView struct {
 
 func (a *Admin) view() statusView {
 	now := a.cfg.Now()
-	a.sample() // read the counters now so the page is current between samples
 	v := statusView{Version: a.cfg.Version, Now: now, Uptime: now.Sub(a.started).Truncate(time.Second)}
 	if a.cfg.Cache != nil {
 		v.Ready = a.cfg.Cache.Ready()
@@ -94,12 +93,16 @@ func (a *Admin) view() statusView {
 		}
 		v.StaleWarning = v.Ready && v.Cache.Staleness > 10*time.Second
 	}
+	// The history plus a reading taken now, so the page is current between samples.
 	samples := a.history.all()
+	if cur := a.read(); len(samples) == 0 || cur.at.Sub(samples[len(samples)-1].at) >= time.Second {
+		samples = append(samples, cur)
+	}
 	if n := len(samples); n >= 2 {
 		first, last := samples[0], samples[n-1]
 		v.Window = last.at.Sub(first.at).Round(time.Second)
-		if d := (last.hits - first.hits) + (last.misses - first.misses); d > 0 {
-			v.HitRatio, v.HitRatioOK = float64(last.hits-first.hits)/float64(d), true
+		if h, m := delta(first.hits, last.hits), delta(first.misses, last.misses); h+m > 0 {
+			v.HitRatio, v.HitRatioOK = float64(h)/float64(h+m), true
 		}
 		// Rate and latency over the last minute (or what the history has of it).
 		base := first
@@ -110,7 +113,7 @@ func (a *Admin) view() statusView {
 			}
 		}
 		if dt := last.at.Sub(base.at).Seconds(); dt > 0 {
-			v.Rate = float64(last.requests.count-base.requests.count) / dt
+			v.Rate = float64(delta(base.requests.count, last.requests.count)) / dt
 		}
 		if p50, p99, ok := quantiles(base.requests, last.requests); ok {
 			v.P50, v.P99, v.LatencyOK = p50, p99, true
@@ -146,6 +149,15 @@ func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
 	})
 }
 
+// delta is how much a counter rose from a to b; a counter that went back (a restart, or a
+// reading without that counter) counts from zero.
+func delta(a, b uint64) uint64 {
+	if b < a {
+		return b
+	}
+	return b - a
+}
+
 func nullable(f float64, ok bool) any {
 	if !ok {
 		return nil
@@ -156,7 +168,7 @@ func nullable(f float64, ok bool) any {
 // quantiles estimates p50 and p99 of the requests between two readings of the duration
 // histogram, interpolating linearly inside a bucket (as Prometheus' histogram_quantile).
 func quantiles(from, to requestStats) (p50, p99 float64, ok bool) {
-	if len(to.buckets) == 0 || len(from.buckets) != len(to.buckets) {
+	if len(to.buckets) == 0 || len(from.buckets) != len(to.buckets) || from.count > to.count {
 		from = requestStats{buckets: make([]uint64, len(to.buckets))}
 	}
 	total := to.count - from.count
@@ -183,23 +195,24 @@ func quantiles(from, to requestStats) (p50, p99 float64, ok bool) {
 
 // hitRatioChart draws the hit ratio per sample interval as an inline SVG line chart.
 func hitRatioChart(samples []sample) template.HTML {
-	const w, h, padL, padB = 600.0, 160.0, 34.0, 18.0
+	const w, h, padL, padB = 600.0, 180.0, 44.0, 20.0
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" role="img" aria-label="Cache hit ratio over the last hour" preserveAspectRatio="none">`, w, h)
+	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" role="img" aria-label="Cache hit ratio over the last hour">`, w, h)
 	for _, g := range []float64{0, 0.5, 1} {
-		y := (h - padB) * (1 - g)
+		y := 8 + (h-padB-8)*(1-g)
 		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" class="grid"/>`, padL, y+1, w, y+1)
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" class="axis">%.0f%%</text>`, padL-4, y+5, g*100)
 	}
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis" text-anchor="start">−60 min</text>`, padL, h-2)
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis">now</text>`, w, h-2)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis start">−60 min</text>`, padL, h-2)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis">now</text>`, w-2, h-2)
 	if len(samples) >= 2 {
 		end := samples[len(samples)-1].at
 		span := time.Hour.Seconds()
 		var pts []string
 		for i := 1; i < len(samples); i++ {
 			p, s := samples[i-1], samples[i]
-			d := (s.hits - p.hits) + (s.misses - p.misses)
+			hit := delta(p.hits, s.hits)
+			d := hit + delta(p.misses, s.misses)
 			if d == 0 {
 				if len(pts) > 1 {
 					fmt.Fprintf(&b, `<polyline points="%s" class="line"/>`, strings.Join(pts, " "))
@@ -207,9 +220,9 @@ func hitRatioChart(samples []sample) template.HTML {
 				pts = pts[:0]
 				continue
 			}
-			ratio := float64(s.hits-p.hits) / float64(d)
+			ratio := float64(hit) / float64(d)
 			x := padL + (w-padL)*(1-end.Sub(s.at).Seconds()/span)
-			y := (h - padB) * (1 - ratio)
+			y := 8 + (h-padB-8)*(1-ratio)
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, padL), y+1))
 		}
 		if len(pts) == 1 {

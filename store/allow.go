@@ -33,11 +33,16 @@ type AllowList struct {
 // OpenAllowList reads the allow-list file at path. It fails if the file cannot be read.
 func OpenAllowList(path string) (*AllowList, error) {
 	a := &AllowList{name: path, load: func(context.Context) (map[string]struct{}, error) { return readAllowFile(path) }}
-	return a, a.first()
+	if err := a.first(); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // OpenAllowTable reads the allow-list from column of table through m's connection pool.
-// Both names are validated as plain identifiers. It fails if the first read fails.
+// Both names are validated as plain identifiers. When the first read fails (MySQL is down
+// at start-up) it returns the error together with a usable, empty list — nobody is allowed
+// until a later read succeeds — so the caller can start anyway.
 func OpenAllowTable(ctx context.Context, m *MySQL, table, column string) (*AllowList, error) {
 	if err := checkTable(table); err != nil {
 		return nil, &MappingError{"AllowTable", err}
@@ -69,7 +74,12 @@ func OpenAllowTable(ctx context.Context, m *MySQL, table, column string) (*Allow
 		}
 		return set, nil
 	}}
-	return a, a.first()
+	if err := a.first(); err != nil {
+		empty := map[string]struct{}{}
+		a.set.Store(&empty)
+		return a, err
+	}
+	return a, nil
 }
 
 func (a *AllowList) first() error {

@@ -52,6 +52,8 @@ type Config struct {
 	RateLimit     int // per OpenID per minute; 0 disables
 	RateBurst     int
 	AllowFile     string // one OpenID per line; "" lets everyone
+	AllowTable    string // table of allowed OpenIDs (MySQL source only)
+	AllowColumn   string // its OpenID column
 
 	LogLevel  string
 	LogFormat string
@@ -161,6 +163,8 @@ var settings = []setting{
 	{key: "rate_limit", parse: integer(func(c *Config) *int { return &c.RateLimit })},
 	{key: "rate_burst", parse: integer(func(c *Config) *int { return &c.RateBurst })},
 	{key: "allow_file", parse: str(func(c *Config) *string { return &c.AllowFile })},
+	{key: "allow_table", parse: str(func(c *Config) *string { return &c.AllowTable })},
+	{key: "allow_column", parse: str(func(c *Config) *string { return &c.AllowColumn })},
 	{key: "log_level", parse: str(func(c *Config) *string { return &c.LogLevel })},
 	{key: "log_format", parse: str(func(c *Config) *string { return &c.LogFormat })},
 	{key: "template_welcome", parse: str(func(c *Config) *string { return &c.Templates.Welcome })},
@@ -191,6 +195,7 @@ func DefaultConfig() Config {
 		TimestampSkew:     server.DefaultTimestampSkew,
 		RateLimit:         server.DefaultRatePerMinute,
 		RateBurst:         server.DefaultRateBurst,
+		AllowColumn:       "openid",
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
@@ -308,6 +313,12 @@ func (c *Config) validate() error {
 	}
 	if c.ReconcileInterval < c.RefreshInterval {
 		return fmt.Errorf("config: WXLOOKUP_RECONCILE_INTERVAL (%s) must not be shorter than WXLOOKUP_REFRESH_INTERVAL (%s)", c.ReconcileInterval, c.RefreshInterval)
+	}
+	if c.AllowTable != "" && c.MySQLDSN == "" {
+		return errors.New("config: WXLOOKUP_ALLOW_TABLE needs WXLOOKUP_MYSQL_DSN")
+	}
+	if c.AllowTable != "" && c.AllowFile != "" {
+		return errors.New("config: WXLOOKUP_ALLOW_TABLE and WXLOOKUP_ALLOW_FILE are both set; choose one")
 	}
 	if c.Listen == "" {
 		return errors.New("config: WXLOOKUP_LISTEN is empty")

@@ -83,6 +83,7 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"reconcile shorter than refresh", "", map[string]string{"WXLOOKUP_RECONCILE_INTERVAL": "100ms"}, "WXLOOKUP_RECONCILE_INTERVAL"},
 		{"unknown file key", "tokn: x\n", nil, `unknown setting "tokn"`},
 		{"bad file duration", "refresh_interval: fast\n", nil, "refresh_interval"},
+		{"allow table without mysql", "", map[string]string{"WXLOOKUP_ALLOW_TABLE": "wx_allow"}, "WXLOOKUP_ALLOW_TABLE"},
 		{"bad log format", "", map[string]string{"WXLOOKUP_LOG_FORMAT": "xml"}, "WXLOOKUP_LOG_FORMAT"},
 	}
 	for _, tt := range tests {

@@ -78,6 +78,7 @@ type Main struct {
 	Cache *cache.Cache
 
 	source   io.Closer
+	allow    *store.AllowList
 	webhook  *server.Server
 	admin    *server.Admin
 	adminSrv *http.Server
@@ -137,12 +138,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if cfg.RateLimit == 0 {
 		sc.RatePerMinute = -1
 	}
-	if cfg.AllowFile != "" {
-		allow, err := store.OpenAllowList(cfg.AllowFile)
-		if err != nil {
-			return err
-		}
-		sc.Allowed = allow.Allowed
+	if err := m.openAllowList(ctx, src); err != nil {
+		return err
+	}
+	if m.allow != nil {
+		sc.Allowed = m.allow.Allowed
 	}
 	if m.webhook, err = server.New(sc, m.Cache); err != nil {
 		return err
@@ -193,6 +193,35 @@ func (m *Main) openSource() (cache.Source, error) {
 	return store.NewCSV("examples/locations.csv (embedded demo)", examples.LocationsCSV, cfg.mapping())
 }
 
+// openAllowList opens the configured allow-list, if any, and starts its refresh loop.
+func (m *Main) openAllowList(ctx context.Context, src cache.Source) error {
+	cfg := m.Config
+	var err error
+	switch {
+	case cfg.AllowFile != "":
+		m.allow, err = store.OpenAllowList(cfg.AllowFile)
+	case cfg.AllowTable != "":
+		my, ok := src.(*store.MySQL)
+		if !ok {
+			return errors.New("WXLOOKUP_ALLOW_TABLE needs WXLOOKUP_MYSQL_DSN")
+		}
+		m.allow, err = store.OpenAllowTable(ctx, my, cfg.AllowTable, cfg.AllowColumn)
+		if err != nil && m.allow != nil {
+			m.Logger.Warn("allow-list: first read failed; nobody may query until a read succeeds",
+				"list", m.allow.String(), "err", err)
+			err = nil
+		}
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("allow-list: %w", err)
+	}
+	m.allow.Start(store.DefaultAllowRefresh, m.Logger.With("component", "allow-list"))
+	m.Logger.Info("allow-list loaded", "list", m.allow.String(), "openids", m.allow.Len())
+	return nil
+}
+
 // listen opens a TCP listener with SO_REUSEPORT, so a new process can take over the port
 // while this one drains its connections on shutdown.
 func listen(ctx context.Context, addr string) (net.Listener, error) {
@@ -225,6 +254,9 @@ func (m *Main) Close() error {
 	}
 	if m.Cache != nil {
 		errs = append(errs, m.Cache.Close())
+	}
+	if m.allow != nil {
+		errs = append(errs, m.allow.Close())
 	}
 	if m.source != nil {
 		errs = append(errs, m.source.Close())
