@@ -161,4 +161,3 @@ func distinctColours(img image.Image) int {
 	}
 	return len(seen)
 }
-
