@@ -142,7 +142,16 @@ func (a *Asker) Send(ctx context.Context, msg []byte, t time.Time) (Reply, error
 		return Reply{}, fmt.Errorf("ask: read reply: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return Reply{}, fmt.Errorf("ask: webhook answered %s: %s", resp.Status, bytes.TrimSpace(raw))
+		hint := ""
+		switch resp.StatusCode {
+		case http.StatusForbidden:
+			hint = " (is --token the server's token, --appid its AppID, and are both clocks right?)"
+		case http.StatusBadRequest:
+			hint = " (is --aes-key the server's EncodingAESKey?)"
+		case http.StatusNotFound:
+			hint = " (is the --url path the server's WXLOOKUP_PATH?)"
+		}
+		return Reply{}, fmt.Errorf("ask: webhook answered %s%s: %s", resp.Status, hint, bytes.TrimSpace(raw))
 	}
 	return a.check(raw, crypter)
 }
