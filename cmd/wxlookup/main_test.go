@@ -267,3 +267,59 @@ func TestEndToEndMySQL(t *testing.T) {
 		t.Errorf("reload: %d %s, want 200 with 2000 entries", resp.StatusCode, body)
 	}
 }
+
+// TestStartsWithMySQLDown: the service starts and answers while MySQL is down ("starting
+// up", /readyz 503), and becomes ready on its own when MySQL comes back.
+func TestStartsWithMySQLDown(t *testing.T) {
+	srv := mariadbtest.Start(t)
+	srv.Exec(t, "", "CREATE DATABASE plant")
+	dsn := srv.RootDSN("plant")
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := store.Seed(context.Background(), db, 100); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+
+	cfg := DefaultConfig()
+	cfg.MySQLDSN, cfg.Token = dsn, e2eToken
+	cfg.RefreshInterval = 100 * time.Millisecond
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	m := NewMain(cfg)
+	m.Logger = testLogger(t)
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	a := Asker{URL: webhookURL(m, "/wx"), Token: e2eToken, OpenID: "oE2E_down"}
+	r, err := a.Ask(context.Background(), "?18-546")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Content != "系统正在启动，请稍后再试。" {
+		t.Errorf("with MySQL down at start: got %q, want the starting-up text", r.Content)
+	}
+	if code, _ := adminGet(t, m, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with MySQL down: %d, want 503", code)
+	}
+
+	srv.Restart(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Cache.WaitReady(ctx); err != nil {
+		t.Fatalf("not ready after MySQL came back: %v", err)
+	}
+	if r, err := a.Ask(context.Background(), "?18-546"); err != nil || r.Content != "[18-546]的工作台位为[车体新厂房3号]" {
+		t.Errorf("after MySQL came back: got %q, %v", r.Content, err)
+	}
+	if code, _ := adminGet(t, m, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz after MySQL came back: %d, want 200", code)
+	}
+}
