@@ -1,0 +1,486 @@
+package cache_test
+
+// The loader end to end against real MariaDB (a private mariadbd shared by this test binary,
+// or WXLOOKUP_TEST_MYSQL_DSN; see internal/mariadbtest): store.MySQL as the Source, the
+// Cache's loader warming, refreshing and reconciling from it. The fake-source unit tests
+// beside this file prove the loader's logic; these prove it holds with the real driver,
+// the real clock of the database and real failures.
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"wxlookup/cache"
+	"wxlookup/internal/mariadbtest"
+	"wxlookup/store"
+)
+
+// checkLeaks fails t if a goroutine started during the test outlives it (its cleanups,
+// which close the cache and the source, run first). The mariadbd process waiters belong
+// to the test servers, stopped later.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	opts := []goleak.Option{
+		goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("wxlookup/internal/mariadbtest.(*Server).startProcess.func1"),
+	}
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
+}
+
+// testCtx returns a context bounded well below the test timeout.
+func testCtx(tb testing.TB) context.Context {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// writerDB opens a root pool on dsn whose session stamps and reads TIMESTAMPs in UTC, as
+// the loader's does, so that a time.Time written here compares with the loader's
+// watermarks. It is closed when tb ends.
+func writerDB(tb testing.TB, dsn string) *sql.DB {
+	tb.Helper()
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	cfg.Params["time_zone"] = "'+00:00'"
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+// seeded creates a fresh database on srv holding demo rows 0 … n-1 and returns its root
+// DSN and a writer pool on it.
+func seeded(tb testing.TB, srv *mariadbtest.Server, n int) (string, *sql.DB) {
+	tb.Helper()
+	dsn := srv.CreateDatabase(tb)
+	db := writerDB(tb, dsn)
+	if err := store.Seed(testCtx(tb), db, n); err != nil {
+		tb.Fatalf("seed %d rows: %v", n, err)
+	}
+	return dsn, db
+}
+
+// exec runs statements on db, failing the test on error.
+func exec(tb testing.TB, db *sql.DB, query string, args ...any) {
+	tb.Helper()
+	if _, err := db.ExecContext(testCtx(tb), query, args...); err != nil {
+		tb.Fatalf("%s: %v", query, err)
+	}
+}
+
+// openMySQL opens the MySQL source on dsn, closed when tb ends.
+func openMySQL(tb testing.TB, dsn string, cfg store.MySQLConfig) *store.MySQL {
+	tb.Helper()
+	cfg.DSN = dsn
+	s, err := store.OpenMySQL(cfg)
+	if err != nil {
+		tb.Fatalf("OpenMySQL: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("close source: %v", err)
+		}
+	})
+	return s
+}
+
+// newCache returns a Cache over src, closed when tb ends (before the source, whose cleanup
+// was registered first). Unless cfg says otherwise the loader's tickers are an hour apart,
+// so the test drives steps with Refresh and Reconcile, and logs are discarded.
+func newCache(tb testing.TB, src cache.Source, cfg cache.Config) *cache.Cache {
+	tb.Helper()
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = time.Hour
+	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c, err := cache.New(src, cfg)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+// startReady starts c and waits for its first warm.
+func startReady(tb testing.TB, c *cache.Cache) {
+	tb.Helper()
+	c.Start()
+	if err := c.WaitReady(testCtx(tb)); err != nil {
+		tb.Fatalf("WaitReady: %v", err)
+	}
+}
+
+// demoLine is the DefaultRender line of a row with one value.
+func demoLine(key, value string) string { return "[" + key + "] " + value }
+
+// lookup is Lookup of the normalised form of key, with the line as a string.
+func lookup(c *cache.Cache, key string) (line, canon string, found bool, err error) {
+	l, canon, found, err := c.Lookup(context.Background(), []byte(cache.Key(key)))
+	return string(l), canon, found, err
+}
+
+// mustFind fails unless key is found with the line want.
+func mustFind(tb testing.TB, c *cache.Cache, key, want string) {
+	tb.Helper()
+	line, _, found, err := lookup(c, key)
+	if err != nil || !found || line != want {
+		tb.Fatalf("Lookup(%q): got %q (found %v, err %v), want %q", key, line, found, err, want)
+	}
+}
+
+// mustMiss fails unless key is a (non-error) not-found.
+func mustMiss(tb testing.TB, c *cache.Cache, key string) {
+	tb.Helper()
+	line, _, found, err := lookup(c, key)
+	if err != nil || found {
+		tb.Fatalf("Lookup(%q): got %q (found %v, err %v), want not found", key, line, found, err)
+	}
+}
+
+// mustRefresh runs a refresh (and, with reconcile, a key scan) now.
+func mustRefresh(tb testing.TB, c *cache.Cache, reconcile bool) {
+	tb.Helper()
+	step, name := c.Refresh, "Refresh"
+	if reconcile {
+		step, name = c.Reconcile, "Reconcile"
+	}
+	if err := step(testCtx(tb)); err != nil {
+		tb.Fatalf("%s: %v", name, err)
+	}
+}
+
+// metricValue returns the value of the metric name (with the given label pairs) gathered
+// from reg, failing if it is absent.
+func metricValue(tb testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				ok := false
+				for _, lp := range m.GetLabel() {
+					ok = ok || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+				}
+				if !ok {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	tb.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+// call is one completed call of a watchedSource method.
+type call struct {
+	began, ended time.Time
+	next         time.Time // the watermark Changes returned
+	err          error
+}
+
+// watchedSource wraps a Source to let a test see the loader's work as events instead of
+// sleeping: each completed Changes (and Keys) call is sent on a channel, Get calls are
+// counted, and a hook can hold a Changes call after its first row.
+type watchedSource struct {
+	cache.Source
+
+	// changes and keys, if not nil, receive every completed Changes and Keys call. The
+	// loader waits for the test to take each (or for Close).
+	changes, keys chan call
+	gets          atomic.Int64
+
+	mu      sync.Mutex
+	onRow   func(ctx context.Context) // if set, runs before the first row of a Changes call
+	lastWM  time.Time                 // the watermark of the last successful Changes
+	sources []string
+}
+
+func watch(src cache.Source) *watchedSource {
+	return &watchedSource{Source: src, changes: make(chan call), keys: make(chan call)}
+}
+
+func (w *watchedSource) String() string { return fmt.Sprint(w.Source) }
+
+func (w *watchedSource) Changes(ctx context.Context, since time.Time, fn func(cache.Row) error) (time.Time, error) {
+	w.mu.Lock()
+	hook := w.onRow
+	w.mu.Unlock()
+	began := time.Now()
+	first := true
+	next, err := w.Source.Changes(ctx, since, func(r cache.Row) error {
+		if first && hook != nil {
+			hook(ctx)
+		}
+		first = false
+		return fn(r)
+	})
+	if err == nil {
+		w.mu.Lock()
+		w.lastWM = next
+		w.mu.Unlock()
+	}
+	w.send(ctx, w.changes, call{began: began, ended: time.Now(), next: next, err: err})
+	return next, err
+}
+
+func (w *watchedSource) Keys(ctx context.Context, fn func(string) error) error {
+	began := time.Now()
+	err := w.Source.Keys(ctx, fn)
+	w.send(ctx, w.keys, call{began: began, ended: time.Now(), err: err})
+	return err
+}
+
+func (w *watchedSource) Get(ctx context.Context, key string) (cache.Row, error) {
+	w.gets.Add(1)
+	return w.Source.Get(ctx, key)
+}
+
+func (w *watchedSource) send(ctx context.Context, ch chan call, ev call) {
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- ev:
+	case <-ctx.Done():
+	}
+}
+
+// setOnRow installs (or, with nil, removes) the Changes hook.
+func (w *watchedSource) setOnRow(f func(ctx context.Context)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.onRow = f
+}
+
+// watermark returns the watermark the last successful Changes returned.
+func (w *watchedSource) watermark() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastWM
+}
+
+// quiet makes the loader's calls not wait for the test: a test that drives steps with
+// Refresh and does not read the events calls it.
+func (w *watchedSource) quiet() *watchedSource {
+	w.changes, w.keys = nil, nil
+	return w
+}
+
+// await takes events from ch until one satisfies ok, and fails the test if none does by
+// deadline.
+func await(tb testing.TB, ch <-chan call, deadline time.Time, what string, ok func(call) bool) call {
+	tb.Helper()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		select {
+		case ev := <-ch:
+			if ok(ev) {
+				return ev
+			}
+		case <-timer.C:
+			tb.Fatalf("%s: not by the deadline", what)
+			return call{}
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use, for capturing logs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// TestMySQLWarm100k: 100,000 seeded rows warm completely, and every key is found with its
+// own line, also when asked in another case; a key that is not there is a definitive
+// not-found answered from memory.
+func TestMySQLWarm100k(t *testing.T) {
+	checkLeaks(t)
+	const n = 100_000
+	dsn, _ := seeded(t, mariadbtest.Shared(t), n)
+	src := watch(openMySQL(t, dsn, store.MySQLConfig{})).quiet()
+	c := newCache(t, src, cache.Config{})
+	startReady(t, c)
+
+	st := c.Status()
+	if !st.Complete || st.Entries != n || st.Errors != 0 {
+		t.Fatalf("got complete %v, entries %d, errors %d; want true, %d, 0", st.Complete, st.Entries, st.Errors, n)
+	}
+	ctx := context.Background()
+	var key []byte
+	for i := range n {
+		k, v := store.DemoRow(i)
+		key = cache.AppendKey(key[:0], []byte(k))
+		line, canon, found, err := c.Lookup(ctx, key)
+		if err != nil || !found || string(line) != demoLine(k, v) || canon != k {
+			t.Fatalf("row %d: Lookup(%q) got %q, %q, found %v, err %v; want %q, %q",
+				i, key, line, canon, found, err, demoLine(k, v), k)
+		}
+	}
+	mustFind(t, c, "a7-001", "[A7-001] 总装车间A区12排")
+	mustFind(t, c, "Ａ７－００１", "[A7-001] 总装车间A区12排") // full width
+	mustMiss(t, c, "ZZ-404")
+	if got := src.gets.Load(); got != 0 {
+		t.Errorf("got %d source reads, want 0: a complete cache answers misses from memory", got)
+	}
+}
+
+// TestMySQLRefresh: an update, an insert and a delete in MySQL reach the cache at the next
+// refresh (the delete at the next reconcile, since MySQL cannot report deletes as changes),
+// while the other rows stay.
+func TestMySQLRefresh(t *testing.T) {
+	checkLeaks(t)
+	dsn, db := seeded(t, mariadbtest.Shared(t), 1000)
+	c := newCache(t, watch(openMySQL(t, dsn, store.MySQLConfig{PageSize: 100})).quiet(), cache.Config{})
+	startReady(t, c)
+	k5, _ := store.DemoRow(5)
+	k6, _ := store.DemoRow(6)
+	k7, v7 := store.DemoRow(7)
+
+	tests := []struct {
+		name      string
+		stmt      string
+		args      []any
+		reconcile bool
+		key, want string // want "" for not found
+	}{
+		{"update", "UPDATE workpiece_location SET location = ? WHERE part_no = ?", []any{"焊装车间9号", k5}, false,
+			k5, demoLine(k5, "焊装车间9号")},
+		{"insert", "INSERT INTO workpiece_location (part_no, location) VALUES (?, ?)", []any{"Z9-001", "成品库1号"}, false,
+			"z9-001", demoLine("Z9-001", "成品库1号")},
+		{"delete", "DELETE FROM workpiece_location WHERE part_no = ?", []any{k6}, true, k6, ""},
+		{"update again", "UPDATE workpiece_location SET location = ? WHERE part_no = ?", []any{"备件库2号", k5}, false,
+			k5, demoLine(k5, "备件库2号")},
+		{"re-insert the deleted", "INSERT INTO workpiece_location (part_no, location) VALUES (?, ?)", []any{k6, "物流中心3号"}, false,
+			k6, demoLine(k6, "物流中心3号")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			exec(t, db, tt.stmt, tt.args...)
+			mustRefresh(t, c, tt.reconcile)
+			if tt.want == "" {
+				mustMiss(t, c, tt.key)
+			} else {
+				mustFind(t, c, tt.key, tt.want)
+			}
+			mustFind(t, c, k7, demoLine(k7, v7)) // untouched rows stay
+		})
+	}
+	if st := c.Status(); st.Entries != 1001 || !st.Complete {
+		t.Errorf("got %d entries, complete %v; want 1001, true", st.Entries, st.Complete)
+	}
+}
+
+// TestMySQLTickerRefresh: with nothing but the loader's own tickers (100 ms), an update,
+// an insert and a delete are visible within two intervals of their commit. No sleeps:
+// each completed Changes or Keys call of the loader is an event, and the test looks the
+// row up after each until it shows the change or the deadline passes.
+func TestMySQLTickerRefresh(t *testing.T) {
+	checkLeaks(t)
+	const (
+		interval = 100 * time.Millisecond
+		slack    = 400 * time.Millisecond // scheduling and the queries, under -race on 2 busy cores
+	)
+	dsn, db := seeded(t, mariadbtest.Shared(t), 1000)
+	src := watch(openMySQL(t, dsn, store.MySQLConfig{}))
+	c := newCache(t, src, cache.Config{RefreshInterval: interval, ReconcileInterval: interval})
+	startReady(t, c) // the warm reads Snapshot only: no events yet
+
+	k3, _ := store.DemoRow(3)
+	k4, v4 := store.DemoRow(4)
+	tests := []struct {
+		name      string
+		stmt      string
+		args      []any
+		key, want string // want "" for not found
+	}{
+		{"update", "UPDATE workpiece_location SET location = ? WHERE part_no = ?", []any{"涂装车间7号", k3},
+			k3, demoLine(k3, "涂装车间7号")},
+		{"insert", "INSERT INTO workpiece_location (part_no, location) VALUES (?, ?)", []any{"Z8-002", "冲压车间2号"},
+			"Z8-002", demoLine("Z8-002", "冲压车间2号")},
+		{"delete", "DELETE FROM workpiece_location WHERE part_no = ?", []any{k4}, k4, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.want == "" {
+				mustFind(t, c, k4, demoLine(k4, v4)) // there before the delete
+			}
+			exec(t, db, tt.stmt, tt.args...)
+			committed := time.Now()
+			deadline := time.NewTimer(2*interval + slack)
+			defer deadline.Stop()
+			for events := 0; ; events++ {
+				line, _, found, err := lookup(c, tt.key)
+				if err != nil {
+					t.Fatalf("Lookup(%q): %v", tt.key, err)
+				}
+				if (tt.want == "" && !found) || (tt.want != "" && line == tt.want) {
+					t.Logf("visible %v after the commit, at loader event %d", time.Since(committed).Round(time.Millisecond), events)
+					return
+				}
+				select {
+				case <-src.changes:
+				case <-src.keys:
+				case <-deadline.C:
+					t.Fatalf("Lookup(%q) after %d loader events: got %q (found %v), want %q within %v of the commit",
+						tt.key, events, line, found, tt.want, 2*interval+slack)
+				}
+			}
+		})
+	}
+}
