@@ -484,3 +484,90 @@ func TestMySQLTickerRefresh(t *testing.T) {
 		})
 	}
 }
+
+// TestMySQLEqualTimestamps: rows that share one updated_at, on either side of a refresh
+// boundary, all reach the cache. The overlap is cut to 1 µs and pages to 2 rows, so only
+// the inclusive bound and keyset paging on (updated_at, key) save them: rows stamped
+// exactly with the watermark of the previous refresh (the lower bound of the next one),
+// and rows stamped exactly with the watermark of this refresh but committed after it ran.
+func TestMySQLEqualTimestamps(t *testing.T) {
+	checkLeaks(t)
+	dsn, db := seeded(t, mariadbtest.Shared(t), 100)
+	src := watch(openMySQL(t, dsn, store.MySQLConfig{PageSize: 2, Overlap: time.Microsecond})).quiet()
+	c := newCache(t, src, cache.Config{})
+	startReady(t, c)
+	insert := func(t *testing.T, stamp time.Time, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			exec(t, db, "INSERT INTO workpiece_location (part_no, location, updated_at) VALUES (?, ?, ?)", k, "at "+k, stamp)
+		}
+	}
+
+	mustRefresh(t, c, false)
+	w0 := src.watermark()
+	// Committed before the next refresh, stamped with its lower bound.
+	insert(t, w0, "E0-003", "E0-001", "E0-002")
+	mustRefresh(t, c, false)
+	w1 := src.watermark()
+	if !w1.After(w0) {
+		t.Fatalf("got watermarks %v then %v, want them increasing", w0, w1)
+	}
+	// Stamped with the watermark of the refresh that just ran, committed after it: as if
+	// their transaction stamped them in the microsecond the refresh read the clock.
+	insert(t, w1, "E1-002", "E1-003", "E1-001", "E1-004", "E1-005")
+	mustRefresh(t, c, false)
+
+	for _, k := range []string{"E0-001", "E0-002", "E0-003", "E1-001", "E1-002", "E1-003", "E1-004", "E1-005"} {
+		mustFind(t, c, k, demoLine(k, "at "+k))
+	}
+	if st := c.Status(); st.Entries != 108 {
+		t.Errorf("got %d entries, want 108", st.Entries)
+	}
+}
+
+// TestMySQLLateCommit: a transaction stamps its rows (updated_at = NOW(6)) when its
+// statements run but commits after a refresh has read past that stamp; the next refresh,
+// within the overlap, still picks the rows up.
+func TestMySQLLateCommit(t *testing.T) {
+	checkLeaks(t)
+	dsn, db := seeded(t, mariadbtest.Shared(t), 100)
+	src := watch(openMySQL(t, dsn, store.MySQLConfig{Overlap: 5 * time.Second})).quiet()
+	c := newCache(t, src, cache.Config{})
+	startReady(t, c)
+	k9, _ := store.DemoRow(9)
+
+	tx, err := db.BeginTx(testCtx(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	for _, q := range []struct {
+		stmt string
+		args []any
+	}{
+		{"INSERT INTO workpiece_location (part_no, location) VALUES (?, ?)", []any{"L1-001", "晚到的行"}},
+		{"UPDATE workpiece_location SET location = ? WHERE part_no = ?", []any{"晚到的更新", k9}},
+	} {
+		if _, err := tx.ExecContext(testCtx(t), q.stmt, q.args...); err != nil {
+			t.Fatalf("%s: %v", q.stmt, err)
+		}
+	}
+	var stamped time.Time
+	if err := tx.QueryRowContext(testCtx(t), "SELECT updated_at FROM workpiece_location WHERE part_no = 'L1-001'").Scan(&stamped); err != nil {
+		t.Fatal(err)
+	}
+
+	mustRefresh(t, c, false) // runs while the transaction is open: sees neither row
+	if wm := src.watermark(); !wm.After(stamped) {
+		t.Fatalf("got watermark %v, want it after the rows' stamp %v (else the test proves nothing)", wm, stamped)
+	}
+	mustMiss(t, c, "L1-001")
+	mustFind(t, c, k9, demoLine(k9, func() string { _, v := store.DemoRow(9); return v }()))
+
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	mustRefresh(t, c, false)
+	mustFind(t, c, "L1-001", demoLine("L1-001", "晚到的行"))
+	mustFind(t, c, k9, demoLine(k9, "晚到的更新"))
+}
