@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -570,4 +571,154 @@ func TestMySQLLateCommit(t *testing.T) {
 	mustRefresh(t, c, false)
 	mustFind(t, c, "L1-001", demoLine("L1-001", "晚到的行"))
 	mustFind(t, c, k9, demoLine(k9, "晚到的更新"))
+}
+
+// TestMySQLOutage: MariaDB is killed in the middle of a refresh and later restarted.
+// Throughout, lookups of every known key keep answering from memory (zero misses or
+// errors); the failed steps are counted in Status and wxlookup_loader_errors_total and
+// staleness grows; after the restart the loader recovers by itself (an update made then
+// becomes visible without Reload or Refresh) and staleness falls back.
+func TestMySQLOutage(t *testing.T) {
+	checkLeaks(t)
+	const (
+		rows     = 2000
+		interval = 200 * time.Millisecond
+		slack    = 2 * time.Second // under -race on 2 busy cores
+	)
+	srv := mariadbtest.Start(t)
+	dsn, db := seeded(t, srv, rows)
+	src := watch(openMySQL(t, dsn, store.MySQLConfig{PageSize: 50, QueryTimeout: 2 * time.Second}))
+	reg := prometheus.NewRegistry()
+	var logs syncBuffer
+	c := newCache(t, src, cache.Config{
+		RefreshInterval: interval,
+		Registerer:      reg,
+		Logger:          slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	startReady(t, c)
+
+	// Look every key up, over and over, until told to stop (or for at most a minute).
+	type want struct{ key, line string }
+	const changed = 11 // the row updated after the restart
+	var keys []want
+	for i := range rows {
+		if i != changed {
+			k, v := store.DemoRow(i)
+			keys = append(keys, want{cache.Key(k), demoLine(k, v)})
+		}
+	}
+	var lookups, bad atomic.Int64
+	var firstBad atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		end := time.Now().Add(time.Minute)
+		for i := 0; time.Now().Before(end); i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			w := keys[i%len(keys)]
+			line, _, found, err := c.Lookup(context.Background(), []byte(w.key))
+			lookups.Add(1)
+			if err != nil || !found || string(line) != w.line {
+				if bad.Add(1) == 1 {
+					firstBad.Store(fmt.Sprintf("Lookup(%q): got %q, found %v, err %v; want %q", w.key, line, found, err, w.line))
+				}
+			}
+		}
+	})
+	stopLookups := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLookups()
+
+	// Every row changes, so the next refresh reads 40 pages; hold it after its first row
+	// until the server is dead.
+	inside, killed := make(chan struct{}), make(chan struct{})
+	var held sync.Once
+	src.setOnRow(func(ctx context.Context) {
+		held.Do(func() {
+			close(inside)
+			select {
+			case <-killed:
+			case <-ctx.Done():
+			}
+		})
+	})
+	exec(t, db, "UPDATE workpiece_location SET updated_at = NOW(6)")
+	events := func(what string, deadline time.Time, ok func(call) bool) call {
+		t.Helper()
+		return await(t, src.changes, deadline, what, ok)
+	}	// Take events until the held refresh is inside its first page (events of refreshes
+	// that began before the update may come first).
+	for waiting := true; waiting; {
+		select {
+		case <-src.changes:
+		case <-inside:
+			waiting = false
+		case <-time.After(30 * time.Second):
+			t.Fatal("no refresh read the updated rows")
+		}
+	}
+	srv.Kill(t)
+	src.setOnRow(nil)
+	close(killed)
+	atKill := lookups.Load()
+	failed := events("the interrupted refresh to fail", time.Now().Add(30*time.Second), func(ev call) bool { return ev.err != nil })
+	t.Logf("interrupted refresh failed: %v", failed.err)
+
+	// Retries fail while the server is down; staleness grows past two intervals.
+	var st cache.Status
+	for n := 1; ; n++ {
+		events("a retry to fail", time.Now().Add(30*time.Second), func(ev call) bool { return ev.err != nil })
+		if st = c.Status(); n >= 3 && st.Staleness > 2*interval {
+			break
+		}
+	}
+	metricErrors := metricValue(t, reg, "wxlookup_loader_errors_total")
+	if st.Errors < 4 || metricErrors < 4 {
+		t.Errorf("got Status.Errors %d and wxlookup_loader_errors_total %v, want both ≥ 4", st.Errors, metricErrors)
+	}
+	if got := metricValue(t, reg, "wxlookup_loader_step_errors_total", "step", "refresh"); got < 4 {
+		t.Errorf("got wxlookup_loader_step_errors_total{step=refresh} %v, want ≥ 4", got)
+	}
+	if len(st.RecentErrors) == 0 || st.RecentErrors[0].Step != "refresh" {
+		t.Errorf("got recent errors %+v, want a refresh error first", st.RecentErrors)
+	}
+	if stale := metricValue(t, reg, "wxlookup_loader_staleness_seconds"); stale < (2 * interval).Seconds() {
+		t.Errorf("got wxlookup_loader_staleness_seconds %v during the outage, want > %v", stale, (2 * interval).Seconds())
+	}
+	if during := lookups.Load() - atKill; during == 0 {
+		t.Errorf("got no lookups while the server was down, want some (the test proves nothing)")
+	}
+
+	restarting := time.Now() // a step may succeed before Restart returns
+	srv.Restart(t)
+	restarted := time.Now()
+	k11, _ := store.DemoRow(changed)
+	exec(t, db, "UPDATE workpiece_location SET location = ? WHERE part_no = ?", "重启后的位置", k11)
+	recovered := events("the loader to recover", restarted.Add(2*interval+slack), func(ev call) bool { return ev.err == nil })
+	t.Logf("recovered %v after the restart", recovered.ended.Sub(restarted).Round(time.Millisecond))
+	for line := ""; line != demoLine(k11, "重启后的位置"); {
+		line, _, _, _ = lookup(c, k11)
+		if line != demoLine(k11, "重启后的位置") {
+			events("the update after the restart to be read", restarted.Add(2*interval+slack), func(ev call) bool { return ev.err == nil })
+		}
+	}
+	// The loader records a step after its Changes call returns: the next call's event
+	// comes after that.
+	events("the step after recovery", time.Now().Add(30*time.Second), func(call) bool { return true })
+	if st := c.Status(); st.Staleness > interval+slack || !st.LastSuccess.After(restarting) {
+		t.Errorf("got staleness %v, last success %v after recovery; want ≤ %v, after the restart began at %v",
+			st.Staleness, st.LastSuccess, interval+slack, restarting)
+	}
+
+	stopLookups()
+	if n := bad.Load(); n != 0 {
+		t.Errorf("%d of %d lookups failed during the outage; first: %s", n, lookups.Load(), firstBad.Load())
+	}
+	if !strings.Contains(logs.String(), "loader step failed") || !strings.Contains(logs.String(), "loader recovered") {
+		t.Errorf("log does not tell the story:\n%s", logs.String())
+	}
+	t.Logf("%d lookups, %d while the server was down or restarting", lookups.Load(), lookups.Load()-atKill)
 }
