@@ -649,7 +649,8 @@ func TestMySQLOutage(t *testing.T) {
 	events := func(what string, deadline time.Time, ok func(call) bool) call {
 		t.Helper()
 		return await(t, src.changes, deadline, what, ok)
-	}	// Take events until the held refresh is inside its first page (events of refreshes
+	}
+	// Take events until the held refresh is inside its first page (events of refreshes
 	// that began before the update may come first).
 	for waiting := true; waiting; {
 		select {
