@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,10 +14,23 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"wxlookup/internal/mariadbtest"
 )
 
+// TestMain runs the tests of package cache and of cache_test (one binary), stops the
+// shared MariaDB server that the loader's end-to-end tests start, and then checks that no
+// goroutine survives: every Cache and source was closed by its test.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m) // no goroutine survives Close
+	code := m.Run()
+	mariadbtest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // newTestCache returns a Cache over src, closed when the test ends. Unless cfg says

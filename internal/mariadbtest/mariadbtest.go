@@ -66,10 +66,18 @@ var (
 // Main runs the tests of a package that uses Shared and stops the shared server after them.
 func Main(m *testing.M) {
 	code := m.Run()
+	StopShared()
+	os.Exit(code)
+}
+
+// StopShared stops the shared server, if this binary started one, and removes its files.
+// It is for a TestMain that cannot use Main, such as one that checks for leaked goroutines
+// after the tests (the server's process waiter is one until it is stopped). Call it after
+// m.Run, once no test uses the server.
+func StopShared() {
 	if shared != nil {
 		shared.close()
 	}
-	os.Exit(code)
 }
 
 // Shared returns the server shared by the tests of this binary: the one named by

@@ -1,0 +1,96 @@
+package cache_test
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"wxlookup/cache"
+	"wxlookup/internal/mariadbtest"
+	"wxlookup/store"
+)
+
+// warm1M is the database BenchmarkWarm1M reads, seeded once per test binary.
+var warm1M struct {
+	once sync.Once
+	dsn  string
+	err  error
+}
+
+// seed1M creates database wxbench_warm1m on srv holding demo rows 0 … 999,999 (once per
+// binary; about half a minute) and returns its root DSN. It is not dropped: on a private
+// server it goes with the server, and on WXLOOKUP_TEST_MYSQL_DSN the next run reuses it.
+func seed1M(b *testing.B, srv *mariadbtest.Server) string {
+	b.Helper()
+	warm1M.once.Do(func() {
+		const name = "wxbench_warm1m"
+		srv.Exec(b, "", "CREATE DATABASE IF NOT EXISTS `"+name+"` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+		warm1M.dsn = srv.RootDSN(name)
+		db, err := sql.Open("mysql", warm1M.dsn)
+		if err != nil {
+			warm1M.err = err
+			return
+		}
+		defer db.Close()
+		start := time.Now()
+		warm1M.err = store.Seed(context.Background(), db, 1_000_000)
+		b.Logf("seeded 1,000,000 rows in %s", time.Since(start).Round(time.Millisecond))
+	})
+	if warm1M.err != nil {
+		b.Fatalf("seed: %v", warm1M.err)
+	}
+	return warm1M.dsn
+}
+
+// BenchmarkWarm1M times the warm of 1,000,000 rows from MariaDB: New, Start and WaitReady
+// over a fresh MySQL source (the pool's first connection included). It reports bytes per
+// entry twice: as the cache accounts them (CostBytes/Entries, the figure MaxBytes is
+// compared with) and as Go heap growth across the warm (after GC, cache still open).
+//
+//	go test -run '^$' -bench Warm1M -benchtime 3x ./cache/
+func BenchmarkWarm1M(b *testing.B) {
+	const n = 1_000_000
+	dsn := seed1M(b, mariadbtest.Shared(b))
+	ctx := context.Background()
+	var costPerEntry, heapPerEntry float64
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		b.StartTimer()
+
+		src, err := store.OpenMySQL(store.MySQLConfig{DSN: dsn})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := cache.New(src, cache.Config{RefreshInterval: time.Hour, ReconcileInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Start()
+		if err := c.WaitReady(ctx); err != nil {
+			b.Fatal(err)
+		}
+
+		b.StopTimer()
+		st := c.Status()
+		if !st.Complete || st.Entries != n || st.Errors != 0 {
+			b.Fatalf("got complete %v, %d entries, %d errors; want true, %d, 0", st.Complete, st.Entries, st.Errors, n)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		costPerEntry = float64(st.CostBytes) / float64(st.Entries)
+		heapPerEntry = (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(st.Entries)
+		c.Close()
+		src.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(costPerEntry, "cost-B/entry")
+	b.ReportMetric(heapPerEntry, "heap-B/entry")
+}
