@@ -137,18 +137,14 @@ func (c *Cache) Lookup(ctx context.Context, key []byte) (line []byte, canonicalK
 	}
 	e := t.get(h, key)
 	complete := t.complete.Load()
+	absent := e == nil && !complete && t.absent(key, c.cfg.Now().UnixNano())
 	t.release(h)
-	switch {
-	case e == nil:
-	case !e.negative():
+	if e != nil {
 		c.hits.Add(1)
 		return e.line, e.canon, true, nil
-	case c.cfg.Now().UnixNano() < e.expires: // a read-through "not found", still fresh
-		c.misses.Add(1)
-		return nil, "", false, nil
 	}
 	c.misses.Add(1)
-	if complete {
+	if complete || absent {
 		return nil, "", false, nil
 	}
 	return c.readThrough(ctx, key)

@@ -17,19 +17,13 @@ const entryOverhead = 160
 type entry struct {
 	key   string // normalised key (AppendKey of the row's key)
 	canon string // the key as stored in the source, named in replies
-	line  []byte // rendered reply line; nil for a negative entry
+	line  []byte // rendered reply line
 	cost  int64  // this entry's own cost (the ristretto item's cost is the chain's sum)
 	stamp uint64 // table epoch when stored; reconcile spares entries newer than its scan
-	// expires is, for a negative entry (a read-through "not found"), the Config.Now in Unix
-	// nanoseconds after which it no longer answers. 0 for a row.
-	expires int64
 	// next chains entries whose normalised keys share a 64-bit hash. Such collisions are
 	// astronomically rare, but chaining keeps the cache complete and correct when one happens.
 	next *entry
 }
-
-// negative reports whether e records a read-through "not found" rather than a row.
-func (e *entry) negative() bool { return e.line == nil }
 
 // find returns the entry for key in the chain starting at e, or nil.
 func (e *entry) find(key []byte) *entry {
@@ -105,9 +99,6 @@ func newEntry(r Row, render func(Row) []byte, scratch []byte) (*entry, []byte) {
 	// AppendKey only reads its input, so the row's key is viewed, not copied.
 	scratch = AppendKey(scratch[:0], unsafe.Slice(unsafe.StringData(r.Key), len(r.Key)))
 	e := &entry{canon: r.Key, line: render(r)}
-	if e.line == nil {
-		e.line = []byte{} // a row always has a line; nil marks negative entries
-	}
 	if string(scratch) == r.Key {
 		e.key = r.Key // the usual case: the stored key is already normal; share it
 	} else {
@@ -118,9 +109,4 @@ func newEntry(r Row, render func(Row) []byte, scratch []byte) (*entry, []byte) {
 		e.cost += int64(len(e.canon))
 	}
 	return e, scratch
-}
-
-// newNegative builds the negative entry for a normalised key, answering until expires.
-func newNegative(key string, expires int64) *entry {
-	return &entry{key: key, canon: key, expires: expires, cost: entryOverhead + int64(len(key))}
 }

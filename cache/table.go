@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ const (
 	headroomDiv = 4
 	// readerShards is the number of reader counters of a table (see acquire).
 	readerShards = 32
+	// maxNegatives bounds the read-through "not found" answers a table remembers.
+	maxNegatives = 1 << 16
 )
 
 // counters are the cache-wide counters that tables update; they survive table swaps.
@@ -72,6 +75,13 @@ type table struct {
 	// set is rc.SetWithTTL; tests replace it to drop or lose writes.
 	set func(h uint64, v *entry, cost int64, ttl time.Duration) bool
 
+	// negatives remembers, in an incomplete table, the keys a read-through found absent and
+	// until when (Config.Now, Unix nanoseconds). They are kept out of ristretto, whose
+	// admission policy would reject most of them once the table is full. A loader write of
+	// a key removes it. Lock order: mu, then negMu; Lookup takes only negMu.
+	negMu     sync.RWMutex
+	negatives map[string]int64
+
 	readers   [readerShards]readerShard
 	retired   atomic.Bool
 	drained   chan struct{}
@@ -88,11 +98,12 @@ type readerShard struct {
 // headroom above the budget; an incomplete one is capped at the budget and evicts.
 func newTable(rows int, complete bool, budget int64, stats *counters) (*table, error) {
 	t := &table{
-		stats:   stats,
-		budget:  budget,
-		pending: make(map[uint64]*entry),
-		drained: make(chan struct{}),
-		hash:    hashKeyString,
+		stats:     stats,
+		budget:    budget,
+		pending:   make(map[uint64]*entry),
+		negatives: make(map[string]int64),
+		drained:   make(chan struct{}),
+		hash:      hashKeyString,
 	}
 	maxCost := budget
 	if complete {
@@ -129,9 +140,17 @@ func (t *table) get(h uint64, key []byte) *entry {
 
 // put stores e (a row or a negative entry), replacing the entry for its key. It is the
 // loader's write: it stamps e with a new epoch. e must not be stored elsewhere.
+//
+// A row identical to the one held (same key as stored, same line) is not written again:
+// the source's overlap window re-delivers recent rows on every refresh, and rewriting them
+// would only churn ristretto and void concurrent read-through fills (see fill).
 func (t *table) put(e *entry) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	h := t.hash(e.key)
+	if old := t.currentLocked(h).findString(e.key); old != nil && old.canon == e.canon && bytes.Equal(old.line, e.line) {
+		return nil
+	}
 	t.putLocked(e, t.epoch.Add(1), 0)
 	return t.maybeFlushLocked()
 }
@@ -148,42 +167,80 @@ func (t *table) putNew(e *entry, h uint64) error {
 	return t.maybeFlushLocked()
 }
 
-// fill stores e for a read-through unless a loader write happened since since (an epoch
-// read before the source was asked): the answer may predate that write. It reports
+// fill stores the row e for a read-through unless a loader write happened since since (an
+// epoch read before the source was asked): the answer may predate that write. It reports
 // whether e was stored.
-func (t *table) fill(e *entry, since uint64, ttl time.Duration) bool {
+func (t *table) fill(e *entry, since uint64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.epoch.Load() != since {
 		return false
 	}
-	t.putLocked(e, since, ttl)
+	t.putLocked(e, since, 0)
 	// Wait until ristretto applied it (microseconds, against a database round trip), so the
 	// next Lookup of the key finds it rather than asking the source again.
 	t.rc.Wait()
 	return true
 }
 
-// putLocked stores e stamped with stamp. A ttl > 0 lets ristretto reclaim a lone negative
-// entry; its expiry is checked on lookup regardless.
+// fillNegative remembers, in an incomplete table, that a read-through found key absent,
+// until expires, unless a loader write happened since since (as fill). At most
+// maxNegatives keys are held: when full, expired ones go, and if none has, all.
+func (t *table) fillNegative(key string, since uint64, now, expires int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.epoch.Load() != since || t.complete.Load() {
+		return false
+	}
+	t.negMu.Lock()
+	defer t.negMu.Unlock()
+	if len(t.negatives) >= maxNegatives {
+		for k, exp := range t.negatives {
+			if exp <= now {
+				delete(t.negatives, k)
+			}
+		}
+		if len(t.negatives) >= maxNegatives {
+			clear(t.negatives)
+		}
+	}
+	t.negatives[key] = expires
+	return true
+}
+
+// absent reports whether a read-through found key absent and that answer is still fresh
+// at now. Lookup calls it on a miss in an incomplete table; it allocates nothing.
+func (t *table) absent(key []byte, now int64) bool {
+	t.negMu.RLock()
+	exp, ok := t.negatives[string(key)]
+	t.negMu.RUnlock()
+	return ok && now < exp
+}
+
+// forgetAbsentLocked drops a remembered "not found" for key: the loader just wrote it.
+func (t *table) forgetAbsentLocked(key string) {
+	t.negMu.Lock()
+	delete(t.negatives, key)
+	t.negMu.Unlock()
+}
+
+// putLocked stores e stamped with stamp.
 func (t *table) putLocked(e *entry, stamp uint64, ttl time.Duration) {
 	h := t.hash(e.key)
 	cur := t.currentLocked(h)
 	old := cur.findString(e.key)
 	e.next = without(cur, e.key)
 	e.stamp = stamp
-	if e.next != nil {
-		ttl = 0 // the chain holds other keys
-	}
 	t.writeLocked(h, e, ttl)
-	if old != nil && !old.negative() {
+	if !t.complete.Load() {
+		t.forgetAbsentLocked(e.key)
+	}
+	if old != nil {
 		t.entries.Add(-1)
 		t.bytes.Add(-old.cost)
 	}
-	if !e.negative() {
-		t.entries.Add(1)
-		t.bytes.Add(e.cost)
-	}
+	t.entries.Add(1)
+	t.bytes.Add(e.cost)
 	if t.complete.Load() && t.bytes.Load() > t.budget {
 		t.goIncompleteLocked()
 		if t.overBudget != nil {
@@ -210,10 +267,8 @@ func (t *table) delIf(key string, before uint64) error {
 	}
 	t.epoch.Add(1)
 	t.writeLocked(h, without(cur, key), 0)
-	if !old.negative() {
-		t.entries.Add(-1)
-		t.bytes.Add(-old.cost)
-	}
+	t.entries.Add(-1)
+	t.bytes.Add(-old.cost)
 	return t.maybeFlushLocked()
 }
 
@@ -361,9 +416,6 @@ func (t *table) onReject(item *ristretto.Item[*entry]) {
 
 func (t *table) drop(chain *entry, evicted bool) {
 	for e := chain; e != nil; e = e.next {
-		if e.negative() {
-			continue
-		}
 		t.entries.Add(-1)
 		t.bytes.Add(-e.cost)
 		if evicted {

@@ -169,15 +169,77 @@ func TestFillSkipsAfterLoaderWrite(t *testing.T) {
 	if err := tb.del(Key(fakeKey(1))); err != nil { // nothing to delete: the epoch stays
 		t.Fatal(err)
 	}
-	if !tb.fill(testEntry(1), since, 0) {
+	if !tb.fill(testEntry(1), since) {
 		t.Fatal("fill refused with no loader write in between")
 	}
 	since = tb.epoch.Load()
 	if err := tb.put(testEntry(2)); err != nil {
 		t.Fatal(err)
 	}
-	if tb.fill(testEntry(3), since, 0) {
+	if tb.fill(testEntry(3), since) {
 		t.Fatal("fill accepted after a loader write")
+	}
+}
+
+// TestNegativesRemembered: a read-through "not found" is remembered until it expires, even
+// in a full table, and a loader write of the key forgets it.
+func TestNegativesRemembered(t *testing.T) {
+	var stats counters
+	tb := newTestTable(t, 10, false, 4<<10, &stats)
+	for i := range 200 { // far over the budget: ristretto is full and admits selectively
+		if err := tb.put(testEntry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb.rc.Wait()
+	key := Key(fakeKey(1000))
+	if !tb.fillNegative(key, tb.epoch.Load(), 100, 200) {
+		t.Fatal("fillNegative refused with no loader write in between")
+	}
+	for _, tt := range []struct {
+		name string
+		now  int64
+		want bool
+	}{{"fresh", 150, true}, {"expired", 200, false}} {
+		if got := tb.absent([]byte(key), tt.now); got != tt.want {
+			t.Errorf("%s: absent = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if err := tb.put(testEntry(1000)); err != nil {
+		t.Fatal(err)
+	}
+	if tb.absent([]byte(key), 150) {
+		t.Error("a loader write of the key did not forget its not-found")
+	}
+	since := tb.epoch.Load()
+	tb.put(testEntry(1001))
+	if tb.fillNegative(Key(fakeKey(1002)), since, 100, 200) {
+		t.Error("fillNegative accepted after a loader write")
+	}
+}
+
+// TestPutSkipsIdenticalRow: the overlap window re-delivers rows; an unchanged row is not
+// written again, so read-through fills in flight stay valid.
+func TestPutSkipsIdenticalRow(t *testing.T) {
+	var stats counters
+	tb := newTestTable(t, 10, true, 1<<20, &stats)
+	if err := tb.put(testEntry(1)); err != nil {
+		t.Fatal(err)
+	}
+	since := tb.epoch.Load()
+	if err := tb.put(testEntry(1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := tb.epoch.Load(); got != since {
+		t.Fatalf("epoch moved from %d to %d on an identical row", since, got)
+	}
+	changed := testEntry(1)
+	changed.line = []byte("moved")
+	if err := tb.put(changed); err != nil {
+		t.Fatal(err)
+	}
+	if tb.epoch.Load() == since {
+		t.Fatal("a changed row was not written")
 	}
 }
 
