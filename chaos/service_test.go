@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // TestMain removes the built binary after the tests. The tests start private MariaDB
