@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,6 +76,10 @@ type Server struct {
 	srv     *fasthttp.Server
 	free    chan *work // reusable request scratch (see getWork)
 	rejects *logLimiter
+
+	// draining is set by Drain: every reply then asks the client to close the connection.
+	draining atomic.Bool
+	conns    atomic.Int64 // open connections (fasthttp's ConnState hook)
 }
 
 // New validates cfg and returns a server answering from lookup. Errors name the setting.
@@ -141,6 +146,7 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{cfg.Logger},
+		ConnState:                    s.connState,
 	}
 	return s, nil
 }
@@ -180,6 +186,36 @@ func (s *Server) Serve(ln net.Listener) error {
 // ctx to end.
 func (s *Server) Shutdown(ctx context.Context) error {
 	return s.srv.ShutdownWithContext(ctx)
+}
+
+// Drain begins a graceful stop: every reply from now on carries "Connection: close", so a
+// client on a keep-alive connection sends its next request on a new connection (to the
+// process that takes the port over) instead of racing Shutdown's close of its idle
+// connection, which would lose the request. Drain returns when no connection is open, or
+// with ctx's error when ctx is done first (connections idle all along are left to
+// Shutdown). The caller stops accepting connections first; Shutdown follows.
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// connState counts open connections for Drain.
+func (s *Server) connState(_ net.Conn, st fasthttp.ConnState) {
+	switch st {
+	case fasthttp.StateNew:
+		s.conns.Add(1)
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		s.conns.Add(-1)
+	}
 }
 
 // errorHandler answers requests fasthttp could not read: 413 for an oversize body, 431 for

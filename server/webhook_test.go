@@ -618,3 +618,43 @@ func BenchmarkHandlerSafe(b *testing.B) {
 		h(ctx)
 	}
 }
+
+// TestDrain: once Drain has begun, a reply on a keep-alive connection tells the client to
+// close it, and Drain returns as soon as no connection is left open. Without that, Shutdown
+// closes the idle connection while the client may be sending on it, and the request is lost.
+func TestDrain(t *testing.T) {
+	ts := startServer(t, Config{}, mapLookup(t, demoRows))
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	post := func() *http.Response {
+		t.Helper()
+		now := strconv.FormatInt(time.Now().Unix(), 10)
+		q := "?signature=" + wechat.Signature(testToken, now, "1") + "&timestamp=" + now + "&nonce=1"
+		resp, err := hc.Post(ts.url+"/wx"+q, "text/xml", bytes.NewReader(textXML("?18-546")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := post(); r.StatusCode != http.StatusOK || r.Close {
+		t.Fatalf("before Drain: status %d, close %v; want 200 on a kept-alive connection", r.StatusCode, r.Close)
+	}
+	drained := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { drained <- ts.Drain(ctx) }()
+	// The client's connection is open (idle), so Drain waits for it.
+	if r := post(); r.StatusCode != http.StatusOK || !r.Close {
+		t.Fatalf("during Drain: status %d, close %v; want 200 with Connection: close", r.StatusCode, r.Close)
+	}
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("Drain: %v, want nil once the client closed its connection", err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("Drain did not return after the last connection closed")
+	}
+}
