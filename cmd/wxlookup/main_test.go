@@ -6,7 +6,9 @@ import (
 	"database/sql"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +267,51 @@ func TestEndToEndMySQL(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"entries":2000`) {
 		t.Errorf("reload: %d %s, want 200 with 2000 entries", resp.StatusCode, body)
+	}
+}
+
+// TestDrainHandsOver: Drain closes the listening socket at once (a process sharing the
+// port gets every new connection) but keeps answering on open connections, telling each
+// client to reconnect, and returns when none is left.
+func TestDrainHandsOver(t *testing.T) {
+	cfg, err := LoadConfig("", envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startMain(t, cfg)
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	a := Asker{URL: webhookURL(m, "/wx"), Token: "demo", OpenID: "oDrain", Client: hc}
+	if r, err := a.Ask(context.Background(), "?18-546"); err != nil || r.Content != "[18-546]的工作台位为[车体新厂房3号]" {
+		t.Fatalf("before Drain: %q %v", r.Content, err)
+	}
+	drained := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { drained <- m.Drain(ctx) }()
+
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", m.WebhookAddr.String(), time.Second)
+		if err != nil {
+			break // the socket is closed: new connections go to the next process
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("Drain left the listening socket open")
+		}
+		runtime.Gosched()
+	}
+	// The client's kept-alive connection is still answered.
+	if r, err := a.Ask(context.Background(), "?18-546"); err != nil || r.Content != "[18-546]的工作台位为[车体新厂房3号]" {
+		t.Fatalf("during Drain, on the open connection: %q %v", r.Content, err)
+	}
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("Drain: %v, want nil once the client reconnected elsewhere", err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("Drain did not return after the client's connection closed")
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +28,10 @@ import (
 
 // shutdownTimeout bounds how long a stopping server waits for in-flight requests.
 const shutdownTimeout = 10 * time.Second
+
+// drainTimeout bounds how long a stopping server, its listening socket already closed, lets
+// clients on open connections move to the process that took the port over (Main.Drain).
+const drainTimeout = 2 * time.Second
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -49,7 +55,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	m.printBanner(stdout)
 	<-ctx.Done()
-	m.Logger.Info("shutting down: finishing in-flight requests", "timeout", shutdownTimeout)
+	m.Logger.Info("shutting down: handing the port over, finishing in-flight requests", "timeout", drainTimeout+shutdownTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	m.Drain(dctx)
+	cancel()
 	return m.Close()
 }
 
@@ -78,6 +87,7 @@ type Main struct {
 	Cache *cache.Cache
 
 	source   io.Closer
+	ln       *handoverListener // the webhook's
 	webhook  *server.Server
 	admin    *server.Admin
 	adminSrv *http.Server
@@ -152,6 +162,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("WXLOOKUP_LISTEN %s: %w", cfg.Listen, err)
 	}
+	m.ln = &handoverListener{Listener: ln, closed: make(chan struct{})}
 	adminLn, err := listen(ctx, cfg.AdminListen)
 	if err != nil {
 		ln.Close()
@@ -169,7 +180,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.Cache.Start()
 	m.admin.Start()
 	m.served = make(chan error, 1)
-	go func() { m.served <- m.webhook.Serve(ln) }()
+	go func() { m.served <- m.webhook.Serve(m.ln) }()
 	go func() {
 		if err := m.adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Logger.Error("admin listener stopped", "err", err)
@@ -204,6 +215,56 @@ func listen(ctx context.Context, addr string) (net.Listener, error) {
 		return errors.Join(err, serr)
 	}}
 	return lc.Listen(ctx, "tcp", addr)
+}
+
+// handoverListener lets a stopping process close its listening socket early, so that the
+// kernel sends new connections only to the process that shares the port (SO_REUSEPORT),
+// while fasthttp's accept loop, and with it the connections already open, keeps running
+// until Close.
+type handoverListener struct {
+	net.Listener
+	closed   chan struct{} // closed by Close
+	once     sync.Once
+	released atomic.Bool
+}
+
+// Release closes the listening socket; Accept then waits for Close.
+func (l *handoverListener) Release() error {
+	l.released.Store(true)
+	return l.Listener.Close()
+}
+
+func (l *handoverListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil && l.released.Load() {
+		<-l.closed
+		return nil, net.ErrClosed
+	}
+	return c, err
+}
+
+// Close closes the socket unless Release did, and ends a waiting Accept.
+func (l *handoverListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	if l.released.Load() {
+		return nil
+	}
+	return l.Listener.Close()
+}
+
+// Drain hands the webhook's port over before Close: it closes the listening socket, so
+// that new connections go to the process that shares the port, and has every open
+// connection's next reply ask the client to reconnect (there), returning when no connection
+// is left or ctx is done. Requests keep being answered throughout. Without Drain, Close
+// closes idle keep-alive connections at once and loses a request sent on one just then.
+func (m *Main) Drain(ctx context.Context) error {
+	if m.ln == nil || m.webhook == nil {
+		return nil
+	}
+	if err := m.ln.Release(); err != nil {
+		return err
+	}
+	return m.webhook.Drain(ctx)
 }
 
 // Close stops the service gracefully: the webhook stops accepting and finishes in-flight
