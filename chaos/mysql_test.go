@@ -4,8 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/go-sql-driver/mysql"
+	"github.com/rs/zerolog"
 
 	"wxlookup/internal/mariadbtest"
 	"wxlookup/store"
@@ -129,4 +134,133 @@ func roundAll(ds []time.Duration) []time.Duration {
 		out[i] = d.Round(time.Millisecond)
 	}
 	return out
+}
+
+// faultProxy is a toxiproxy TCP proxy on loopback in front of upstream, stopped when the
+// test ends.
+func faultProxy(t *testing.T, upstream string) *toxiproxy.Proxy {
+	t.Helper()
+	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	p := toxiproxy.NewProxy(api, "mysql", "127.0.0.1:0", upstream)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// addToxic adds a toxic to p, e.g. {"name":"slow","type":"latency","attributes":{…}}.
+func addToxic(t *testing.T, p *toxiproxy.Proxy, js string) {
+	t.Helper()
+	if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+		t.Fatalf("add toxic %s: %v", js, err)
+	}
+}
+
+func removeToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
+	t.Helper()
+	if err := p.Toxics.RemoveToxic(context.Background(), name); err != nil {
+		t.Fatalf("remove toxic %s: %v", name, err)
+	}
+}
+
+// goroutines reads the service's goroutine count from /debug/pprof/goroutine.
+func goroutines(s *service) int {
+	s.tb.Helper()
+	code, body, err := s.get("/debug/pprof/goroutine?debug=1")
+	if err != nil || code != 200 {
+		s.tb.Fatalf("goroutine profile: %d %v", code, err)
+	}
+	var n int
+	if _, err := fmt.Sscanf(body, "goroutine profile: total %d", &n); err != nil {
+		s.tb.Fatalf("goroutine profile: %v: %.80q", err, body)
+	}
+	return n
+}
+
+// TestMySQLSlowAndBlackholed: a TCP fault proxy between wxlookup and MariaDB first slows
+// every reply from MySQL by 300ms, then swallows all traffic (a black hole: connections
+// stay open, nothing arrives). Replies stay fast and correct throughout; the loader's
+// queries time out (readTimeout=1s in the DSN) and are retried, each failure counted; the
+// service's goroutine count stays bounded; when the proxy heals, the loader recovers and a
+// change made meanwhile reaches the replies.
+func TestMySQLSlowAndBlackholed(t *testing.T) {
+	t.Parallel()
+	srv, rootDSN, db := seededDatabase(t)
+	proxy := faultProxy(t, srv.Addr)
+	cfg, err := mysql.ParseDSN(rootDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Addr = proxy.Listen
+	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = time.Second, time.Second, time.Second
+	svc := startService(t, "wxlookup", map[string]string{
+		"WXLOOKUP_MYSQL_DSN": cfg.FormatDSN(), "WXLOOKUP_TOKEN": chaosToken, "WXLOOKUP_APPID": chaosAppID,
+		"WXLOOKUP_AES_KEY": chaosKey, "WXLOOKUP_REFRESH_INTERVAL": "200ms", "WXLOOKUP_RATE_LIMIT": "0",
+	})
+	svc.waitReady(time.Minute)
+	plain := newClient(svc.Webhook, chaosToken, chaosAppID, "")
+	safe := newClient(svc.Webhook, chaosToken, chaosAppID, chaosKey)
+	l := startLoad(loadConfig{Rate: 200, Workers: 4, MaxSent: 200_000, MaxTime: 5 * time.Minute}, askRows(plain, safe))
+	if !l.waitSent(200, 10*time.Second) {
+		t.Fatal("the load stalled")
+	}
+	steady := goroutines(svc)
+
+	// Slow: every packet from MySQL 300ms late. Refreshes still succeed, slowly.
+	addToxic(t, proxy, `{"name":"slow","type":"latency","stream":"downstream","attributes":{"latency":300,"jitter":20}}`)
+	last := svc.metric("wxlookup_loader_last_success_timestamp_seconds")
+	for range 2 {
+		svc.waitFor(15*time.Second, "a refresh through the slow proxy", func() bool {
+			v := svc.metric("wxlookup_loader_last_success_timestamp_seconds")
+			if v > last {
+				last = v
+				return true
+			}
+			return false
+		})
+	}
+	removeToxic(t, proxy, "slow")
+
+	// Black hole: nothing gets through in either direction.
+	before := loaderErrors(svc)
+	addToxic(t, proxy, `{"name":"hole_up","type":"timeout","stream":"upstream","attributes":{"timeout":0}}`)
+	addToxic(t, proxy, `{"name":"hole_down","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
+	k, _ := store.DemoRow(loadKeys)
+	if _, err := db.Exec("UPDATE workpiece_location SET location = '黑洞期间的更新' WHERE part_no = ?", k); err != nil {
+		t.Fatal(err)
+	}
+	svc.waitFor(30*time.Second, "5 loader errors while black-holed", func() bool { return loaderErrors(svc)-before >= 5 })
+	if !l.waitSent(100, 10*time.Second) {
+		t.Fatal("the load stalled while MySQL was black-holed")
+	}
+	during := goroutines(svc)
+	holeErrors := loaderErrors(svc) - before
+	if stale := svc.metric("wxlookup_loader_staleness_seconds"); stale < 1 {
+		t.Errorf("staleness %.2fs while black-holed, want it to show the outage", stale)
+	}
+	removeToxic(t, proxy, "hole_up")
+	removeToxic(t, proxy, "hole_down")
+
+	healed := time.Now()
+	svc.waitFor(15*time.Second, "staleness under 1s after the proxy healed", func() bool {
+		return svc.metric("wxlookup_loader_staleness_seconds") < 1
+	})
+	recovered := time.Since(healed)
+	svc.waitFor(10*time.Second, "the change made during the black hole in the replies", func() bool {
+		got, _ := plain.ask(context.Background(), "oChaosCheck", "?"+k)
+		return got == found(k, "黑洞期间的更新")
+	})
+	f := l.Stop()
+	after := goroutines(svc)
+	report(t, "mysql-slow-blackhole", f, fmt.Sprintf("loader_errors=%.0f goroutines=%d/%d/%d recovered_in=%s",
+		holeErrors, steady, during, after, recovered.Round(time.Millisecond)))
+	// The pool holds at most 4 connections and the loader runs one query at a time: a
+	// black hole must not pile up goroutines (a stuck query per retry would).
+	if during > steady+20 || after > steady+10 {
+		t.Errorf("goroutines: %d steady, %d black-holed, %d after; want no pile-up", steady, during, after)
+	}
+	if f.P99 > 250*time.Millisecond {
+		t.Errorf("p99 %s across the slow and black-holed database, want replies unaffected (< 250ms)", f.P99)
+	}
 }

@@ -287,6 +287,9 @@ func (s *service) stop() {
 			<-s.done
 		}
 	}
+	if os.Getenv("CHAOS_SHOWLOG") != "" {
+		s.tb.Logf("%s log:\n%s", s.name, s.log.String())
+	}
 	if strings.Contains(s.log.String(), "WARNING: DATA RACE") {
 		s.tb.Errorf("%s: the race detector reported a race:\n%s", s.name, s.log.String())
 	}
