@@ -50,7 +50,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	m := NewMain(cfg)
 	m.Logger = newLogger(cfg, stderr)
 	if err := m.Run(ctx); err != nil {
-		m.Close()
+		cerr := m.Close()
+		if ctx.Err() != nil { // stopped while waiting for the first load
+			return cerr
+		}
 		return err
 	}
 	m.printBanner(stdout)
@@ -101,7 +104,9 @@ func NewMain(cfg Config) *Main {
 
 // Run opens the source, starts the loader and both listeners, and returns once they accept
 // connections. It does not wait for the first load: until it completes the webhook answers
-// the "starting up" text and /readyz is 503.
+// the "starting up" text and /readyz is 503. With ListenWhenReady it opens the webhook
+// listener (and returns) only after the first load, or returns ctx's error if ctx ends
+// first; the admin listener opens at once either way.
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -158,34 +163,42 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	ln, err := listen(ctx, cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("WXLOOKUP_LISTEN %s: %w", cfg.Listen, err)
-	}
-	m.ln = &handoverListener{Listener: ln, closed: make(chan struct{})}
 	adminLn, err := listen(ctx, cfg.AdminListen)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("WXLOOKUP_ADMIN_LISTEN %s: %w", cfg.AdminListen, err)
 	}
-	m.WebhookAddr, m.AdminAddr = ln.Addr(), adminLn.Addr()
-
+	m.AdminAddr = adminLn.Addr()
 	m.admin = server.NewAdmin(server.AdminConfig{
 		Token: cfg.AdminToken, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
 		Version: version, Logger: m.Logger.With("component", "admin"),
 	})
 	m.adminSrv = &http.Server{Handler: m.admin, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelDebug)}
-
 	m.Cache.Start()
 	m.admin.Start()
-	m.served = make(chan error, 1)
-	go func() { m.served <- m.webhook.Serve(m.ln) }()
 	go func() {
 		if err := m.adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Logger.Error("admin listener stopped", "err", err)
 		}
 	}()
+
+	if cfg.ListenWhenReady {
+		// Behind nginx with other replicas, or taking a port over from a running process
+		// (SO_REUSEPORT), a listener open before the first load would answer "starting up"
+		// to requests the others can answer; closed, nginx and the kernel send them there.
+		m.Logger.Info("waiting for the first load before opening the webhook listener", "setting", "WXLOOKUP_LISTEN_WHEN_READY")
+		if err := m.Cache.WaitReady(ctx); err != nil {
+			return fmt.Errorf("WXLOOKUP_LISTEN_WHEN_READY: waiting for the first load: %w", err)
+		}
+	}
+	ln, err := listen(ctx, cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("WXLOOKUP_LISTEN %s: %w", cfg.Listen, err)
+	}
+	m.ln = &handoverListener{Listener: ln, closed: make(chan struct{})}
+	m.WebhookAddr = ln.Addr()
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.webhook.Serve(m.ln) }()
 	m.Logger.Info("wxlookup started", "version", version, "webhook", m.WebhookAddr.String()+cfg.Path,
 		"admin", m.AdminAddr.String(), "source", fmt.Sprint(src), "demo", cfg.Demo,
 		"safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "")
