@@ -17,9 +17,12 @@ import (
 )
 
 // demoEnv is the configuration of a demo-mode replica (embedded rows, token "demo") on
-// 127.0.0.1:port, without the per-OpenID limit (the load sends from a few OpenIDs).
+// 127.0.0.1:port, as docs/OPERATIONS.md recommends for replicas and handovers (the webhook
+// port opens after the first load), without the per-OpenID limit (the load sends from a
+// few OpenIDs).
 func demoEnv(port int) map[string]string {
-	return map[string]string{"WXLOOKUP_LISTEN": "127.0.0.1:" + strconv.Itoa(port), "WXLOOKUP_RATE_LIMIT": "0"}
+	return map[string]string{"WXLOOKUP_LISTEN": "127.0.0.1:" + strconv.Itoa(port), "WXLOOKUP_RATE_LIMIT": "0",
+		"WXLOOKUP_LISTEN_WHEN_READY": "true"}
 }
 
 // askDemo returns a load function asking for demo rows through c and checking the replies.
