@@ -3,7 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -377,6 +381,13 @@ func TestWebhookBadInput(t *testing.T) {
 			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {wechat.MsgSignature(testToken, nowTS, "1", string(enc))}})
 			return plain.do(http.MethodPost, "/wx?"+q, wechat.AppendRequestEnvelope(nil, []byte("gh_test"), enc))
 		}, 400, "decrypt"},
+		{"mis-padded ciphertext", func() response {
+			// Whole AES blocks under the right key, but the PKCS#7 padding is 0x21 (33), past
+			// the 32-byte block WeChat pads to.
+			enc := misPadded(t, testKey, textXML("?1"), testAppID)
+			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {wechat.MsgSignature(testToken, nowTS, "1", enc)}})
+			return plain.do(http.MethodPost, "/wx?"+q, wechat.AppendRequestEnvelope(nil, []byte("gh_test"), []byte(enc)))
+		}, 400, "decrypt"},
 		{"encrypted envelope without Encrypt", func() response {
 			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {"x"}})
 			return plain.do(http.MethodPost, "/wx?"+q, []byte("<xml><ToUserName>gh</ToUserName></xml>"))
@@ -657,4 +668,85 @@ func TestDrain(t *testing.T) {
 	case <-time.After(4 * time.Second):
 		t.Fatal("Drain did not return after the last connection closed")
 	}
+}
+
+// misPadded encrypts random16 ‖ len ‖ msg ‖ receiveID the way WeChat does, except that the
+// padding bytes are 33: the ciphertext decrypts but its padding is invalid.
+func misPadded(tb testing.TB, encodingAESKey string, msg []byte, receiveID string) string {
+	tb.Helper()
+	key, err := base64.StdEncoding.DecodeString(encodingAESKey + "=")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := make([]byte, 20, 20+len(msg)+len(receiveID)+64)
+	binary.BigEndian.PutUint32(p[16:], uint32(len(msg)))
+	p = append(append(p, msg...), receiveID...)
+	for len(p)%32 != 0 {
+		p = append(p, 33)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cipher.NewCBCEncrypter(block, key[:16]).CryptBlocks(p, p)
+	return base64.StdEncoding.EncodeToString(p)
+}
+
+// TestWebhookReplayWithinSkew: a captured request replayed byte for byte within the
+// timestamp skew (same signature, nonce and body) is answered with exactly the first reply
+// from the dedupe window and counted as a duplicate, in plaintext and in safe mode.
+func TestWebhookReplayWithinSkew(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	for _, tt := range []struct {
+		name string
+		c    client
+	}{
+		{"plaintext", client{tb: t, base: ts.url, token: testToken, mode: "plain"}},
+		{"safe", client{tb: t, base: ts.url, token: testToken, mode: "safe", crypter: mustCrypter(t, testToken, testAppID, testKey, "")}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			c.tb, c.now = t, time.Now()
+			// Capture the request: post it once through a recording transport.
+			var capturedURL string
+			var capturedBody []byte
+			rec := &recorder{inner: http.DefaultTransport, onRequest: func(u string, b []byte) { capturedURL, capturedBody = u, b }}
+			old := http.DefaultClient.Transport
+			http.DefaultClient.Transport = rec
+			first := c.post("/wx", textXML("?18-546"))
+			http.DefaultClient.Transport = old
+			if first.status != http.StatusOK {
+				t.Fatalf("first: %d %s", first.status, first.body)
+			}
+			before := counter(t, ts.reg, "wxlookup_duplicates_total")
+			again := c.do(http.MethodPost, strings.TrimPrefix(capturedURL, ts.url), capturedBody)
+			// In safe mode the envelope is encrypted afresh; the reply inside is the same.
+			want, got := first.body, again.body
+			if c.crypter != nil {
+				want, got = first.inner, again.inner
+			}
+			if again.status != http.StatusOK || !bytes.Equal(got, want) {
+				t.Errorf("replay: got %d\n%s\nwant 200 and the first reply\n%s", again.status, got, want)
+			}
+			if got := counter(t, ts.reg, "wxlookup_duplicates_total") - before; got != 1 {
+				t.Errorf("duplicates rose by %v, want 1", got)
+			}
+		})
+	}
+}
+
+// recorder is an http.RoundTripper that reports each request's URL and body.
+type recorder struct {
+	inner     http.RoundTripper
+	onRequest func(url string, body []byte)
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	b, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	r.onRequest(req.URL.String(), b)
+	req.Body = io.NopCloser(bytes.NewReader(b))
+	return r.inner.RoundTrip(req)
 }
