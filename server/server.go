@@ -28,6 +28,9 @@ const (
 	DefaultTimestampSkew = 5 * time.Minute
 	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
 	MaxBodyBytes = 64 << 10
+	// DefaultReadTimeout is how long a client may take to send a whole request; a slower
+	// one (a slow-loris) gets 408 and its connection is closed.
+	DefaultReadTimeout = 5 * time.Second
 )
 
 // Config is the webhook's configuration. Zero values take the defaults above.
@@ -47,6 +50,7 @@ type Config struct {
 	// TimestampSkew is the largest |now − timestamp| accepted; negative disables the check.
 	TimestampSkew time.Duration
 	DedupeWindow  time.Duration // 0 takes DefaultDedupeWindow; negative disables dedupe
+	ReadTimeout   time.Duration // 0 takes DefaultReadTimeout
 
 	RatePerMinute int // per-OpenID messages a minute; 0 takes the default, negative disables
 	RateBurst     int
@@ -96,6 +100,9 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 	if cfg.DedupeWindow == 0 {
 		cfg.DedupeWindow = DefaultDedupeWindow
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
 	if cfg.RatePerMinute == 0 {
 		cfg.RatePerMinute, cfg.RateBurst = DefaultRatePerMinute, DefaultRateBurst
 	}
@@ -138,7 +145,7 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 		ErrorHandler:                 s.errorHandler,
 		Name:                         "",
 		NoDefaultServerHeader:        true,
-		ReadTimeout:                  5 * time.Second,
+		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 5 * time.Second,
 		IdleTimeout:                  60 * time.Second,
 		MaxRequestBodySize:           MaxBodyBytes,
@@ -219,23 +226,30 @@ func (s *Server) connState(_ net.Conn, st fasthttp.ConnState) {
 }
 
 // errorHandler answers requests fasthttp could not read: 413 for an oversize body, 431 for
-// oversize headers, 408 for a timeout, 400 otherwise.
+// oversize headers (a flood of headers included), 408 when the request did not arrive
+// within ReadTimeout (a slow-loris client), 400 otherwise. Each is counted in
+// wxlookup_rejected_total and logged (rate-limited) like any other rejection.
 func (s *Server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	r, status, msg := reasonBadRequest, fasthttp.StatusBadRequest, "bad request"
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		s.m.rejected[reasonTooLarge].Inc()
-		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+		r, status, msg = reasonTooLarge, fasthttp.StatusRequestEntityTooLarge, "request body too large"
 	case errors.As(err, &small):
-		ctx.Error("request headers too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
-	default:
-		var netErr net.Error
-		if errors.As(err, &netErr) && netErr.Timeout() {
-			ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
-			return
-		}
-		ctx.Error("bad request", fasthttp.StatusBadRequest)
+		r, status, msg = reasonHeadersTooLarge, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		r, status, msg = reasonTimeout, fasthttp.StatusRequestTimeout, "request timeout"
 	}
+	s.m.rejected[r].Inc()
+	if ok, dropped := s.rejects.allow(s.now()); ok {
+		attrs := []any{"reason", reasonNames[r], "status", status, "remote", ctx.RemoteIP().String()}
+		if dropped > 0 {
+			attrs = append(attrs, "similar_lines_dropped", dropped)
+		}
+		s.log.Warn("webhook: request rejected", attrs...)
+	}
+	ctx.Error(msg, status)
 }
 
 // fasthttpLogger sends fasthttp's own messages to slog at debug level.

@@ -750,3 +750,115 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	req.Body = io.NopCloser(bytes.NewReader(b))
 	return r.inner.RoundTrip(req)
 }
+
+// TestWebhookSlowLoris: clients that send their headers a byte at a time are cut off with
+// 408 after ReadTimeout, counted as rejected{reason="timeout"}, and hold up no one else:
+// normal requests are answered meanwhile.
+func TestWebhookSlowLoris(t *testing.T) {
+	const readTimeout = 500 * time.Millisecond
+	ts := startServer(t, Config{ReadTimeout: readTimeout, RatePerMinute: -1}, mapLookup(t, demoRows))
+	addr := strings.TrimPrefix(ts.url, "http://")
+	const slow = 20
+	type result struct {
+		reply string
+		took  time.Duration
+	}
+	results := make(chan result, slow)
+	stop := make(chan struct{})
+	defer close(stop)
+	for range slow {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		go func() {
+			start := time.Now()
+			msg := []byte("POST /wx?timestamp=1&nonce=1&signature=x HTTP/1.1\r\nHost: wx\r\nX-Slow: ")
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			// One byte per tick, never finishing the headers, until the server hangs up.
+			go func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+					}
+					if _, err := conn.Write(msg[i%len(msg) : i%len(msg)+1]); err != nil {
+						return
+					}
+				}
+			}()
+			conn.SetReadDeadline(time.Now().Add(10 * readTimeout))
+			b, _ := io.ReadAll(conn)
+			results <- result{string(b), time.Since(start)}
+		}()
+	}
+	// Meanwhile, normal requests are answered at once.
+	c := client{tb: t, base: ts.url, token: testToken}
+	for i := range 20 {
+		c.now = time.Now()
+		t0 := time.Now()
+		r := c.post("/wx", textXML("?18-546"))
+		if r.status != http.StatusOK || string(r.reply.Content) != "[18-546]的工作台位为[车体新厂房3号]" {
+			t.Fatalf("request %d during the slow-loris: %d %q", i, r.status, r.body)
+		}
+		if d := time.Since(t0); d > readTimeout/2 {
+			t.Errorf("request %d took %s during the slow-loris, want it not held up", i, d)
+		}
+	}
+	for range slow {
+		r := <-results
+		if !strings.HasPrefix(r.reply, "HTTP/1.1 408") {
+			t.Errorf("slow client got %q, want a 408 and the connection closed", r.reply)
+		}
+		if r.took > 3*readTimeout {
+			t.Errorf("slow client was cut after %s, want about ReadTimeout (%s)", r.took, readTimeout)
+		}
+	}
+	if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", "timeout"); got != slow {
+		t.Errorf("rejected{timeout} = %v, want %d", got, slow)
+	}
+}
+
+// TestWebhookHeaderFlood: a request with a huge number of headers gets 431, is counted as
+// rejected{reason="headers_too_large"}, and the server goes on answering; a request whose
+// headers fit the read buffer is answered normally.
+func TestWebhookHeaderFlood(t *testing.T) {
+	ts := startServer(t, Config{}, mapLookup(t, demoRows))
+	addr := strings.TrimPrefix(ts.url, "http://")
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	body := textXML("?18-546")
+	request := func(headers int) string {
+		t.Helper()
+		var b strings.Builder
+		fmt.Fprintf(&b, "POST /wx?signature=%s&timestamp=%s&nonce=7 HTTP/1.1\r\nHost: wx\r\nConnection: close\r\nContent-Length: %d\r\n",
+			wechat.Signature(testToken, now, "7"), now, len(body))
+		for i := range headers {
+			fmt.Fprintf(&b, "X-H%d: v\r\n", i)
+		}
+		b.WriteString("\r\n")
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() {
+			conn.Write([]byte(b.String()))
+			conn.Write(body)
+		}()
+		reply, _ := io.ReadAll(conn)
+		return string(reply)
+	}
+	if r := request(10_000); !strings.HasPrefix(r, "HTTP/1.1 431") {
+		t.Errorf("10,000 headers: got %.60q, want 431", r)
+	}
+	if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", "headers_too_large"); got != 1 {
+		t.Errorf("rejected{headers_too_large} = %v, want 1", got)
+	}
+	if r := request(100); !strings.HasPrefix(r, "HTTP/1.1 200") || !strings.Contains(r, "车体新厂房3号") {
+		t.Errorf("100 headers: got %.200q, want 200 with the answer", r)
+	}
+}
