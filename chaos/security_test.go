@@ -289,4 +289,3 @@ func TestBurstManyOpenIDs(t *testing.T) {
 	t.Logf("FIGURES burst-many-openids: sent=%d failed=0 answered=%d rate_limited=%d unauthorised=%d in %s",
 		ids*per, answered, limited, unauthorised, took.Round(time.Millisecond))
 }
-
