@@ -235,7 +235,8 @@ func (c *Config) applyFile(path string, data []byte) error {
 	var doc map[string]yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
-		return fmt.Errorf("config: %s: %v", path, err)
+		// yaml's type errors run over several lines; start-up errors are one line.
+		return fmt.Errorf("config: %s: %s", path, strings.Join(strings.Fields(err.Error()), " "))
 	}
 	byKey := make(map[string]setting, len(settings))
 	for _, s := range settings {
