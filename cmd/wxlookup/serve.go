@@ -210,7 +210,7 @@ func (m *Main) openSource() (cache.Source, error) {
 	cfg := m.Config
 	switch {
 	case cfg.MySQLDSN != "":
-		return store.OpenMySQL(store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: cfg.mapping()})
+		return store.OpenMySQL(store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: cfg.mapping(), Logger: m.Logger})
 	case cfg.CSV != "":
 		return store.OpenCSV(cfg.CSV, cfg.mapping())
 	}
