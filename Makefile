@@ -5,10 +5,12 @@ BIN       := bin/wxlookup
 TOOLS     := $(CURDIR)/.tools
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME  ?= 20s
+PROMTOOL  := $(TOOLS)/prometheus/usr/bin/promtool
+export PROMTOOL
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test testdeps bench fuzz lint clean
+.PHONY: all build run test testdeps chaos bench fuzz lint clean
 
 all: build
 
@@ -24,8 +26,10 @@ test: testdeps
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # testdeps installs what the tests need on a fresh Debian machine: a C compiler for
-# -race, mariadbd for the private database instances the tests start, and chromium for
-# the status page's browser test.
+# -race, mariadbd for the private database instances the tests start, chromium for the
+# status page's browser test, nginx for the two-replica test (chaos/), and promtool
+# (unpacked from Debian's prometheus package into .tools, so no Prometheus server is
+# installed or started) to check deploy/alerts.yml.
 testdeps:
 	@if ! command -v cc >/dev/null 2>&1; then \
 		echo "make: no C compiler found (needed by go test -race): installing gcc with apt-get"; \
@@ -39,6 +43,23 @@ testdeps:
 		echo "make: no chromium found (the status page is tested in a headless browser): installing chromium with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+		echo "make: no nginx found (chaos/ runs two replicas behind it): installing nginx with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+	fi
+	@if ! command -v promtool >/dev/null 2>&1 && [ ! -x $(PROMTOOL) ]; then \
+		echo "make: no promtool found (checks deploy/alerts.yml): unpacking Debian's prometheus package into .tools"; \
+		mkdir -p $(TOOLS)/prometheus && cd $(TOOLS)/prometheus && \
+		{ apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } && \
+		dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb; \
+	fi
+
+## chaos: the fault tests of chaos/ in their long form (10 MySQL kill cycles, …), without
+## the race detector, printing the figures docs/OPERATIONS.md records. make test runs them
+## short, with -race.
+chaos: testdeps
+	CHAOS_LONG=1 $(GO) test -count=1 -timeout 20m -v ./chaos/ 2>&1 | tee chaos.out | grep -E '^(---|ok|FAIL|PASS)|FIGURES'
+	@! grep -q -E '^(--- )?FAIL' chaos.out
 
 ## bench: the load harness of SPEC section 8; writes docs/BENCH.md and docs/bench.png.
 bench: testdeps

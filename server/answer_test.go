@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"wxlookup/cache"
 	"wxlookup/wechat"
@@ -221,4 +223,32 @@ func BenchmarkAnswerFound(b *testing.B) {
 	for b.Loop() {
 		a.answer(ctx, w, m, now)
 	}
+}
+
+// FuzzAnswerQuery feeds the query language (tokenizer, normalisation, lookups, templates)
+// arbitrary text: it never panics, answers at most MaxQueries lines plus the "too many"
+// note, keeps valid UTF-8 valid, and is deterministic.
+func FuzzAnswerQuery(f *testing.F) {
+	for _, s := range []string{"?18-546", "？１８－５４６", "18-546,18-547\nA7-001", "帮助", "?", "help",
+		"1 2 3 4 5 6 7 8 9 10 11 12", "a、b；c\u3000d", "?]]>\x01", "\xff\xfe", ""} {
+		f.Add(s)
+	}
+	a := newTestAnswerer(f, mapLookup(f, demoRows))
+	f.Fuzz(func(t *testing.T, text string) {
+		var key []byte
+		out, o := a.answerQuery(context.Background(), nil, &key, []byte(text), []byte("oFuzz"))
+		again, o2 := a.answerQuery(context.Background(), nil, &key, []byte(text), []byte("oFuzz"))
+		if string(out) != string(again) || o != o2 {
+			t.Fatalf("not deterministic for %q: %q (%v) then %q (%v)", text, out, o, again, o2)
+		}
+		if o == outcomeHelp {
+			return
+		}
+		if n := bytes.Count(out, []byte("\n")) + 1; n > MaxQueries+1 {
+			t.Fatalf("%d lines for %q, want at most %d", n, text, MaxQueries+1)
+		}
+		if utf8.ValidString(text) && !utf8.Valid(out) {
+			t.Fatalf("invalid UTF-8 answer %q for %q", out, text)
+		}
+	})
 }

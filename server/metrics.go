@@ -69,10 +69,14 @@ const (
 	reasonBadXML
 	reasonPlaintext // WXLOOKUP_REQUIRE_ENCRYPTION and the message came in plaintext
 	reasonMethod
+	reasonHeadersTooLarge // request line and headers beyond the read buffer (431)
+	reasonTimeout         // the request did not arrive within ReadTimeout (408): slow clients
+	reasonBadRequest      // not readable as HTTP (400)
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"signature", "timestamp", "decrypt", "appid", "too_large", "bad_xml", "plaintext", "method"}
+var reasonNames = [numReasons]string{"signature", "timestamp", "decrypt", "appid", "too_large", "bad_xml", "plaintext", "method",
+	"headers_too_large", "timeout", "bad_request"}
 
 // metrics are the webhook's Prometheus metrics, every label combination resolved up front so
 // counting on the hot path is one atomic add.

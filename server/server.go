@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,9 @@ const (
 	DefaultTimestampSkew = 5 * time.Minute
 	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
 	MaxBodyBytes = 64 << 10
+	// DefaultReadTimeout is how long a client may take to send a whole request; a slower
+	// one (a slow-loris) gets 408 and its connection is closed.
+	DefaultReadTimeout = 5 * time.Second
 )
 
 // Config is the webhook's configuration. Zero values take the defaults above.
@@ -46,6 +50,7 @@ type Config struct {
 	// TimestampSkew is the largest |now − timestamp| accepted; negative disables the check.
 	TimestampSkew time.Duration
 	DedupeWindow  time.Duration // 0 takes DefaultDedupeWindow; negative disables dedupe
+	ReadTimeout   time.Duration // 0 takes DefaultReadTimeout
 
 	RatePerMinute int // per-OpenID messages a minute; 0 takes the default, negative disables
 	RateBurst     int
@@ -75,6 +80,10 @@ type Server struct {
 	srv     *fasthttp.Server
 	free    chan *work // reusable request scratch (see getWork)
 	rejects *logLimiter
+
+	// draining is set by Drain: every reply then asks the client to close the connection.
+	draining atomic.Bool
+	conns    atomic.Int64 // open connections (fasthttp's ConnState hook)
 }
 
 // New validates cfg and returns a server answering from lookup. Errors name the setting.
@@ -90,6 +99,9 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 	}
 	if cfg.DedupeWindow == 0 {
 		cfg.DedupeWindow = DefaultDedupeWindow
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
 	}
 	if cfg.RatePerMinute == 0 {
 		cfg.RatePerMinute, cfg.RateBurst = DefaultRatePerMinute, DefaultRateBurst
@@ -133,7 +145,7 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 		ErrorHandler:                 s.errorHandler,
 		Name:                         "",
 		NoDefaultServerHeader:        true,
-		ReadTimeout:                  5 * time.Second,
+		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 5 * time.Second,
 		IdleTimeout:                  60 * time.Second,
 		MaxRequestBodySize:           MaxBodyBytes,
@@ -141,6 +153,7 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{cfg.Logger},
+		ConnState:                    s.connState,
 	}
 	return s, nil
 }
@@ -182,24 +195,61 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.srv.ShutdownWithContext(ctx)
 }
 
+// Drain begins a graceful stop: every reply from now on carries "Connection: close", so a
+// client on a keep-alive connection sends its next request on a new connection (to the
+// process that takes the port over) instead of racing Shutdown's close of its idle
+// connection, which would lose the request. Drain returns when no connection is open, or
+// with ctx's error when ctx is done first (connections idle all along are left to
+// Shutdown). The caller stops accepting connections first; Shutdown follows.
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// connState counts open connections for Drain.
+func (s *Server) connState(_ net.Conn, st fasthttp.ConnState) {
+	switch st {
+	case fasthttp.StateNew:
+		s.conns.Add(1)
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		s.conns.Add(-1)
+	}
+}
+
 // errorHandler answers requests fasthttp could not read: 413 for an oversize body, 431 for
-// oversize headers, 408 for a timeout, 400 otherwise.
+// oversize headers (a flood of headers included), 408 when the request did not arrive
+// within ReadTimeout (a slow-loris client), 400 otherwise. Each is counted in
+// wxlookup_rejected_total and logged (rate-limited) like any other rejection.
 func (s *Server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	r, status, msg := reasonBadRequest, fasthttp.StatusBadRequest, "bad request"
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		s.m.rejected[reasonTooLarge].Inc()
-		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+		r, status, msg = reasonTooLarge, fasthttp.StatusRequestEntityTooLarge, "request body too large"
 	case errors.As(err, &small):
-		ctx.Error("request headers too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
-	default:
-		var netErr net.Error
-		if errors.As(err, &netErr) && netErr.Timeout() {
-			ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
-			return
-		}
-		ctx.Error("bad request", fasthttp.StatusBadRequest)
+		r, status, msg = reasonHeadersTooLarge, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		r, status, msg = reasonTimeout, fasthttp.StatusRequestTimeout, "request timeout"
 	}
+	s.m.rejected[r].Inc()
+	if ok, dropped := s.rejects.allow(s.now()); ok {
+		attrs := []any{"reason", reasonNames[r], "status", status, "remote", ctx.RemoteIP().String()}
+		if dropped > 0 {
+			attrs = append(attrs, "similar_lines_dropped", dropped)
+		}
+		s.log.Warn("webhook: request rejected", attrs...)
+	}
+	ctx.Error(msg, status)
 }
 
 // fasthttpLogger sends fasthttp's own messages to slog at debug level.

@@ -64,6 +64,9 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 				ctx.Error("internal error", fasthttp.StatusInternalServerError)
 			}
 			s.m.duration.Observe(time.Since(start).Seconds())
+			if s.draining.Load() {
+				ctx.SetConnectionClose() // after ctx.Error, which resets the response
+			}
 		}()
 		switch path := ctx.Path(); {
 		case string(path) == oaPath:

@@ -3,7 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -377,6 +381,13 @@ func TestWebhookBadInput(t *testing.T) {
 			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {wechat.MsgSignature(testToken, nowTS, "1", string(enc))}})
 			return plain.do(http.MethodPost, "/wx?"+q, wechat.AppendRequestEnvelope(nil, []byte("gh_test"), enc))
 		}, 400, "decrypt"},
+		{"mis-padded ciphertext", func() response {
+			// Whole AES blocks under the right key, but the PKCS#7 padding is 0x21 (33), past
+			// the 32-byte block WeChat pads to.
+			enc := misPadded(t, testKey, textXML("?1"), testAppID)
+			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {wechat.MsgSignature(testToken, nowTS, "1", enc)}})
+			return plain.do(http.MethodPost, "/wx?"+q, wechat.AppendRequestEnvelope(nil, []byte("gh_test"), []byte(enc)))
+		}, 400, "decrypt"},
 		{"encrypted envelope without Encrypt", func() response {
 			q := sign(nowTS, "1", url.Values{"encrypt_type": {"aes"}, "msg_signature": {"x"}})
 			return plain.do(http.MethodPost, "/wx?"+q, []byte("<xml><ToUserName>gh</ToUserName></xml>"))
@@ -616,5 +627,238 @@ func BenchmarkHandlerSafe(b *testing.B) {
 	for b.Loop() {
 		ctx.Response.Reset()
 		h(ctx)
+	}
+}
+
+// TestDrain: once Drain has begun, a reply on a keep-alive connection tells the client to
+// close it, and Drain returns as soon as no connection is left open. Without that, Shutdown
+// closes the idle connection while the client may be sending on it, and the request is lost.
+func TestDrain(t *testing.T) {
+	ts := startServer(t, Config{}, mapLookup(t, demoRows))
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	post := func() *http.Response {
+		t.Helper()
+		now := strconv.FormatInt(time.Now().Unix(), 10)
+		q := "?signature=" + wechat.Signature(testToken, now, "1") + "&timestamp=" + now + "&nonce=1"
+		resp, err := hc.Post(ts.url+"/wx"+q, "text/xml", bytes.NewReader(textXML("?18-546")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := post(); r.StatusCode != http.StatusOK || r.Close {
+		t.Fatalf("before Drain: status %d, close %v; want 200 on a kept-alive connection", r.StatusCode, r.Close)
+	}
+	drained := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { drained <- ts.Drain(ctx) }()
+	// The client's connection is open (idle), so Drain waits for it.
+	if r := post(); r.StatusCode != http.StatusOK || !r.Close {
+		t.Fatalf("during Drain: status %d, close %v; want 200 with Connection: close", r.StatusCode, r.Close)
+	}
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("Drain: %v, want nil once the client closed its connection", err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("Drain did not return after the last connection closed")
+	}
+}
+
+// misPadded encrypts random16 ‖ len ‖ msg ‖ receiveID the way WeChat does, except that the
+// padding bytes are 33: the ciphertext decrypts but its padding is invalid.
+func misPadded(tb testing.TB, encodingAESKey string, msg []byte, receiveID string) string {
+	tb.Helper()
+	key, err := base64.StdEncoding.DecodeString(encodingAESKey + "=")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := make([]byte, 20, 20+len(msg)+len(receiveID)+64)
+	binary.BigEndian.PutUint32(p[16:], uint32(len(msg)))
+	p = append(append(p, msg...), receiveID...)
+	for len(p)%32 != 0 {
+		p = append(p, 33)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cipher.NewCBCEncrypter(block, key[:16]).CryptBlocks(p, p)
+	return base64.StdEncoding.EncodeToString(p)
+}
+
+// TestWebhookReplayWithinSkew: a captured request replayed byte for byte within the
+// timestamp skew (same signature, nonce and body) is answered with exactly the first reply
+// from the dedupe window and counted as a duplicate, in plaintext and in safe mode.
+func TestWebhookReplayWithinSkew(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	for _, tt := range []struct {
+		name string
+		c    client
+	}{
+		{"plaintext", client{tb: t, base: ts.url, token: testToken, mode: "plain"}},
+		{"safe", client{tb: t, base: ts.url, token: testToken, mode: "safe", crypter: mustCrypter(t, testToken, testAppID, testKey, "")}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			c.tb, c.now = t, time.Now()
+			// Capture the request: post it once through a recording transport.
+			var capturedURL string
+			var capturedBody []byte
+			rec := &recorder{inner: http.DefaultTransport, onRequest: func(u string, b []byte) { capturedURL, capturedBody = u, b }}
+			old := http.DefaultClient.Transport
+			http.DefaultClient.Transport = rec
+			first := c.post("/wx", textXML("?18-546"))
+			http.DefaultClient.Transport = old
+			if first.status != http.StatusOK {
+				t.Fatalf("first: %d %s", first.status, first.body)
+			}
+			before := counter(t, ts.reg, "wxlookup_duplicates_total")
+			again := c.do(http.MethodPost, strings.TrimPrefix(capturedURL, ts.url), capturedBody)
+			// In safe mode the envelope is encrypted afresh; the reply inside is the same.
+			want, got := first.body, again.body
+			if c.crypter != nil {
+				want, got = first.inner, again.inner
+			}
+			if again.status != http.StatusOK || !bytes.Equal(got, want) {
+				t.Errorf("replay: got %d\n%s\nwant 200 and the first reply\n%s", again.status, got, want)
+			}
+			if got := counter(t, ts.reg, "wxlookup_duplicates_total") - before; got != 1 {
+				t.Errorf("duplicates rose by %v, want 1", got)
+			}
+		})
+	}
+}
+
+// recorder is an http.RoundTripper that reports each request's URL and body.
+type recorder struct {
+	inner     http.RoundTripper
+	onRequest func(url string, body []byte)
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	b, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	r.onRequest(req.URL.String(), b)
+	req.Body = io.NopCloser(bytes.NewReader(b))
+	return r.inner.RoundTrip(req)
+}
+
+// TestWebhookSlowLoris: clients that send their headers a byte at a time are cut off with
+// 408 after ReadTimeout, counted as rejected{reason="timeout"}, and hold up no one else:
+// normal requests are answered meanwhile.
+func TestWebhookSlowLoris(t *testing.T) {
+	const readTimeout = 500 * time.Millisecond
+	ts := startServer(t, Config{ReadTimeout: readTimeout, RatePerMinute: -1}, mapLookup(t, demoRows))
+	addr := strings.TrimPrefix(ts.url, "http://")
+	const slow = 20
+	type result struct {
+		reply string
+		took  time.Duration
+	}
+	results := make(chan result, slow)
+	stop := make(chan struct{})
+	defer close(stop)
+	for range slow {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		go func() {
+			start := time.Now()
+			msg := []byte("POST /wx?timestamp=1&nonce=1&signature=x HTTP/1.1\r\nHost: wx\r\nX-Slow: ")
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			// One byte per tick, never finishing the headers, until the server hangs up.
+			go func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+					}
+					if _, err := conn.Write(msg[i%len(msg) : i%len(msg)+1]); err != nil {
+						return
+					}
+				}
+			}()
+			conn.SetReadDeadline(time.Now().Add(10 * readTimeout))
+			b, _ := io.ReadAll(conn)
+			results <- result{string(b), time.Since(start)}
+		}()
+	}
+	// Meanwhile, normal requests are answered at once.
+	c := client{tb: t, base: ts.url, token: testToken}
+	for i := range 20 {
+		c.now = time.Now()
+		t0 := time.Now()
+		r := c.post("/wx", textXML("?18-546"))
+		if r.status != http.StatusOK || string(r.reply.Content) != "[18-546]的工作台位为[车体新厂房3号]" {
+			t.Fatalf("request %d during the slow-loris: %d %q", i, r.status, r.body)
+		}
+		if d := time.Since(t0); d > readTimeout/2 {
+			t.Errorf("request %d took %s during the slow-loris, want it not held up", i, d)
+		}
+	}
+	for range slow {
+		r := <-results
+		if !strings.HasPrefix(r.reply, "HTTP/1.1 408") {
+			t.Errorf("slow client got %q, want a 408 and the connection closed", r.reply)
+		}
+		if r.took > 3*readTimeout {
+			t.Errorf("slow client was cut after %s, want about ReadTimeout (%s)", r.took, readTimeout)
+		}
+	}
+	if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", "timeout"); got != slow {
+		t.Errorf("rejected{timeout} = %v, want %d", got, slow)
+	}
+}
+
+// TestWebhookHeaderFlood: a request with a huge number of headers gets 431, is counted as
+// rejected{reason="headers_too_large"}, and the server goes on answering; a request whose
+// headers fit the read buffer is answered normally.
+func TestWebhookHeaderFlood(t *testing.T) {
+	ts := startServer(t, Config{}, mapLookup(t, demoRows))
+	addr := strings.TrimPrefix(ts.url, "http://")
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	body := textXML("?18-546")
+	request := func(headers int) string {
+		t.Helper()
+		var b strings.Builder
+		fmt.Fprintf(&b, "POST /wx?signature=%s&timestamp=%s&nonce=7 HTTP/1.1\r\nHost: wx\r\nConnection: close\r\nContent-Length: %d\r\n",
+			wechat.Signature(testToken, now, "7"), now, len(body))
+		for i := range headers {
+			fmt.Fprintf(&b, "X-H%d: v\r\n", i)
+		}
+		b.WriteString("\r\n")
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() {
+			conn.Write([]byte(b.String()))
+			conn.Write(body)
+		}()
+		reply, _ := io.ReadAll(conn)
+		return string(reply)
+	}
+	if r := request(10_000); !strings.HasPrefix(r, "HTTP/1.1 431") {
+		t.Errorf("10,000 headers: got %.60q, want 431", r)
+	}
+	if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", "headers_too_large"); got != 1 {
+		t.Errorf("rejected{headers_too_large} = %v, want 1", got)
+	}
+	if r := request(100); !strings.HasPrefix(r, "HTTP/1.1 200") || !strings.Contains(r, "车体新厂房3号") {
+		t.Errorf("100 headers: got %.200q, want 200 with the answer", r)
 	}
 }

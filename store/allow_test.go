@@ -75,3 +75,26 @@ func TestAllowListTable(t *testing.T) {
 		t.Fatalf("injection in the table name accepted")
 	}
 }
+
+// FuzzAllowFile feeds the allow-list file parser arbitrary files: it never panics, and
+// every OpenID it accepts is non-empty, without white space, commas or comments.
+func FuzzAllowFile(f *testing.F) {
+	for _, s := range []string{"oA\noB # comment\n\n# all comment\n", "oA oB\n", "\xff\n", "\r\n\t\n", ""} {
+		f.Add(s)
+	}
+	path := filepath.Join(f.TempDir(), "allow.txt")
+	f.Fuzz(func(t *testing.T, data string) {
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		set, err := readAllowFile(path)
+		if err != nil {
+			return
+		}
+		for id := range set {
+			if id == "" || strings.ContainsAny(id, " \t,;#\n") {
+				t.Fatalf("accepted OpenID %q from %q", id, data)
+			}
+		}
+	})
+}

@@ -326,3 +326,39 @@ func TestCSVConcurrent(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// FuzzCSV feeds the CSV source arbitrary files: parsing never panics, and every row a
+// snapshot yields has a key and as many values as the mapping has value columns, and can
+// be found again by Get under its normalised key.
+func FuzzCSV(f *testing.F) {
+	for _, s := range []string{
+		"part_no,location\n18-546,车体新厂房3号\nA7-001,总装车间A区12排\n",
+		"part_no,location\n\"a,b\",\"c\"\"d\"\n",
+		"part_no,location\n18-546\n",
+		"part_no,location\n,x\n",
+		"location,part_no\nx,1\n1,x\n",
+		"part_no,location\nＡ７－００１,x\na7-001,y\n",
+		"\xef\xbb\xbfpart_no,location\r\n1,\xff\r\n",
+		"",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		src, err := NewCSV("fuzz.csv", []byte(data), Mapping{})
+		if err != nil {
+			return
+		}
+		_, err = src.Snapshot(context.Background(), func(r cache.Row) error {
+			if r.Key == "" || len(r.Values) != 1 {
+				t.Fatalf("row %q %q from %q", r.Key, r.Values, data)
+			}
+			if _, err := src.Get(context.Background(), cache.Key(r.Key)); err != nil {
+				t.Fatalf("Get(%q) of a snapshot row: %v", cache.Key(r.Key), err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("snapshot of a parsed file: %v", err)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -49,6 +50,17 @@ type MySQLConfig struct {
 	Overlap time.Duration
 	// QueryTimeout bounds each statement (one page, one clock read, one point read).
 	QueryTimeout time.Duration
+	// Logger receives the driver's own messages (a connection that broke mid-packet, with
+	// the network error behind the "invalid connection" a query returns), at warn level;
+	// nil leaves them on the driver's default, unstructured lines on stderr.
+	Logger *slog.Logger
+}
+
+// driverLogger sends go-sql-driver/mysql's messages to slog.
+type driverLogger struct{ l *slog.Logger }
+
+func (d driverLogger) Print(v ...any) {
+	d.l.Warn("mysql driver: "+strings.TrimSpace(fmt.Sprint(v...)), "component", "mysql")
 }
 
 // MySQL is the MySQL (or MariaDB) source of the cache: it satisfies cache.Source with
@@ -138,6 +150,9 @@ func OpenMySQL(cfg MySQLConfig) (*MySQL, error) {
 	}
 	if dc.WriteTimeout == 0 {
 		dc.WriteTimeout = defaultWriteTimeout
+	}
+	if cfg.Logger != nil {
+		dc.Logger = driverLogger{cfg.Logger}
 	}
 	conn, err := mysql.NewConnector(dc)
 	if err != nil {

@@ -1,11 +1,15 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -575,4 +579,47 @@ func BenchmarkSnapshot1M(b *testing.B) {
 	}
 	b.SetBytes(bytes)
 	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// TestMySQLDriverLogsToSlog: the driver's own message about a connection that broke
+// mid-handshake goes to the configured slog logger, not to stderr outside the log format.
+func TestMySQLDriverLogsToSlog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close() // hang up before the handshake
+		}
+	}()
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewJSONHandler(lockedWriter{&mu, &buf}, nil))
+	s := openSource(t, "ro:pw@tcp("+ln.Addr().String()+")/plant", MySQLConfig{Logger: log})
+	if _, err := s.Snapshot(context.Background(), func(cache.Row) error { return nil }); err == nil {
+		t.Fatal("snapshot through a server that hangs up: no error")
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if !strings.Contains(out, `"component":"mysql"`) || !strings.Contains(out, "mysql driver: ") {
+		t.Fatalf("the driver's message is not in the slog output: %q", out)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

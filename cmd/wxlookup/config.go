@@ -21,7 +21,11 @@ import (
 // WXLOOKUP_* environment (the environment wins). Every setting's file key is its
 // environment name without the WXLOOKUP_ prefix, in lower case.
 type Config struct {
-	Listen            string
+	Listen string
+	// ListenWhenReady opens the webhook listener only after the first load, so that no
+	// request is answered "starting up" by a replica or a successor process that another
+	// one could answer (WXLOOKUP_LISTEN_WHEN_READY; default false: listen at once).
+	ListenWhenReady   bool
 	Path              string
 	Token             string
 	AppID             string
@@ -120,6 +124,7 @@ func boolean(dst func(*Config) *bool) func(*Config, string) error {
 // settings lists every setting, in the order of SPEC section 4.
 var settings = []setting{
 	{key: "listen", parse: str(func(c *Config) *string { return &c.Listen })},
+	{key: "listen_when_ready", parse: boolean(func(c *Config) *bool { return &c.ListenWhenReady })},
 	{key: "path", parse: str(func(c *Config) *string { return &c.Path })},
 	{key: "token", parse: str(func(c *Config) *string { return &c.Token }), secret: true},
 	{key: "appid", parse: str(func(c *Config) *string { return &c.AppID })},
@@ -235,7 +240,8 @@ func (c *Config) applyFile(path string, data []byte) error {
 	var doc map[string]yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
-		return fmt.Errorf("config: %s: %v", path, err)
+		// yaml's type errors run over several lines; start-up errors are one line.
+		return fmt.Errorf("config: %s: %s", path, strings.Join(strings.Fields(err.Error()), " "))
 	}
 	byKey := make(map[string]setting, len(settings))
 	for _, s := range settings {

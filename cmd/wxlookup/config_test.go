@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,4 +115,46 @@ func TestExampleConfigLoads(t *testing.T) {
 	if c.Listen == "" {
 		t.Fatalf("empty listen")
 	}
+}
+
+// FuzzConfigFile feeds the YAML configuration loader arbitrary files: it never panics, and
+// a refusal is one line that never echoes the value of a secret setting.
+func FuzzConfigFile(f *testing.F) {
+	for _, s := range []string{
+		"listen: \":8080\"\ntoken: t\n",
+		"value_columns: [location, shelf]\ntemplates:\n  found: \"{{.Key}}\"\n",
+		"token: [a, b]\n",
+		"aes_key: SECRETVALUE\n",
+		"mysql_dsn: {a: 1}\n",
+		"refresh_interval: -1s\n",
+		"cache_max_bytes: 12 zettabytes\n",
+		"templates: 3\n",
+		"- a\n- b\n",
+		"&a [*a]",
+		"",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		c := DefaultConfig()
+		err := c.applyFile("fuzz.yaml", []byte(data))
+		if err == nil {
+			return
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "\n") {
+			t.Fatalf("multi-line error %q", msg)
+		}
+		for _, s := range settings {
+			if !s.secret {
+				continue
+			}
+			// A secret that fails to parse (all of them are plain strings, so only a
+			// non-scalar can) must not be echoed.
+			var v string
+			if _, err := fmt.Sscanf(data, s.key+": %s", &v); err == nil && len(v) >= 8 && strings.Contains(msg, v) {
+				t.Fatalf("error %q shows the value of %s", msg, s.key)
+			}
+		}
+	})
 }

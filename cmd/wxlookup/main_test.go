@@ -6,8 +6,11 @@ import (
 	"database/sql"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,6 +268,157 @@ func TestEndToEndMySQL(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"entries":2000`) {
 		t.Errorf("reload: %d %s, want 200 with 2000 entries", resp.StatusCode, body)
+	}
+}
+
+// TestDrainHandsOver: Drain closes the listening socket at once (a process sharing the
+// port gets every new connection) but keeps answering on open connections, telling each
+// client to reconnect, and returns when none is left.
+func TestDrainHandsOver(t *testing.T) {
+	cfg, err := LoadConfig("", envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startMain(t, cfg)
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	a := Asker{URL: webhookURL(m, "/wx"), Token: "demo", OpenID: "oDrain", Client: hc}
+	if r, err := a.Ask(context.Background(), "?18-546"); err != nil || r.Content != "[18-546]的工作台位为[车体新厂房3号]" {
+		t.Fatalf("before Drain: %q %v", r.Content, err)
+	}
+	drained := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { drained <- m.Drain(ctx) }()
+
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", m.WebhookAddr.String(), time.Second)
+		if err != nil {
+			break // the socket is closed: new connections go to the next process
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("Drain left the listening socket open")
+		}
+		runtime.Gosched()
+	}
+	// The client's kept-alive connection is still answered.
+	if r, err := a.Ask(context.Background(), "?18-546"); err != nil || r.Content != "[18-546]的工作台位为[车体新厂房3号]" {
+		t.Fatalf("during Drain, on the open connection: %q %v", r.Content, err)
+	}
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("Drain: %v, want nil once the client reconnected elsewhere", err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("Drain did not return after the client's connection closed")
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestListenWhenReady: with WXLOOKUP_LISTEN_WHEN_READY the webhook port stays closed (so
+// nginx or the kernel send requests to a replica that can answer them) until the first
+// load, while the admin listener already reports 503 on /readyz; then Run returns and the
+// webhook answers from the loaded table.
+func TestListenWhenReady(t *testing.T) {
+	srv := mariadbtest.Shared(t)
+	dsn := srv.CreateDatabase(t) // no table yet: the warm fails until Seed creates it
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	cfg := DefaultConfig()
+	cfg.MySQLDSN, cfg.Token, cfg.ListenWhenReady, cfg.RefreshInterval = dsn, e2eToken, true, 100*time.Millisecond
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen, cfg.AdminListen = addr, "127.0.0.1:0"
+	m := NewMain(cfg)
+	log := &syncBuffer{}
+	m.Logger = slog.New(slog.NewTextHandler(log, nil))
+	ran := make(chan error, 1)
+	go func() { ran <- m.Run(context.Background()) }()
+	t.Cleanup(func() {
+		<-ran
+		m.Close()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(log.String(), "waiting for the first load") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no wait logged:\n%s", log.String())
+		}
+		runtime.Gosched()
+	}
+	// The log line is written after AdminAddr is set; the buffer's lock orders the two.
+	if code, _ := adminGet(t, m, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before the first load = %d, want 503", code)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the webhook port accepts connections before the first load")
+	}
+	select {
+	case err := <-ran:
+		t.Fatalf("Run returned before the first load: %v", err)
+	default:
+	}
+
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := store.Seed(context.Background(), db, 10); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ran:
+		ran <- err
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after the first load")
+	}
+	// The warm may have caught the table between Seed's CREATE and INSERT; a refresh
+	// brings the rows then.
+	a := Asker{URL: "http://" + addr + "/wx", Token: e2eToken, OpenID: "oReady"}
+	for {
+		r, err := a.Ask(context.Background(), "?18-546")
+		if err != nil {
+			t.Fatalf("after the first load: %v", err)
+		}
+		if r.Content == "[18-546]的工作台位为[车体新厂房3号]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the first load: %q", r.Content)
+		}
+		if err := m.Cache.Refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +28,10 @@ import (
 
 // shutdownTimeout bounds how long a stopping server waits for in-flight requests.
 const shutdownTimeout = 10 * time.Second
+
+// drainTimeout bounds how long a stopping server, its listening socket already closed, lets
+// clients on open connections move to the process that took the port over (Main.Drain).
+const drainTimeout = 2 * time.Second
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -44,12 +50,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	m := NewMain(cfg)
 	m.Logger = newLogger(cfg, stderr)
 	if err := m.Run(ctx); err != nil {
-		m.Close()
+		cerr := m.Close()
+		if ctx.Err() != nil { // stopped while waiting for the first load
+			return cerr
+		}
 		return err
 	}
 	m.printBanner(stdout)
 	<-ctx.Done()
-	m.Logger.Info("shutting down: finishing in-flight requests", "timeout", shutdownTimeout)
+	m.Logger.Info("shutting down: handing the port over, finishing in-flight requests", "timeout", drainTimeout+shutdownTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	m.Drain(dctx)
+	cancel()
 	return m.Close()
 }
 
@@ -79,6 +91,7 @@ type Main struct {
 
 	source   io.Closer
 	allow    *store.AllowList
+	ln       *handoverListener // the webhook's
 	webhook  *server.Server
 	admin    *server.Admin
 	adminSrv *http.Server
@@ -92,7 +105,9 @@ func NewMain(cfg Config) *Main {
 
 // Run opens the source, starts the loader and both listeners, and returns once they accept
 // connections. It does not wait for the first load: until it completes the webhook answers
-// the "starting up" text and /readyz is 503.
+// the "starting up" text and /readyz is 503. With ListenWhenReady it opens the webhook
+// listener (and returns) only after the first load, or returns ctx's error if ctx ends
+// first; the admin listener opens at once either way.
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -148,33 +163,42 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	ln, err := listen(ctx, cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("WXLOOKUP_LISTEN %s: %w", cfg.Listen, err)
-	}
 	adminLn, err := listen(ctx, cfg.AdminListen)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("WXLOOKUP_ADMIN_LISTEN %s: %w", cfg.AdminListen, err)
 	}
-	m.WebhookAddr, m.AdminAddr = ln.Addr(), adminLn.Addr()
-
+	m.AdminAddr = adminLn.Addr()
 	m.admin = server.NewAdmin(server.AdminConfig{
 		Token: cfg.AdminToken, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
 		Version: version, Logger: m.Logger.With("component", "admin"),
 	})
 	m.adminSrv = &http.Server{Handler: m.admin, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelDebug)}
-
 	m.Cache.Start()
 	m.admin.Start()
-	m.served = make(chan error, 1)
-	go func() { m.served <- m.webhook.Serve(ln) }()
 	go func() {
 		if err := m.adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Logger.Error("admin listener stopped", "err", err)
 		}
 	}()
+
+	if cfg.ListenWhenReady {
+		// Behind nginx with other replicas, or taking a port over from a running process
+		// (SO_REUSEPORT), a listener open before the first load would answer "starting up"
+		// to requests the others can answer; closed, nginx and the kernel send them there.
+		m.Logger.Info("waiting for the first load before opening the webhook listener", "setting", "WXLOOKUP_LISTEN_WHEN_READY")
+		if err := m.Cache.WaitReady(ctx); err != nil {
+			return fmt.Errorf("WXLOOKUP_LISTEN_WHEN_READY: waiting for the first load: %w", err)
+		}
+	}
+	ln, err := listen(ctx, cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("WXLOOKUP_LISTEN %s: %w", cfg.Listen, err)
+	}
+	m.ln = &handoverListener{Listener: ln, closed: make(chan struct{})}
+	m.WebhookAddr = ln.Addr()
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.webhook.Serve(m.ln) }()
 	m.Logger.Info("wxlookup started", "version", version, "webhook", m.WebhookAddr.String()+cfg.Path,
 		"admin", m.AdminAddr.String(), "source", fmt.Sprint(src), "demo", cfg.Demo,
 		"safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "")
@@ -186,7 +210,7 @@ func (m *Main) openSource() (cache.Source, error) {
 	cfg := m.Config
 	switch {
 	case cfg.MySQLDSN != "":
-		return store.OpenMySQL(store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: cfg.mapping()})
+		return store.OpenMySQL(store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: cfg.mapping(), Logger: m.Logger})
 	case cfg.CSV != "":
 		return store.OpenCSV(cfg.CSV, cfg.mapping())
 	}
@@ -233,6 +257,56 @@ func listen(ctx context.Context, addr string) (net.Listener, error) {
 		return errors.Join(err, serr)
 	}}
 	return lc.Listen(ctx, "tcp", addr)
+}
+
+// handoverListener lets a stopping process close its listening socket early, so that the
+// kernel sends new connections only to the process that shares the port (SO_REUSEPORT),
+// while fasthttp's accept loop, and with it the connections already open, keeps running
+// until Close.
+type handoverListener struct {
+	net.Listener
+	closed   chan struct{} // closed by Close
+	once     sync.Once
+	released atomic.Bool
+}
+
+// Release closes the listening socket; Accept then waits for Close.
+func (l *handoverListener) Release() error {
+	l.released.Store(true)
+	return l.Listener.Close()
+}
+
+func (l *handoverListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil && l.released.Load() {
+		<-l.closed
+		return nil, net.ErrClosed
+	}
+	return c, err
+}
+
+// Close closes the socket unless Release did, and ends a waiting Accept.
+func (l *handoverListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	if l.released.Load() {
+		return nil
+	}
+	return l.Listener.Close()
+}
+
+// Drain hands the webhook's port over before Close: it closes the listening socket, so
+// that new connections go to the process that shares the port, and has every open
+// connection's next reply ask the client to reconnect (there), returning when no connection
+// is left or ctx is done. Requests keep being answered throughout. Without Drain, Close
+// closes idle keep-alive connections at once and loses a request sent on one just then.
+func (m *Main) Drain(ctx context.Context) error {
+	if m.ln == nil || m.webhook == nil {
+		return nil
+	}
+	if err := m.ln.Release(); err != nil {
+		return err
+	}
+	return m.webhook.Drain(ctx)
 }
 
 // Close stops the service gracefully: the webhook stops accepting and finishes in-flight
