@@ -234,9 +234,8 @@ type watchedSource struct {
 	gets          atomic.Int64
 
 	mu      sync.Mutex
-	onRow   func(ctx context.Context) // if set, runs before the first row of a Changes call
-	lastWM  time.Time                 // the watermark of the last successful Changes
-	sources []string
+	onRow  func(ctx context.Context) // if set, runs before the first row of a Changes call
+	lastWM time.Time                 // the watermark of the last successful Changes
 }
 
 func watch(src cache.Source) *watchedSource {
