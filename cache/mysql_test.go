@@ -233,7 +233,7 @@ type watchedSource struct {
 	changes, keys chan call
 	gets          atomic.Int64
 
-	mu      sync.Mutex
+	mu     sync.Mutex
 	onRow  func(ctx context.Context) // if set, runs before the first row of a Changes call
 	lastWM time.Time                 // the watermark of the last successful Changes
 }
