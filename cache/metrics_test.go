@@ -8,49 +8,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-)
 
-// metricValue returns the value of the unlabelled metric name (or the labelled one whose
-// labels are all in want) gathered from reg.
-func metricValue(tb testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	tb.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
-				}
-				if !found {
-					continue metric
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	tb.Fatalf("metric %s%v not gathered", name, labels)
-	return 0
-}
+	"wxlookup/internal/metrictest"
+)
 
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	clock := newTestClock()
 	src := newFakeSource(100)
 	c := newTestCache(t, src, Config{Registerer: reg, Now: clock.Now})
-	if got := metricValue(t, reg, "wxlookup_cache_complete"); got != 0 {
+	if got := metrictest.Value(t, reg, "wxlookup_cache_complete"); got != 0 {
 		t.Errorf("complete before warm = %v, want 0", got)
 	}
 	startReady(t, c)
@@ -76,11 +43,11 @@ func TestMetrics(t *testing.T) {
 		"wxlookup_loader_last_success_timestamp_seconds": float64(newTestClock().Now().Unix()),
 	}
 	for name, v := range want {
-		if got := metricValue(t, reg, name); got != v {
+		if got := metrictest.Value(t, reg, name); got != v {
 			t.Errorf("%s = %v, want %v", name, got, v)
 		}
 	}
-	if got, st := metricValue(t, reg, "wxlookup_cache_cost_bytes"), c.Status(); got < 100*entryOverhead || got != float64(st.CostBytes) {
+	if got, st := metrictest.Value(t, reg, "wxlookup_cache_cost_bytes"), c.Status(); got < 100*entryOverhead || got != float64(st.CostBytes) {
 		t.Errorf("wxlookup_cache_cost_bytes = %v, status says %d", got, st.CostBytes)
 	}
 
@@ -89,10 +56,10 @@ func TestMetrics(t *testing.T) {
 	if err := c.runStep(false); err == nil {
 		t.Fatal("refresh succeeded")
 	}
-	if got := metricValue(t, reg, "wxlookup_loader_errors_total"); got != 1 {
+	if got := metrictest.Value(t, reg, "wxlookup_loader_errors_total"); got != 1 {
 		t.Errorf("errors_total = %v, want 1", got)
 	}
-	if got := metricValue(t, reg, "wxlookup_loader_step_errors_total", "step", "refresh"); got != 1 {
+	if got := metrictest.Value(t, reg, "wxlookup_loader_step_errors_total", "step", "refresh"); got != 1 {
 		t.Errorf("step_errors_total{step=refresh} = %v, want 1", got)
 	}
 	src.fail(nil, nil, nil, nil)
@@ -100,10 +67,10 @@ func TestMetrics(t *testing.T) {
 	if err := c.runStep(false); err != nil {
 		t.Fatal(err)
 	}
-	if got := metricValue(t, reg, "wxlookup_loader_rows_loaded_total"); got != 101 {
+	if got := metrictest.Value(t, reg, "wxlookup_loader_rows_loaded_total"); got != 101 {
 		t.Errorf("rows_loaded_total = %v, want 101", got)
 	}
-	if got := metricValue(t, reg, "wxlookup_loader_staleness_seconds"); got != 0 {
+	if got := metrictest.Value(t, reg, "wxlookup_loader_staleness_seconds"); got != 0 {
 		t.Errorf("staleness after a refresh = %v, want 0", got)
 	}
 
@@ -132,24 +99,24 @@ func TestMetricsReadThroughAndEvictions(t *testing.T) {
 	src := newFakeSource(300)
 	c := newTestCache(t, src, Config{Registerer: reg, MaxBytes: 16 << 10})
 	startReady(t, c)
-	if got := metricValue(t, reg, "wxlookup_cache_complete"); got != 0 {
+	if got := metrictest.Value(t, reg, "wxlookup_cache_complete"); got != 0 {
 		t.Errorf("complete = %v for a table over budget", got)
 	}
 	for i := range 300 {
 		mustFind(t, c, fakeKey(i), fakeLine(i))
 	}
 	mustMiss(t, c, "nope-1")
-	found := metricValue(t, reg, "wxlookup_cache_read_through_total", "outcome", "found")
-	if found == 0 || metricValue(t, reg, "wxlookup_cache_read_through_total", "outcome", "not_found") != 1 {
+	found := metrictest.Value(t, reg, "wxlookup_cache_read_through_total", "outcome", "found")
+	if found == 0 || metrictest.Value(t, reg, "wxlookup_cache_read_through_total", "outcome", "not_found") != 1 {
 		t.Errorf("read-through outcomes: found %v", found)
 	}
-	if got := metricValue(t, reg, "wxlookup_cache_cost_bytes"); got > 16<<10 {
+	if got := metrictest.Value(t, reg, "wxlookup_cache_cost_bytes"); got > 16<<10 {
 		t.Errorf("cost %v over the 16 KiB budget", got)
 	}
 	// Whether ristretto evicts or rejects when full depends on its admission sampling, so
 	// only the agreement of the metric with Status is asserted.
 	st := c.Status()
-	if metricValue(t, reg, "wxlookup_cache_evictions_total") != float64(st.Evictions) {
-		t.Errorf("evictions: status %d, metric %v", st.Evictions, metricValue(t, reg, "wxlookup_cache_evictions_total"))
+	if metrictest.Value(t, reg, "wxlookup_cache_evictions_total") != float64(st.Evictions) {
+		t.Errorf("evictions: status %d, metric %v", st.Evictions, metrictest.Value(t, reg, "wxlookup_cache_evictions_total"))
 	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"wxlookup/cache"
 	"wxlookup/internal/mariadbtest"
+	"wxlookup/internal/metrictest"
 	"wxlookup/store"
 )
 
@@ -178,41 +179,6 @@ func mustRefresh(tb testing.TB, c *cache.Cache, reconcile bool) {
 	if err := step(testCtx(tb)); err != nil {
 		tb.Fatalf("%s: %v", name, err)
 	}
-}
-
-// metricValue returns the value of the metric name (with the given label pairs) gathered
-// from reg, failing if it is absent.
-func metricValue(tb testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	tb.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				ok := false
-				for _, lp := range m.GetLabel() {
-					ok = ok || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
-				}
-				if !ok {
-					continue metrics
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	tb.Fatalf("metric %s%v not found", name, labels)
-	return 0
 }
 
 // call is one completed call of a watchedSource method.
@@ -679,17 +645,17 @@ func TestMySQLOutage(t *testing.T) {
 	// every failure seen so far (at least 4) is counted.
 	events("another retry", time.Now().Add(30*time.Second), func(call) bool { return true })
 	st = c.Status()
-	metricErrors := metricValue(t, reg, "wxlookup_loader_errors_total")
+	metricErrors := metrictest.Value(t, reg, "wxlookup_loader_errors_total")
 	if st.Errors < 4 || metricErrors < 4 {
 		t.Errorf("got Status.Errors %d and wxlookup_loader_errors_total %v, want both ≥ 4", st.Errors, metricErrors)
 	}
-	if got := metricValue(t, reg, "wxlookup_loader_step_errors_total", "step", "refresh"); got < 4 {
+	if got := metrictest.Value(t, reg, "wxlookup_loader_step_errors_total", "step", "refresh"); got < 4 {
 		t.Errorf("got wxlookup_loader_step_errors_total{step=refresh} %v, want ≥ 4", got)
 	}
 	if len(st.RecentErrors) == 0 || st.RecentErrors[0].Step != "refresh" {
 		t.Errorf("got recent errors %+v, want a refresh error first", st.RecentErrors)
 	}
-	if stale := metricValue(t, reg, "wxlookup_loader_staleness_seconds"); stale < (2 * interval).Seconds() {
+	if stale := metrictest.Value(t, reg, "wxlookup_loader_staleness_seconds"); stale < (2 * interval).Seconds() {
 		t.Errorf("got wxlookup_loader_staleness_seconds %v during the outage, want > %v", stale, (2 * interval).Seconds())
 	}
 	if during := lookups.Load() - atKill; during == 0 {
@@ -768,7 +734,7 @@ func TestMySQLOverBudget(t *testing.T) {
 		t.Errorf("got complete %v, %d entries costing %d; want false, 1…%d entries within %d bytes",
 			st.Complete, st.Entries, st.CostBytes, rows/5, budget)
 	}
-	if got := metricValue(t, reg, "wxlookup_cache_complete"); got != 0 {
+	if got := metrictest.Value(t, reg, "wxlookup_cache_complete"); got != 0 {
 		t.Errorf("got wxlookup_cache_complete %v, want 0", got)
 	}
 	if log := logs.String(); !strings.Contains(log, "exceeds WXLOOKUP_CACHE_MAX_BYTES") || !strings.Contains(log, "20000 rows") {

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 
+	"wxlookup/internal/metrictest"
 	"wxlookup/wechat"
 )
 
@@ -201,37 +202,6 @@ func mustCrypter(tb testing.TB, token, receiveID, current, previous string) *wec
 	return c
 }
 
-func counter(tb testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	tb.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.Metric {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.Label {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue metric
-				}
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-		}
-	}
-	return 0
-}
-
 func safeConfig() Config {
 	return Config{Token: testToken, AppID: testAppID, AESKey: testKey, AESKeyPrevious: testOldKey,
 		WeComCorpID: testCorpID, WeComToken: wecomToken, WeComAESKey: testKey}
@@ -313,7 +283,7 @@ func TestWebhookURLVerification(t *testing.T) {
 	if r := c.do(http.MethodGet, "/wecom?"+q.Encode(), nil); r.status != http.StatusForbidden {
 		t.Errorf("wecom verify with a bad msg_signature: got %d, want 403", r.status)
 	}
-	if got := counter(t, ts.reg, "wxlookup_requests_total", "route", "oa", "kind", "verify", "outcome", "verified"); got != 1 {
+	if got := metrictest.Value(t, ts.reg, "wxlookup_requests_total", "route", "oa", "kind", "verify", "outcome", "verified"); got != 1 {
 		t.Errorf("verified count %v, want 1", got)
 	}
 }
@@ -398,12 +368,12 @@ func TestWebhookBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := counter(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason)
+			before := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason)
 			r := tt.do()
 			if r.status != tt.status {
 				t.Errorf("got status %d (%s), want %d", r.status, r.body, tt.status)
 			}
-			if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason) - before; got != 1 {
+			if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason) - before; got != 1 {
 				t.Errorf("wxlookup_rejected_total{reason=%q} rose by %v, want 1", tt.reason, got)
 			}
 			// The server goes on answering.
@@ -422,7 +392,7 @@ func TestWebhookRequireEncryption(t *testing.T) {
 	if r := c.post("/wx", textXML("?18-546")); r.status != http.StatusForbidden {
 		t.Fatalf("plaintext with encryption required: got %d, want 403", r.status)
 	}
-	if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", "plaintext"); got != 1 {
+	if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "plaintext"); got != 1 {
 		t.Errorf("rejected{plaintext} = %v, want 1", got)
 	}
 }
@@ -451,7 +421,7 @@ func TestWebhookRetriesIdentical(t *testing.T) {
 			t.Fatalf("retry %d: got\n%s\nwant\n%s", i+1, again.body, first.body)
 		}
 	}
-	if got := counter(t, ts.reg, "wxlookup_duplicates_total"); got != 3 {
+	if got := metrictest.Value(t, ts.reg, "wxlookup_duplicates_total"); got != 3 {
 		t.Errorf("duplicates %v, want 3", got)
 	}
 	// Events have no MsgId: sender, time, event and key identify them.
@@ -481,7 +451,7 @@ func TestWebhookEventsAndTypes(t *testing.T) {
 	if r := c.post("/wx", img); !strings.HasPrefix(string(r.reply.Content), "发送工件号") {
 		t.Errorf("image: got %q, want the help text", r.reply.Content)
 	}
-	if got := counter(t, ts.reg, "wxlookup_requests_total", "route", "oa", "kind", "image", "outcome", "help"); got != 1 {
+	if got := metrictest.Value(t, ts.reg, "wxlookup_requests_total", "route", "oa", "kind", "image", "outcome", "help"); got != 1 {
 		t.Errorf("requests{kind=image,outcome=help} = %v, want 1", got)
 	}
 }
@@ -718,7 +688,7 @@ func TestWebhookReplayWithinSkew(t *testing.T) {
 			if first.status != http.StatusOK {
 				t.Fatalf("first: %d %s", first.status, first.body)
 			}
-			before := counter(t, ts.reg, "wxlookup_duplicates_total")
+			before := metrictest.Value(t, ts.reg, "wxlookup_duplicates_total")
 			again := c.do(http.MethodPost, strings.TrimPrefix(capturedURL, ts.url), capturedBody)
 			// In safe mode the envelope is encrypted afresh; the reply inside is the same.
 			want, got := first.body, again.body
@@ -728,7 +698,7 @@ func TestWebhookReplayWithinSkew(t *testing.T) {
 			if again.status != http.StatusOK || !bytes.Equal(got, want) {
 				t.Errorf("replay: got %d\n%s\nwant 200 and the first reply\n%s", again.status, got, want)
 			}
-			if got := counter(t, ts.reg, "wxlookup_duplicates_total") - before; got != 1 {
+			if got := metrictest.Value(t, ts.reg, "wxlookup_duplicates_total") - before; got != 1 {
 				t.Errorf("duplicates rose by %v, want 1", got)
 			}
 		})
@@ -817,7 +787,7 @@ func TestWebhookSlowLoris(t *testing.T) {
 			t.Errorf("slow client was cut after %s, want about ReadTimeout (%s)", r.took, readTimeout)
 		}
 	}
-	if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", "timeout"); got != slow {
+	if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "timeout"); got != slow {
 		t.Errorf("rejected{timeout} = %v, want %d", got, slow)
 	}
 }
@@ -855,7 +825,7 @@ func TestWebhookHeaderFlood(t *testing.T) {
 	if r := request(10_000); !strings.HasPrefix(r, "HTTP/1.1 431") {
 		t.Errorf("10,000 headers: got %.60q, want 431", r)
 	}
-	if got := counter(t, ts.reg, "wxlookup_rejected_total", "reason", "headers_too_large"); got != 1 {
+	if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "headers_too_large"); got != 1 {
 		t.Errorf("rejected{headers_too_large} = %v, want 1", got)
 	}
 	if r := request(100); !strings.HasPrefix(r, "HTTP/1.1 200") || !strings.Contains(r, "车体新厂房3号") {
