@@ -4,6 +4,9 @@
 // (or the one named by WXLOOKUP_TEST_MYSQL_DSN), and CreateDatabase for a fresh database of its
 // own. A fault test that must stop and restart the database calls Start for a private server
 // it owns. Packages using Shared call Main from their TestMain so the server is stopped.
+//
+// A program that is not a test (the load harness in bench/) calls StartServer and uses the
+// error-returning StopServer, RestartServer and Close instead of the testing.TB methods.
 package mariadbtest
 
 import (
@@ -99,6 +102,17 @@ func Start(tb testing.TB) *Server {
 	}
 	tb.Cleanup(s.close)
 	return s
+}
+
+// StartServer starts a private mariadbd on a free loopback port in a temporary directory,
+// like Start, for a program that is not a test. The caller owns it: Close stops it and
+// removes its files.
+func StartServer() (*Server, error) {
+	s, err := startPrivate()
+	if err != nil {
+		return nil, fmt.Errorf("mariadbtest: %w", err)
+	}
+	return s, nil
 }
 
 func external(dsn string) (*Server, error) {
@@ -360,6 +374,34 @@ func (s *Server) Restart(tb testing.TB) {
 	if err := s.startProcess(); err != nil {
 		tb.Fatalf("mariadbtest: restart: %v", err)
 	}
+}
+
+// StopServer is Stop for a program that is not a test: it shuts a private server down
+// cleanly, waits for it to exit and returns any error. Data survives for RestartServer.
+func (s *Server) StopServer() error {
+	if err := s.stop(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("mariadbtest: stop: %w", err)
+	}
+	return nil
+}
+
+// RestartServer is Restart for a program that is not a test: it starts a stopped private
+// server again on the same port and data, and returns once it accepts connections.
+func (s *Server) RestartServer() error {
+	if !s.private {
+		return errors.New("mariadbtest: restart needs a private server (from Start or StartServer)")
+	}
+	if err := s.startProcess(); err != nil {
+		return fmt.Errorf("mariadbtest: restart: %w", err)
+	}
+	return nil
+}
+
+// Close kills a private server and removes its files; it does nothing for an external one.
+// It is for servers from StartServer (Start and Shared clean up on their own).
+func (s *Server) Close() error {
+	s.close()
+	return nil
 }
 
 func (s *Server) stop(sig syscall.Signal) error {
