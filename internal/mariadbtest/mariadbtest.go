@@ -157,8 +157,15 @@ func startPrivate() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A private tmpdir: in the shared /tmp, concurrent installs (other test binaries, other
+	// work trees) collide on their temporary tables ("Could not remove temporary table").
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	install := exec.Command(installDBPath(bin), "--no-defaults", "--user="+currentUser(),
-		"--datadir="+filepath.Join(dir, "data"), "--auth-root-authentication-method=normal",
+		"--datadir="+filepath.Join(dir, "data"), "--tmpdir="+tmp, "--auth-root-authentication-method=normal",
 		"--skip-test-db")
 	if out, err := install.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
@@ -234,7 +241,7 @@ func (s *Server) startProcess() error {
 		return err
 	}
 	cmd := exec.Command(bin, "--no-defaults", "--user="+currentUser(),
-		"--datadir="+filepath.Join(s.dir, "data"),
+		"--datadir="+filepath.Join(s.dir, "data"), "--tmpdir="+filepath.Join(s.dir, "tmp"),
 		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1",
 		"--socket="+filepath.Join(s.dir, "mysqld.sock"),
 		"--pid-file="+filepath.Join(s.dir, "mysqld.pid"),
