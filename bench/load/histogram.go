@@ -53,4 +53,6 @@ func (h *Histogram) Max() time.Duration {
 }
 
 // Mean returns the mean of the recorded values.
-func (h *Histogram) Mean() time.Duration { return time.Duration(h.h.Mean() * float64(time.Microsecond)) }
+func (h *Histogram) Mean() time.Duration {
+	return time.Duration(h.h.Mean() * float64(time.Microsecond))
+}
