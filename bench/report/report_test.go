@@ -24,7 +24,7 @@ func sampleReport() *Report {
 	r := &Report{Command: "make bench", Started: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC), Wall: 8 * time.Minute,
 		Machine: Machine{CPU: "AMD EPYC", Cores: 2, Kernel: "Linux 6", MemGiB: 24, LoadAvg: "0.1 0.2 0.3"},
 		Go:      "go1.26", Setup: []KV{{"rows", "1000000"}},
-		Bar:     []Check{{"p99", "≤ 1ms", "0.8ms", true}, {"ratio", "≥ 6×", "5×", false}},
+		Bar: []Check{{"p99", "≤ 1ms", "0.8ms", true}, {"ratio", "≥ 6×", "5×", false}},
 		Max: []MaxSearch{{System: "ceiling", Best: 40000, Steps: []Step{{Rate: 40000, Pass: true}, {Rate: 80000, Errors: 3}}},
 			{System: "wxlookup plaintext", Best: 36000}, {System: "seed baseline", Best: 4000}},
 		Profile: "flat flat%", ProfileCmd: "go tool pprof -top", Micro: "BenchmarkX 1 ns/op", MicroCmd: "go test -bench .",
