@@ -57,6 +57,7 @@ type options struct {
 	seed       uint64
 	scenarioLs string
 	cpuProfile string
+	systems    string
 	genProcs   int
 	srvProcs   int
 }
@@ -87,6 +88,7 @@ func main() {
 	flag.DurationVar(&o.profile, "profile", 10*time.Second, "CPU-profile wxlookup under the steady rate this long (0: skip)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, logs, profile)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the key picker")
+	flag.StringVar(&o.systems, "systems", "ceiling,baseline,wxlookup", "systems to drive, comma-separated (wxlookup in the modes of -mode)")
 	flag.IntVar(&o.genProcs, "gen-procs", 0, "GOMAXPROCS of the load generator (0: the Go default, all cores)")
 	flag.IntVar(&o.srvProcs, "server-procs", 0, "GOMAXPROCS of the servers (0: the Go default, all cores)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")
