@@ -242,7 +242,7 @@ func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPI
 	h.rep.Setup = append(h.rep.Setup,
 		report.KV{Key: "rows seeded (store.Seed)", Value: fmt.Sprintf("%d in %s", o.rows, h.db.seeded.Round(100*time.Millisecond))},
 		report.KV{Key: "wxlookup start to /readyz 200 (first load)", Value: warm.Round(100 * time.Millisecond).String()},
-		report.KV{Key: "wxlookup settled (loader idle) after", Value: settled.Round(100 * time.Millisecond).String() +
+		report.KV{Key: "wxlookup settled (loader idle) after", Value: settled.Round(100*time.Millisecond).String() +
 			" more: its first refreshes re-read the rows seeded within the overlap (5s) before the snapshot"},
 		report.KV{Key: "wxlookup cache after the first load", Value: fmt.Sprintf("%.0f entries, %.0f MiB, complete=%.0f",
 			m["wxlookup_cache_entries"], m["wxlookup_cache_cost_bytes"]/(1<<20), m["wxlookup_cache_complete"])},
