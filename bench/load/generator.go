@@ -59,7 +59,25 @@ type Config struct {
 	// run goes on, from a goroutine of its own.
 	Progress         func(Progress)
 	ProgressInterval time.Duration
+	// Engine picks how requests are sent; the zero value is EventLoop where there is one
+	// (Linux), else Goroutines.
+	Engine Engine
+	// Loops is the number of event loops (threads) of the EventLoop engine, each with
+	// Conns/Loops connections and every Loops-th request; 0 means 1.
+	Loops int
 }
+
+// Engine is a way of sending the requests.
+type Engine int
+
+const (
+	// EventLoop sends from one thread per loop with non-blocking sockets, epoll and a
+	// timerfd, like wrk2: two system calls a request and no scheduler hand-offs, the
+	// cheapest on the CPU the generator shares with the server.
+	EventLoop Engine = iota
+	// Goroutines hands each request to a worker goroutine with its own net.Conn.
+	Goroutines
+)
 
 // Progress is a snapshot of a run in progress.
 type Progress struct {
@@ -103,6 +121,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.ProgressInterval <= 0 {
 		cfg.ProgressInterval = time.Second
 	}
+	if cfg.Loops <= 0 {
+		cfg.Loops = 1
+	}
+	cfg.Loops = min(cfg.Loops, cfg.Conns)
 	n := len(cfg.Schedule)
 	r := &Result{
 		Schedule: cfg.Schedule,
@@ -110,6 +132,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Lag:      make([]time.Duration, n),
 		Outcome:  make([]Outcome, n),
 	}
+	g := &run{cfg: cfg, r: r}
+	var err error
+	if cfg.Engine == Goroutines || !haveEventLoop {
+		err = g.goroutines(ctx)
+	} else {
+		err = g.eventLoops(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.End = time.Now()
+	return r, nil
+}
+
+// goroutines runs the portable engine: a pacer goroutine hands each due request to one of
+// Conns worker goroutines, each with its own connection.
+func (g *run) goroutines(ctx context.Context) error {
+	cfg, r, n := g.cfg, g.r, len(g.cfg.Schedule)
 	conns := make([]*conn, cfg.Conns)
 	for w := range conns {
 		nc, err := dial(ctx, cfg.Addr)
@@ -117,17 +157,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			for _, c := range conns[:w] {
 				c.close()
 			}
-			return nil, fmt.Errorf("load: connect to %s: %w", cfg.Addr, err)
+			return fmt.Errorf("load: connect to %s: %w", cfg.Addr, err)
 		}
 		conns[w] = newConn(nc)
 	}
 	sl, err := newSleeper()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer sl.close()
 
-	g := &run{cfg: cfg, r: r, jobs: make(chan int)}
+	g.jobs = make(chan int)
 	g.start = time.Now().Add(10 * time.Millisecond) // time for the workers to block on jobs
 	r.Start = g.start
 	g.wg.Add(len(conns))
@@ -139,15 +179,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// Pace: hand each request to a free worker when it is due. A late pacer, or one
 	// blocked because every worker is busy, makes requests late, and that lateness is in
 	// their latency: the schedule is absolute.
-	deadline := g.start.Add(cfg.Schedule.Duration() + cfg.Timeout + time.Second)
-	hard := time.NewTimer(time.Until(deadline))
+	hard := time.NewTimer(time.Until(g.deadline()))
 	defer hard.Stop()
 	i := 0
 pace:
 	for ; i < n; i++ {
 		due := g.start.Add(cfg.Schedule[i])
 		if err := sl.sleep(time.Until(due)); err != nil {
-			return nil, err
+			return err
 		}
 		select {
 		case g.jobs <- i:
@@ -160,13 +199,17 @@ pace:
 	close(g.jobs)
 	end := time.Now()
 	for ; i < n; i++ { // never sent
-		due := g.start.Add(cfg.Schedule[i])
-		r.Latency[i], r.Lag[i], r.Outcome[i] = max(end.Sub(due), 0), -1, Unsent
+		g.finish(i, max(end.Sub(g.start.Add(cfg.Schedule[i])), 0), -1, Unsent, nil)
 	}
 	g.wg.Wait()
 	stopProgress()
-	r.End = time.Now()
-	return r, nil
+	return nil
+}
+
+// deadline is when a run gives up on whatever is left: a second after the last request's
+// timeout.
+func (g *run) deadline() time.Time {
+	return g.start.Add(g.cfg.Schedule.Duration() + g.cfg.Timeout + time.Second)
 }
 
 func (cfg *Config) validate() error {
@@ -252,11 +295,10 @@ func (g *run) worker(ctx context.Context, c *conn) {
 		}
 		c.nc.SetReadDeadline(giveUp) // a loopback write does not block; one timer is cheaper than two
 		sent := time.Now()
-		status, body, keepAlive, err := c.roundTrip(g.cfg.Request(i))
+		rep, err := c.roundTrip(g.cfg.Request(i))
 		end := time.Now()
 		lat, lag := end.Sub(due), max(sent.Sub(due), 0)
-		switch {
-		case err != nil:
+		if err != nil {
 			o := ConnError
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -266,21 +308,28 @@ func (g *run) worker(ctx context.Context, c *conn) {
 			c.close()
 			c = nil
 			continue
-		case status != 200:
-			g.finish(i, lat, lag, BadStatus, fmt.Errorf("status %d: %.80q", status, body))
-		case g.cfg.Check != nil:
-			if err := g.cfg.Check(i, body); err != nil {
-				g.finish(i, lat, lag, Wrong, err)
-			} else {
-				g.finish(i, lat, lag, OK, nil)
-			}
-		default:
-			g.finish(i, lat, lag, OK, nil)
 		}
-		if !keepAlive {
+		g.judge(i, lat, lag, rep)
+		if !rep.keepAlive {
 			c.close()
 			c = nil
 		}
+	}
+}
+
+// judge records the outcome of a complete reply to request i.
+func (g *run) judge(i int, lat, lag time.Duration, rep reply) {
+	switch {
+	case rep.status != 200:
+		g.finish(i, lat, lag, BadStatus, fmt.Errorf("status %d: %.80q", rep.status, rep.body))
+	case g.cfg.Check != nil:
+		if err := g.cfg.Check(i, rep.body); err != nil {
+			g.finish(i, lat, lag, Wrong, err)
+			return
+		}
+		g.finish(i, lat, lag, OK, nil)
+	default:
+		g.finish(i, lat, lag, OK, nil)
 	}
 }
 

@@ -13,6 +13,16 @@ import (
 	"time"
 )
 
+// forEngines runs test with each engine.
+func forEngines(t *testing.T, test func(*testing.T, Engine)) {
+	for _, e := range []struct {
+		name string
+		e    Engine
+	}{{"eventloop", EventLoop}, {"goroutines", Goroutines}} {
+		t.Run(e.name, func(t *testing.T) { test(t, e.e) })
+	}
+}
+
 // requests returns n requests whose path is their index.
 func requests(n int) func(i int) []byte {
 	reqs := make([][]byte, n)
@@ -33,7 +43,9 @@ func addr(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://
 // stalls: requests keep going out on schedule while a worker is free, and the requests
 // that wait behind the stall are charged for the wait from their scheduled time, not from
 // when they could finally be sent.
-func TestOpenLoopStall(t *testing.T) {
+func TestOpenLoopStall(t *testing.T) { forEngines(t, testOpenLoopStall) }
+
+func testOpenLoopStall(t *testing.T, e Engine) {
 	const conns, n = 4, 40
 	release := make(chan struct{})
 	arrived := make(chan int, n)
@@ -54,7 +66,7 @@ func TestOpenLoopStall(t *testing.T) {
 	var once sync.Once
 	var released time.Time
 	r, err := Run(context.Background(), Config{
-		Addr: addr(srv), Conns: conns, Schedule: s, Request: requests(n),
+		Addr: addr(srv), Conns: conns, Engine: e, Schedule: s, Request: requests(n),
 		ProgressInterval: time.Millisecond,
 		Progress: func(p Progress) {
 			if p.Due == p.Total && len(arrived) >= conns {
@@ -94,7 +106,9 @@ func TestOpenLoopStall(t *testing.T) {
 
 // TestStalledServerBounded checks that a server that never answers cannot hold a run
 // beyond the schedule plus the timeout, and that every request is counted as failed.
-func TestStalledServerBounded(t *testing.T) {
+func TestStalledServerBounded(t *testing.T) { forEngines(t, testStalledServerBounded) }
+
+func testStalledServerBounded(t *testing.T, e Engine) {
 	block := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -109,7 +123,7 @@ func TestStalledServerBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 2, Schedule: s,
+	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 2, Schedule: s, Engine: e,
 		Request: requests(len(s)), Timeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +142,9 @@ func TestStalledServerBounded(t *testing.T) {
 	}
 }
 
-func TestOutcomes(t *testing.T) {
+func TestOutcomes(t *testing.T) { forEngines(t, testOutcomes) }
+
+func testOutcomes(t *testing.T, e Engine) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch i := index(r); i % 4 {
 		case 0:
@@ -148,7 +164,7 @@ func TestOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 2, Schedule: s, Request: requests(len(s)),
+	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 2, Schedule: s, Request: requests(len(s)), Engine: e,
 		Check: func(i int, body []byte) error {
 			if string(body) != "good" {
 				return errors.New("not good")
@@ -169,7 +185,9 @@ func TestOutcomes(t *testing.T) {
 	}
 }
 
-func TestChunkedAndClose(t *testing.T) {
+func TestChunkedAndClose(t *testing.T) { forEngines(t, testChunkedAndClose) }
+
+func testChunkedAndClose(t *testing.T, e Engine) {
 	long := strings.Repeat("x", 10000)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if index(r)%2 == 0 {
@@ -186,7 +204,7 @@ func TestChunkedAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 1, Schedule: s, Request: requests(len(s)),
+	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 1, Schedule: s, Request: requests(len(s)), Engine: e,
 		Check: func(i int, body []byte) error {
 			want := "bye"
 			if i%2 == 0 {
@@ -219,5 +237,37 @@ func TestLoopbackOnly(t *testing.T) {
 	s, _ := Constant(10, time.Second)
 	if _, err := Run(context.Background(), Config{Addr: "10.1.2.3:80", Conns: 1, Schedule: s, Request: requests(len(s))}); err == nil {
 		t.Errorf("Run against 10.1.2.3 succeeded, want a refusal")
+	}
+}
+
+// TestLoops checks that requests split over several event loops are all sent once, on
+// their own schedule.
+func TestLoops(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[int]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[index(r)]++
+		mu.Unlock()
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	s, err := Constant(2000, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 5, Loops: 3, Schedule: s, Request: requests(len(s))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock() // the handlers' writes reached us over TCP, which the race detector cannot see
+	defer mu.Unlock()
+	if r.Count(OK) != len(s) || len(seen) != len(s) {
+		t.Fatalf("%d OK, %d distinct requests seen, want %d", r.Count(OK), len(seen), len(s))
+	}
+	for i, n := range seen {
+		if n != 1 {
+			t.Errorf("request %d sent %d times", i, n)
+		}
 	}
 }

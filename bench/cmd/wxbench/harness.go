@@ -315,6 +315,7 @@ func (h *harness) setup() {
 	}
 	h.rep.Setup = append(h.rep.Setup,
 		report.KV{Key: "load", Value: fmt.Sprintf("open loop, %d keep-alive connections per run, latency from the scheduled time, timeout %s", o.conns, o.timeout)},
+		report.KV{Key: "generator", Value: fmt.Sprintf("engine %s: %d thread(s) for the fixed-rate runs, %d for the maximum-throughput search", o.engine, o.loops, o.maxLoops)},
 		report.KV{Key: "requests", Value: fmt.Sprintf("signed WeChat text messages `?<number>`, distinct MsgIds, %d OpenIDs in turn, built before each run", o.openIDs)},
 		report.KV{Key: "keys", Value: fmt.Sprintf("Zipf s=%.2f over the %d rows (rank 0 = 18-546), %.0f%% numbers not in the table", o.zipfS, o.rows, o.unknown*100)},
 		report.KV{Key: "wxlookup", Value: "one process, `wxlookup serve` built with -trimpath, MySQL source (read-only account), refresh 1s, AES key set so plaintext and safe mode share it"},
@@ -392,9 +393,13 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 		}()
 	}
 	label := fmt.Sprintf("%-7s %-19s", scenario, s.name)
+	loops := h.o.loops
+	if scenario == "max" {
+		loops = h.o.maxLoops
+	}
 	res, err := load.Run(ctx, load.Config{
 		Addr: s.proc.addr, Conns: h.o.conns, Schedule: sched, Request: b.Request, Check: s.check(b),
-		Timeout: timeout, Progress: h.progress(label),
+		Timeout: timeout, Progress: h.progress(label), Engine: h.engine(), Loops: loops,
 	})
 	wg.Wait()
 	if err != nil {
@@ -488,7 +493,7 @@ func (h *harness) warmUp(ctx context.Context, s *system) error {
 		return err
 	}
 	res, err := load.Run(ctx, load.Config{Addr: s.proc.addr, Conns: h.o.conns, Schedule: sched,
-		Request: b.Request, Check: s.check(b), Timeout: h.o.timeout})
+		Request: b.Request, Check: s.check(b), Timeout: h.o.timeout, Engine: h.engine(), Loops: h.o.loops})
 	if err != nil {
 		return err
 	}
@@ -666,6 +671,13 @@ func (h *harness) maxSearch(ctx context.Context, s *system) (report.MaxSearch, e
 	}
 	m.Best = lo
 	return m, nil
+}
+
+func (h *harness) engine() load.Engine {
+	if h.o.engine == "goroutines" {
+		return load.Goroutines
+	}
+	return load.EventLoop
 }
 
 func procsNote(n int) string {

@@ -58,6 +58,9 @@ type options struct {
 	scenarioLs string
 	cpuProfile string
 	systems    string
+	engine     string
+	loops      int
+	maxLoops   int
 	genProcs   int
 	srvProcs   int
 }
@@ -89,6 +92,9 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, logs, profile)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the key picker")
 	flag.StringVar(&o.systems, "systems", "ceiling,baseline,wxlookup", "systems to drive, comma-separated (wxlookup in the modes of -mode)")
+	flag.StringVar(&o.engine, "engine", "eventloop", "generator engine: eventloop (epoll, one thread a loop) or goroutines (a goroutine a connection)")
+	flag.IntVar(&o.loops, "loops", 1, "event loops (threads) of the generator for the fixed-rate runs")
+	flag.IntVar(&o.maxLoops, "max-loops", 2, "event loops of the generator for the maximum-throughput search")
 	flag.IntVar(&o.genProcs, "gen-procs", 0, "GOMAXPROCS of the load generator (0: the Go default, all cores)")
 	flag.IntVar(&o.srvProcs, "server-procs", 0, "GOMAXPROCS of the servers (0: the Go default, all cores)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")
@@ -122,6 +128,11 @@ func main() {
 		default:
 			fatal(fmt.Errorf("-scenarios: unknown scenario %q (want steady, burst, max, reload, outage)", s))
 		}
+	}
+	switch o.engine {
+	case "eventloop", "goroutines":
+	default:
+		fatal(fmt.Errorf("-engine %q: want eventloop or goroutines", o.engine))
 	}
 	switch o.mode {
 	case "plain", "safe", "all":
