@@ -168,7 +168,7 @@ func (h *harness) run(ctx context.Context) (err error) {
 			h.rep.Max = append(h.rep.Max, m)
 		}
 	}
-	if wx := h.system(sysPlain); wx != nil && o.profile > 0 {
+	if wx := h.system(sysPlain); wx != nil && o.profile > 0 && h.rep.Profile == "" {
 		if err := h.profile(ctx, wx); err != nil {
 			h.logf("profile: %v", err)
 		}
@@ -523,9 +523,23 @@ func (h *harness) burst(ctx context.Context, s *system) error {
 	}
 	shape := fmt.Sprintf("%.0f → %.0f req/s over %s, then %.0f req/s for %s", h.o.burstPeak/20, h.o.burstPeak,
 		h.o.burstRamp, h.o.burstPeak, h.o.burstHold)
-	run, _, err := h.measure(ctx, s, "burst", shape, sched, h.o.timeout, nil)
+	// wxlookup plaintext is CPU-profiled during the hold of its burst.
+	var dur during
+	var path string
+	secs := min(int(h.o.profile/time.Second), int((h.o.burstHold-2*time.Second)/time.Second))
+	after := h.o.burstRamp + time.Second
+	if s.name == sysPlain && secs > 0 {
+		dur, path = h.profiler(s, after, secs)
+	}
+	run, _, err := h.measure(ctx, s, "burst", shape, sched, h.o.timeout, dur)
 	if err != nil {
 		return err
+	}
+	if path != "" {
+		run.Window = nil // the profile's span is not an event window worth a row
+		if err := h.keepProfile(ctx, path, fmt.Sprintf("%s into the burst of %s, during its hold at %.0f/s", after, s.name, h.o.burstPeak), secs); err != nil {
+			h.logf("profile: %v", err)
+		}
 	}
 	h.rep.Runs = append(h.rep.Runs, *run)
 	return nil

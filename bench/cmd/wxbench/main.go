@@ -79,7 +79,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 128, "client connections (workers) per run")
 	flag.IntVar(&o.openIDs, "openids", 200_000, "distinct senders (OpenIDs) the messages cycle through")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Second, "a request not answered this long after its scheduled time fails (WeChat's limit)")
-	flag.Float64Var(&o.burstPeak, "burst-peak", 0, "peak rate of the shift-change burst (0: 1.5 × -rate)")
+	flag.Float64Var(&o.burstPeak, "burst-peak", 0, "peak rate of the shift-change burst (0: -rate)")
 	flag.DurationVar(&o.burstRamp, "burst-ramp", 5*time.Second, "ramp of the burst from a twentieth of the peak to the peak")
 	flag.DurationVar(&o.burstHold, "burst-hold", 30*time.Second, "how long the burst holds its peak")
 	flag.DurationVar(&o.step, "step", 2*time.Second, "length of one step of the maximum-throughput search")
@@ -88,7 +88,7 @@ func main() {
 	flag.DurationVar(&o.outageFor, "outage-for", 10*time.Second, "how long MariaDB stays down in the outage run")
 	flag.StringVar(&o.rateLimit, "rate-limit", "", "WXLOOKUP_RATE_LIMIT for wxlookup (\"\": its default, 30/min per OpenID)")
 	flag.BoolVar(&o.micro, "micro", true, "run the Go micro-benchmarks of wechat, server and cache first")
-	flag.DurationVar(&o.profile, "profile", 10*time.Second, "CPU-profile wxlookup under the steady rate this long (0: skip)")
+	flag.DurationVar(&o.profile, "profile", 10*time.Second, "CPU-profile wxlookup plaintext this long during its burst's hold (0: skip)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, logs, profile)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the key picker")
 	flag.StringVar(&o.systems, "systems", "ceiling,baseline,wxlookup", "systems to drive, comma-separated (wxlookup in the modes of -mode)")
@@ -117,7 +117,7 @@ func main() {
 		}
 	}
 	if o.burstPeak == 0 {
-		o.burstPeak = 1.5 * o.rate
+		o.burstPeak = o.rate
 	}
 	o.scenarios = map[string]bool{}
 	for _, s := range strings.Split(o.scenarioLs, ",") {
