@@ -17,7 +17,7 @@ import (
 )
 
 // microCmd runs the Go micro-benchmarks of the parse → lookup → render path, short.
-const microCmd = "go test -run '^$' -bench 'Parse|Render|Signature|Encrypt|Decrypt|Answer|Handler|LookupHit$|LookupMiss|AppendKey' -benchtime 200ms -benchmem ./wechat/ ./server/ ./cache/"
+const microCmd = "go test -run '^$' -bench 'Parse|Render|Signature|Encrypt|Decrypt|Answer|Handler|LookupHit$|LookupMiss|AppendKey|Limiter' -benchtime 200ms -benchmem ./wechat/ ./server/ ./cache/"
 
 func microBenchmarks(ctx context.Context) (string, error) {
 	cmd := exec.CommandContext(ctx, "sh", "-c", microCmd)
