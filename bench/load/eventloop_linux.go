@@ -70,8 +70,30 @@ type eventLoop struct {
 	family      int
 	ep, tfd     int
 	conns       []econn
-	idle        []int // indexes of conns with no request in flight
+	idle        fifo // conns with no request in flight, least recently used first
 	events      []unix.EpollEvent
+}
+
+// fifo is a queue of connection indexes. Taking the least recently used connection keeps
+// every connection busy in turn, as a proxy's pool of upstream connections is, rather
+// than a few hot ones while the rest sit idle (and time out on the server's side).
+type fifo struct {
+	buf        []int
+	head, size int
+}
+
+func (q *fifo) len() int { return q.size }
+
+func (q *fifo) push(i int) {
+	q.buf[(q.head+q.size)%len(q.buf)] = i
+	q.size++
+}
+
+func (q *fifo) pop() int {
+	i := q.buf[q.head]
+	q.head = (q.head + 1) % len(q.buf)
+	q.size--
+	return i
 }
 
 // timerTag marks the timerfd's epoll events; connections carry their index.
@@ -90,13 +112,14 @@ func newEventLoop(g *run, k, conns int, sa unix.Sockaddr, family int) (*eventLoo
 		return l, fmt.Errorf("load: epoll add timerfd: %w", err)
 	}
 	l.conns = make([]econn, conns)
+	l.idle.buf = make([]int, conns)
 	l.events = make([]unix.EpollEvent, conns+1)
 	for i := range l.conns {
 		l.conns[i] = econn{fd: -1, req: -1, buf: make([]byte, 0, 4<<10)}
 		if err := l.connect(i); err != nil {
 			return l, fmt.Errorf("load: connect to %s: %w", g.cfg.Addr, err)
 		}
-		l.idle = append(l.idle, i)
+		l.idle.push(i)
 	}
 	return l, nil
 }
@@ -197,14 +220,14 @@ func (l *eventLoop) run(ctx context.Context) {
 					c.req = -1
 					busy--
 					l.drop(i)
-					l.idle = append(l.idle, i)
+					l.idle.push(i)
 				} else if dl.Before(earliest) {
 					earliest = dl
 				}
 			}
 		}
 		// Send what is due, while a connection is free.
-		for next < len(sched) && len(l.idle) > 0 {
+		for next < len(sched) && l.idle.len() > 0 {
 			due := g.start.Add(sched[next])
 			if due.After(now) {
 				break
@@ -214,12 +237,11 @@ func (l *eventLoop) run(ctx context.Context) {
 				next += l.step
 				continue
 			}
-			i := l.idle[len(l.idle)-1]
-			l.idle = l.idle[:len(l.idle)-1]
+			i := l.idle.pop()
 			if l.conns[i].fd < 0 {
 				if err := l.connect(i); err != nil {
 					g.finish(next, time.Since(due), -1, ConnError, err)
-					l.idle = append(l.idle, i)
+					l.idle.push(i)
 					next += l.step
 					continue
 				}
@@ -230,7 +252,7 @@ func (l *eventLoop) run(ctx context.Context) {
 			if err := writeAll(c.fd, req); err != nil {
 				g.finish(next, time.Since(due), c.sent.Sub(due), ConnError, err)
 				l.drop(i)
-				l.idle = append(l.idle, i)
+				l.idle.push(i)
 				next += l.step
 				continue
 			}
@@ -246,7 +268,7 @@ func (l *eventLoop) run(ctx context.Context) {
 		}
 		// Sleep until a reply, the next due request (if a connection is free) or a timeout.
 		wake := earliest
-		if next < len(sched) && len(l.idle) > 0 {
+		if next < len(sched) && l.idle.len() > 0 {
 			if due := g.start.Add(sched[next]); due.Before(wake) {
 				wake = due
 			}
@@ -319,7 +341,7 @@ func (l *eventLoop) readable(i int) (finished bool) {
 			}
 			g.finish(c.req, time.Since(c.due), c.sent.Sub(c.due), ConnError, err)
 			c.req = -1
-			l.idle = append(l.idle, i)
+			l.idle.push(i)
 			return true
 		}
 		c.buf = c.buf[:len(c.buf)+n]
@@ -347,7 +369,7 @@ func (l *eventLoop) readable(i int) (finished bool) {
 			}
 		}
 		c.req = -1
-		l.idle = append(l.idle, i)
+		l.idle.push(i)
 		return true
 	}
 }

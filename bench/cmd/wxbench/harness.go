@@ -197,7 +197,7 @@ func (h *harness) run(ctx context.Context) (err error) {
 // first load.
 func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPID int) error {
 	o := h.o
-	ceiling, err := startProc("wxceiling", bins["wxceiling"], nil, nil, filepath.Join(h.work, "wxceiling.log"), o.srvProcs)
+	ceiling, err := startProc("wxceiling", bins["wxceiling"], []string{"-work", o.ceilWork.String()}, nil, filepath.Join(h.work, "wxceiling.log"), o.srvProcs)
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,7 @@ type options struct {
 	scenarioLs string
 	cpuProfile string
 	systems    string
+	ceilWork   time.Duration
 	engine     string
 	loops      int
 	maxLoops   int
@@ -95,6 +96,7 @@ func main() {
 	flag.StringVar(&o.engine, "engine", "eventloop", "generator engine: eventloop (epoll, one thread a loop) or goroutines (a goroutine a connection)")
 	flag.IntVar(&o.loops, "loops", 1, "event loops (threads) of the generator for the fixed-rate runs")
 	flag.IntVar(&o.maxLoops, "max-loops", 2, "event loops of the generator for the maximum-throughput search")
+	flag.DurationVar(&o.ceilWork, "ceiling-work", 0, "make the ceiling spin this long a request (a control: a handler's CPU without its locks)")
 	flag.IntVar(&o.genProcs, "gen-procs", 0, "GOMAXPROCS of the load generator (0: the Go default, all cores)")
 	flag.IntVar(&o.srvProcs, "server-procs", 0, "GOMAXPROCS of the servers (0: the Go default, all cores)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")

@@ -3,7 +3,7 @@
 // No WeChat server can answer faster on the same machine. It prints its address and
 // serves until SIGINT or SIGTERM.
 //
-//	wxceiling [-listen 127.0.0.1:0]
+//	wxceiling [-listen 127.0.0.1:0] [-work 0]
 package main
 
 import (
@@ -21,6 +21,7 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "listen address")
+	work := flag.Duration("work", 0, "spin this long in each request: a control with a handler's CPU cost but no locks or memory")
 	flag.Parse()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -30,6 +31,10 @@ func main() {
 	// The settings of wxlookup's webhook server (server.New), so only the handler differs.
 	srv := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
+			if *work > 0 {
+				for start := time.Now(); time.Since(start) < *work; {
+				}
+			}
 			ctx.SetContentType("text/plain; charset=utf-8")
 			ctx.SetBodyString("success")
 		},
