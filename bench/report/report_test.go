@@ -32,7 +32,7 @@ func sampleReport() *Report {
 	}
 	for _, sys := range []string{"ceiling", "seed baseline", "wxlookup plaintext"} {
 		r.Runs = append(r.Runs, Run{Scenario: "steady", Shape: "20000 req/s for 30s", System: sys, Offered: 20000, Throughput: 19990,
-			P50: 100 * time.Microsecond, P99: time.Millisecond, Curve: curve(100 * time.Microsecond), Timeline: tl, HitRatio: -1})
+			P50: 100 * time.Microsecond, P99: time.Millisecond, ServerCPU: 60 * time.Microsecond, GenCPU: 40 * time.Microsecond, Curve: curve(100 * time.Microsecond), Timeline: tl, HitRatio: -1})
 	}
 	r.Runs = append(r.Runs, Run{Scenario: "reload", Shape: "20000 req/s for 30s, reload at 5s", System: "wxlookup plaintext",
 		Offered: 20000, HitRatio: 0.9, Curve: curve(time.Millisecond), Timeline: tl,
@@ -47,7 +47,7 @@ func TestMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"# wxlookup benchmarks", "make bench", "AMD EPYC, 2 cores",
 		"| ratio | ≥ 6× | 5× | **miss** |",
-		"| ceiling | 40000 | 1.00× | 10.00× |", "| wxlookup plaintext | 36000 | 0.90× | 9.00× |",
+		"| ceiling | 40000 | 1.00× | 10.00× | 20000 | 1.00× |", "| wxlookup plaintext | 36000 | 0.90× | 9.00× | 20000 | 1.00× |",
 		"## Steady rate: 20000 req/s for 30s", "## During a full reload",
 		"- 5.00s: reload requested", "- full reload took: 4s", "failure, e.g.: `timeout: 'x'`",
 		"| wxlookup plaintext | 20000 | 19990 | 100µs | 1.00ms |",
