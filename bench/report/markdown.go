@@ -88,8 +88,9 @@ func (r *Report) Markdown() []byte {
 				rate(c), ratio(c, capCeil), strings.Join(steps, "; "))
 		}
 		p("\nThe CPU-bound capacity is derived, not measured: the cores divided by the CPU a request cost the generator and " +
-			"the server (with MariaDB) in the steady run — the rate at which the machine would be 100%% busy. It is not " +
-			"sensitive to the tail, unlike the search.\n\n")
+			"the server (with MariaDB) per answered request in the steady run — the rate at which the machine would be 100%% " +
+			"busy. It is not sensitive to the tail, unlike the search; it is left out for a system its steady run overloaded. " +
+			"A failed step is tried a second time before it counts (both tries are listed).\n\n")
 	}
 
 	scenarios := []struct{ key, title string }{
@@ -155,7 +156,7 @@ func (r *Report) Markdown() []byte {
 // capacity is the cores divided by the CPU a request of system cost in its steady run.
 func (r *Report) capacity(system string) float64 {
 	run := r.Run("steady", system)
-	if run == nil || run.ServerCPU+run.GenCPU <= 0 || r.Machine.Cores == 0 {
+	if run == nil || run.Errors > 0 || run.ServerCPU+run.GenCPU <= 0 || r.Machine.Cores == 0 {
 		return 0
 	}
 	return float64(r.Machine.Cores) / (run.ServerCPU + run.GenCPU).Seconds()
@@ -179,7 +180,7 @@ func (r *Report) runs(scenario string) []Run {
 }
 
 func (r *Report) table(b *bytes.Buffer, runs []Run) {
-	fmt.Fprintf(b, "| system | offered /s | achieved /s | p50 | p99 | p99.9 | max | errors | hit ratio | server CPU/req | generator CPU/req | cores busy (steal) | send lag p99 |\n")
+	fmt.Fprintf(b, "| system | offered /s | achieved /s | p50 | p99 | p99.9 | max | errors | hit ratio | server CPU/reply | generator CPU/reply | cores busy (steal) | send lag p99 |\n")
 	fmt.Fprintf(b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, run := range runs {
 		hit := "—"

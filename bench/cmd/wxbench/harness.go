@@ -416,8 +416,8 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 		Duration: sched.Duration(), Requests: len(sched), Throughput: res.Throughput(),
 		P50: hist.Percentile(50), P99: hist.Percentile(99), P999: hist.Percentile(99.9), Max: hist.Max(),
 		Errors: res.Errors(), ErrorKinds: errorKinds(res), HitRatio: -1,
-		ServerCPU:   perRequest(cpu1-cpu0+db1-db0, len(sched)),
-		GenCPU:      perRequest(gen1-gen0, len(sched)),
+		ServerCPU:   perRequest(cpu1-cpu0+db1-db0, res.Count(load.OK)),
+		GenCPU:      perRequest(gen1-gen0, res.Count(load.OK)),
 		LagP99:      res.LagHistogram().Percentile(99),
 		Curve:       curve(hist),
 		Timeline:    res.Timeline(time.Second),
@@ -653,17 +653,26 @@ func (h *harness) maxSearch(ctx context.Context, s *system) (report.MaxSearch, e
 	}
 	var lo, hi float64
 	for step := 0; step < 10; step++ {
-		sched, err := load.Constant(rate, h.o.step)
-		if err != nil {
-			return m, err
+		// A step that failed narrowly (no errors, p99 under four times the limit) is tried
+		// once more: on a shared machine a moment of someone else's work can fail a step,
+		// and every system gets the same second chance.
+		var st report.Step
+		for try := 0; try < 2 && !st.Pass && (try == 0 || st.Errors == 0 && st.P99 < 4*h.o.p99Limit); try++ {
+			sched, err := load.Constant(rate, h.o.step)
+			if err != nil {
+				return m, err
+			}
+			run, _, err := h.measure(ctx, s, "max", "", sched, min(h.o.timeout, time.Second), nil)
+			if err != nil {
+				return m, err
+			}
+			st = report.Step{Rate: rate, Throughput: run.Throughput, P99: run.P99, Errors: run.Errors,
+				Pass: run.Errors == 0 && run.P99 < h.o.p99Limit}
+			m.Steps = append(m.Steps, st)
+			if !st.Pass && !sleepCtx(ctx, 500*time.Millisecond) {
+				return m, ctx.Err()
+			}
 		}
-		run, _, err := h.measure(ctx, s, "max", "", sched, min(h.o.timeout, time.Second), nil)
-		if err != nil {
-			return m, err
-		}
-		st := report.Step{Rate: rate, Throughput: run.Throughput, P99: run.P99, Errors: run.Errors,
-			Pass: run.Errors == 0 && run.P99 < h.o.p99Limit}
-		m.Steps = append(m.Steps, st)
 		if st.Pass {
 			lo = rate
 		} else {
