@@ -3,6 +3,8 @@ package server
 import (
 	"sync"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Default per-OpenID rate limit: a worker can ask in bursts, a stuck client cannot flood.
@@ -12,15 +14,28 @@ const (
 )
 
 // limiter is a per-OpenID rate limit (the generic cell rate algorithm: one theoretical
-// arrival time per OpenID). Looking up a known OpenID allocates nothing. Idle OpenIDs are
-// swept once a minute. Safe for concurrent use.
+// arrival time per OpenID). It allocates nothing per message. Safe for concurrent use.
+//
+// OpenIDs are kept in two generations, so forgetting idle ones costs nothing per message
+// and never holds the lock for long (a sweep of a map with 200,000 OpenIDs held every
+// sender up for 50ms):
+//
+//  1. allow looks an OpenID up in cur, then in prev, and writes it to cur;
+//  2. every period, prev is dropped and cur becomes prev;
+//  3. so an OpenID dropped was last seen more than a period ago, and as the period exceeds
+//     tolerance+interval its arrival time has passed: it is back to a full burst, exactly
+//     as if it were still there.
+//
+// OpenIDs are keyed by their 64-bit xxhash; two OpenIDs sharing a hash would share a limit,
+// which among a plant's users is as good as impossible.
 type limiter struct {
 	interval  int64 // nanoseconds between admitted messages at the steady rate
 	tolerance int64 // how far ahead of now the arrival time may run: (burst-1) intervals
+	period    int64 // nanoseconds between generations
 
 	mu        sync.Mutex
-	tat       map[string]*int64
-	lastSweep int64
+	cur, prev map[uint64]int64 // theoretical arrival time by OpenID hash
+	rotated   int64
 }
 
 // newLimiter returns a limiter admitting perMinute messages a minute per OpenID with bursts
@@ -33,7 +48,9 @@ func newLimiter(perMinute, burst int) *limiter {
 		burst = 1
 	}
 	iv := int64(time.Minute) / int64(perMinute)
-	return &limiter{interval: iv, tolerance: iv * int64(burst-1), tat: make(map[string]*int64)}
+	tol := iv * int64(burst-1)
+	return &limiter{interval: iv, tolerance: tol, period: max(int64(time.Minute), 2*(tol+iv)),
+		cur: make(map[uint64]int64), prev: make(map[uint64]int64)}
 }
 
 // allow reports whether a message from id at now is within the limit, and counts it.
@@ -42,30 +59,34 @@ func (l *limiter) allow(id []byte, now time.Time) bool {
 		return true
 	}
 	t := now.UnixNano()
+	h := xxhash.Sum64(id)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t-l.lastSweep > int64(time.Minute) {
-		l.sweep(t)
+	if t-l.rotated > l.period {
+		l.prev, l.cur = l.cur, make(map[uint64]int64)
+		l.rotated = t
 	}
-	p, ok := l.tat[string(id)]
+	tat, ok := l.cur[h]
 	if !ok {
-		p = new(int64)
-		l.tat[string(id)] = p
+		tat = l.prev[h] // 0 when unknown: a full burst
 	}
-	tat := max(*p, t)
+	tat = max(tat, t)
 	if tat-t > l.tolerance {
 		return false
 	}
-	*p = tat + l.interval
+	l.cur[h] = tat + l.interval
 	return true
 }
 
-// sweep forgets OpenIDs whose arrival time has passed: they are back to a full burst.
-func (l *limiter) sweep(now int64) {
-	for id, p := range l.tat {
-		if *p <= now {
-			delete(l.tat, id)
+// entries is how many OpenIDs the limiter holds, for tests.
+func (l *limiter) entries() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.cur)
+	for h := range l.prev {
+		if _, ok := l.cur[h]; !ok {
+			n++
 		}
 	}
-	l.lastSweep = now
+	return n
 }

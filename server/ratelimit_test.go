@@ -52,9 +52,37 @@ func TestLimiterManyOpenIDs(t *testing.T) {
 	if refused != 0 {
 		t.Fatalf("%d messages within their burst refused", refused)
 	}
+	// Two generations later only the OpenID still sending is remembered.
 	l.allow([]byte("late"), t0.Add(2*time.Minute))
-	if n := len(l.tat); n != 1 {
+	l.allow([]byte("late"), t0.Add(4*time.Minute))
+	if n := l.entries(); n != 1 {
 		t.Fatalf("after the sweep %d OpenIDs remain, want 1", n)
+	}
+}
+
+// TestLimiterRemembersAcrossGenerations: an OpenID over its limit stays limited when the
+// generations turn over, and one idle for a generation is back to a full burst.
+func TestLimiterRemembersAcrossGenerations(t *testing.T) {
+	l := newLimiter(30, 10) // a message every 2s, bursts of 10: tolerance 18s
+	t0 := time.Unix(1_700_000_000, 0)
+	id := []byte("oStuck")
+	for range 10 {
+		l.allow(id, t0)
+	}
+	if l.allow(id, t0) {
+		t.Fatalf("11th message of a burst allowed")
+	}
+	// A minute on, the generations turn over at this call: the OpenID, in prev now, is
+	// still known. Its burst has refilled (20s of arrivals ahead at most), so ten pass…
+	later := t0.Add(time.Minute + time.Second)
+	for i := range 10 {
+		if !l.allow(id, later) {
+			t.Fatalf("message %d a minute later refused", i+1)
+		}
+	}
+	// …and the eleventh does not: the limit carried over into the new generation.
+	if l.allow(id, later) {
+		t.Fatalf("11th message after the turn-over allowed")
 	}
 }
 
@@ -66,4 +94,26 @@ func TestLimiterNoAllocsForKnownOpenID(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { l.allow(id, now) }); n != 0 {
 		t.Fatalf("allow allocates %v times for a known OpenID, want 0", n)
 	}
+}
+
+// BenchmarkLimiterManyOpenIDs: 200,000 senders in turn, as the load harness sends them, a
+// message every 50µs (20,000 a second), so the table is swept as in production.
+func BenchmarkLimiterManyOpenIDs(b *testing.B) {
+	l := newLimiter(DefaultRatePerMinute, DefaultRateBurst)
+	ids := make([][]byte, 200_000)
+	for i := range ids {
+		ids[i] = fmt.Appendf(nil, "oWxBench%020d", i)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	b.ReportAllocs()
+	i := 0
+	var longest time.Duration // the longest call: a sweep holds every sender up
+	for b.Loop() {
+		start := time.Now()
+		l.allow(ids[i%len(ids)], now)
+		longest = max(longest, time.Since(start))
+		now = now.Add(50 * time.Microsecond)
+		i++
+	}
+	b.ReportMetric(float64(longest.Microseconds()), "µs-longest-call")
 }

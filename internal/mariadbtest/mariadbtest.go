@@ -4,6 +4,9 @@
 // (or the one named by WXLOOKUP_TEST_MYSQL_DSN), and CreateDatabase for a fresh database of its
 // own. A fault test that must stop and restart the database calls Start for a private server
 // it owns. Packages using Shared call Main from their TestMain so the server is stopped.
+//
+// A program that is not a test (the load harness in bench/) calls StartServer and uses the
+// error-returning StopServer, RestartServer and Close instead of the testing.TB methods.
 package mariadbtest
 
 import (
@@ -109,6 +112,17 @@ func Start(tb testing.TB) *Server {
 	return s
 }
 
+// StartServer starts a private mariadbd on a free loopback port in a temporary directory,
+// like Start, for a program that is not a test. The caller owns it: Close stops it and
+// removes its files.
+func StartServer() (*Server, error) {
+	s, err := startPrivate()
+	if err != nil {
+		return nil, fmt.Errorf("mariadbtest: %w", err)
+	}
+	return s, nil
+}
+
 func external(dsn string) (*Server, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -151,8 +165,15 @@ func startPrivate() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A private tmpdir: in the shared /tmp, concurrent installs (other test binaries, other
+	// work trees) collide on their temporary tables ("Could not remove temporary table").
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	install := exec.Command(installDBPath(bin), "--no-defaults", "--user="+currentUser(),
-		"--datadir="+filepath.Join(dir, "data"), "--auth-root-authentication-method=normal",
+		"--datadir="+filepath.Join(dir, "data"), "--tmpdir="+tmp, "--auth-root-authentication-method=normal",
 		"--skip-test-db")
 	if out, err := install.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
@@ -228,7 +249,7 @@ func (s *Server) startProcess() error {
 		return err
 	}
 	cmd := exec.Command(bin, "--no-defaults", "--user="+currentUser(),
-		"--datadir="+filepath.Join(s.dir, "data"),
+		"--datadir="+filepath.Join(s.dir, "data"), "--tmpdir="+filepath.Join(s.dir, "tmp"),
 		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1",
 		"--socket="+filepath.Join(s.dir, "mysqld.sock"),
 		"--pid-file="+filepath.Join(s.dir, "mysqld.pid"),
@@ -368,6 +389,34 @@ func (s *Server) Restart(tb testing.TB) {
 	if err := s.startProcess(); err != nil {
 		tb.Fatalf("mariadbtest: restart: %v", err)
 	}
+}
+
+// StopServer is Stop for a program that is not a test: it shuts a private server down
+// cleanly, waits for it to exit and returns any error. Data survives for RestartServer.
+func (s *Server) StopServer() error {
+	if err := s.stop(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("mariadbtest: stop: %w", err)
+	}
+	return nil
+}
+
+// RestartServer is Restart for a program that is not a test: it starts a stopped private
+// server again on the same port and data, and returns once it accepts connections.
+func (s *Server) RestartServer() error {
+	if !s.private {
+		return errors.New("mariadbtest: restart needs a private server (from Start or StartServer)")
+	}
+	if err := s.startProcess(); err != nil {
+		return fmt.Errorf("mariadbtest: restart: %w", err)
+	}
+	return nil
+}
+
+// Close kills a private server and removes its files; it does nothing for an external one.
+// It is for servers from StartServer (Start and Shared clean up on their own).
+func (s *Server) Close() error {
+	s.close()
+	return nil
 }
 
 func (s *Server) stop(sig syscall.Signal) error {

@@ -3,6 +3,7 @@ package mariadbtest
 import (
 	"context"
 	"database/sql"
+	"os"
 	"testing"
 	"time"
 )
@@ -52,5 +53,31 @@ func TestPrivateStopRestartKeepsData(t *testing.T) {
 	}
 	if got != "kept" {
 		t.Fatalf("got %q, want %q", got, "kept")
+	}
+}
+
+func TestStartServerStopRestartClose(t *testing.T) {
+	s, err := StartServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := s.dir
+	if err := s.StopServer(); err != nil {
+		t.Fatalf("StopServer: %v", err)
+	}
+	if s.Running() {
+		t.Fatalf("Running() = true after StopServer")
+	}
+	if err := s.RestartServer(); err != nil {
+		t.Fatalf("RestartServer: %v", err)
+	}
+	if !s.Running() {
+		t.Fatalf("Running() = false after RestartServer")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("data directory %s still there after Close (stat: %v)", dir, err)
 	}
 }

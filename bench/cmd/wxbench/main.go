@@ -1,0 +1,173 @@
+// Command wxbench is the load harness of SPEC section 8. It provisions a private MariaDB
+// seeded with the demo rows, starts the systems it compares on 127.0.0.1 — the ceiling
+// (fasthttp answering "success"), the seed baseline (net/http + encoding/xml + one MySQL
+// query per message) and wxlookup, driven in plaintext and in safe mode — and drives them
+// with the same open-loop load: a steady rate, a shift-change burst, a maximum-throughput
+// search, and the steady rate again during a full reload and during a MySQL outage. It
+// writes the tables to OUT/BENCH.md and a chart of latency percentiles to OUT/bench.png.
+//
+//	go run ./bench/cmd/wxbench [-quick] [-rate 20000] [-duration 30s] [-rows 1000000]
+//	    [-unknown 0.10] [-zipf-s 1.1] [-mode plain|safe|all]
+//	    [-scenarios steady,burst,max,reload,outage] [-out docs]
+//
+// Run it from the module root (it builds ./cmd/wxlookup). Every load loop is bounded in
+// requests and time, and only loopback addresses are ever targeted.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the harness's settings, from its flags.
+type options struct {
+	rate       float64
+	duration   time.Duration
+	rows       int
+	unknown    float64
+	zipfS      float64
+	mode       string
+	scenarios  map[string]bool
+	out        string
+	quick      bool
+	conns      int
+	openIDs    int
+	timeout    time.Duration
+	burstPeak  float64
+	burstRamp  time.Duration
+	burstHold  time.Duration
+	step       time.Duration
+	p99Limit   time.Duration
+	eventAt    time.Duration
+	outageFor  time.Duration
+	rateLimit  string
+	micro      bool
+	profile    time.Duration
+	keep       bool
+	warmLimit  time.Duration
+	seed       uint64
+	scenarioLs string
+	cpuProfile string
+	systems    string
+	ceilWork   time.Duration
+	engine     string
+	loops      int
+	maxLoops   int
+	genProcs   int
+	srvProcs   int
+}
+
+func main() {
+	var o options
+	flag.Float64Var(&o.rate, "rate", 20000, "steady rate, requests a second (also of the reload and outage runs)")
+	flag.DurationVar(&o.duration, "duration", 30*time.Second, "length of the steady, reload and outage runs")
+	flag.IntVar(&o.rows, "rows", 1_000_000, "rows seeded into MariaDB")
+	flag.Float64Var(&o.unknown, "unknown", 0.10, "share of asked numbers that are not in the table")
+	flag.Float64Var(&o.zipfS, "zipf-s", 1.1, "Zipf exponent of the key popularity (> 1)")
+	flag.StringVar(&o.mode, "mode", "all", "wxlookup modes to drive: plain, safe or all")
+	flag.StringVar(&o.scenarioLs, "scenarios", "steady,burst,max,reload,outage", "scenarios to run, comma-separated")
+	flag.StringVar(&o.out, "out", "docs", "directory for BENCH.md and bench.png")
+	flag.BoolVar(&o.quick, "quick", false, "a small, fast smoke run (20,000 rows, 2,000/s, 5s runs)")
+	flag.IntVar(&o.conns, "conns", 128, "client connections (workers) per run")
+	flag.IntVar(&o.openIDs, "openids", 200_000, "distinct senders (OpenIDs) the messages cycle through")
+	flag.DurationVar(&o.timeout, "timeout", 5*time.Second, "a request not answered this long after its scheduled time fails (WeChat's limit)")
+	flag.Float64Var(&o.burstPeak, "burst-peak", 0, "peak rate of the shift-change burst (0: -rate)")
+	flag.DurationVar(&o.burstRamp, "burst-ramp", 5*time.Second, "ramp of the burst from a twentieth of the peak to the peak")
+	flag.DurationVar(&o.burstHold, "burst-hold", 30*time.Second, "how long the burst holds its peak")
+	flag.DurationVar(&o.step, "step", 2*time.Second, "length of one step of the maximum-throughput search")
+	flag.DurationVar(&o.p99Limit, "p99-limit", 5*time.Millisecond, "p99 a step of the maximum-throughput search must stay under")
+	flag.DurationVar(&o.eventAt, "event-at", 5*time.Second, "when the reload starts, or MariaDB stops, into its run")
+	flag.DurationVar(&o.outageFor, "outage-for", 10*time.Second, "how long MariaDB stays down in the outage run")
+	flag.StringVar(&o.rateLimit, "rate-limit", "", "WXLOOKUP_RATE_LIMIT for wxlookup (\"\": its default, 30/min per OpenID)")
+	flag.BoolVar(&o.micro, "micro", true, "run the Go micro-benchmarks of wechat, server and cache first")
+	flag.DurationVar(&o.profile, "profile", 10*time.Second, "CPU-profile wxlookup plaintext this long during its burst's hold (0: skip)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, logs, profile)")
+	flag.Uint64Var(&o.seed, "seed", 1, "seed of the key picker")
+	flag.StringVar(&o.systems, "systems", "ceiling,baseline,wxlookup", "systems to drive, comma-separated (wxlookup in the modes of -mode)")
+	flag.StringVar(&o.engine, "engine", "eventloop", "generator engine: eventloop (epoll, one thread a loop) or goroutines (a goroutine a connection)")
+	flag.IntVar(&o.loops, "loops", 1, "event loops (threads) of the generator for the fixed-rate runs")
+	flag.IntVar(&o.maxLoops, "max-loops", 2, "event loops of the generator for the maximum-throughput search")
+	flag.DurationVar(&o.ceilWork, "ceiling-work", 0, "make the ceiling spin this long a request (a control: a handler's CPU without its locks)")
+	flag.IntVar(&o.genProcs, "gen-procs", 0, "GOMAXPROCS of the load generator (0: the Go default, all cores)")
+	flag.IntVar(&o.srvProcs, "server-procs", 0, "GOMAXPROCS of the servers (0: the Go default, all cores)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")
+	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick {
+		quick := map[string]func(){
+			"rows": func() { o.rows = 20_000 }, "rate": func() { o.rate = 2000 },
+			"duration": func() { o.duration = 5 * time.Second }, "burst-ramp": func() { o.burstRamp = 2 * time.Second },
+			"burst-hold": func() { o.burstHold = 5 * time.Second }, "step": func() { o.step = time.Second },
+			"event-at": func() { o.eventAt = 1500 * time.Millisecond }, "outage-for": func() { o.outageFor = 2 * time.Second },
+			"micro": func() { o.micro = false }, "profile": func() { o.profile = 2 * time.Second },
+			"openids": func() { o.openIDs = 20_000 }, "conns": func() { o.conns = 32 },
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	if o.burstPeak == 0 {
+		o.burstPeak = o.rate
+	}
+	o.scenarios = map[string]bool{}
+	for _, s := range strings.Split(o.scenarioLs, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "steady", "burst", "max", "reload", "outage":
+			o.scenarios[s] = true
+		case "":
+		default:
+			fatal(fmt.Errorf("-scenarios: unknown scenario %q (want steady, burst, max, reload, outage)", s))
+		}
+	}
+	switch o.engine {
+	case "eventloop", "goroutines":
+	default:
+		fatal(fmt.Errorf("-engine %q: want eventloop or goroutines", o.engine))
+	}
+	switch o.mode {
+	case "plain", "safe", "all":
+	default:
+		fatal(fmt.Errorf("-mode %q: want plain, safe or all", o.mode))
+	}
+	if o.rows < 2 || o.rate <= 0 || o.duration <= 0 || o.conns < 1 || o.openIDs < 1 {
+		fatal(errors.New("-rows, -rate, -duration, -conns and -openids must be positive"))
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.genProcs > 0 {
+		runtime.GOMAXPROCS(o.genProcs)
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	h := newHarness(o)
+	if err := h.run(ctx); err != nil {
+		pprof.StopCPUProfile()
+		fatal(err)
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "wxbench:", err)
+	os.Exit(1)
+}

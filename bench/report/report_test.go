@@ -1,0 +1,89 @@
+package report
+
+import (
+	"bytes"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"wxlookup/bench/load"
+)
+
+func sampleReport() *Report {
+	curve := func(base time.Duration) []Point {
+		var pts []Point
+		for _, p := range []float64{0, 50, 90, 99, 99.9} {
+			pts = append(pts, Point{Percentile: p, Latency: base + time.Duration(p*float64(base)/10)})
+		}
+		return pts
+	}
+	tl := []load.Slice{{At: 0, Requests: 100, P99: time.Millisecond}, {At: time.Second, Requests: 100, P99: 2 * time.Millisecond}}
+	r := &Report{Command: "make bench", Started: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC), Wall: 8 * time.Minute,
+		Machine: Machine{CPU: "AMD EPYC", Cores: 2, Kernel: "Linux 6", MemGiB: 24, LoadAvg: "0.1 0.2 0.3"},
+		Go:      "go1.26", Setup: []KV{{"rows", "1000000"}},
+		Bar: []Check{{"p99", "≤ 1ms", "0.8ms", true}, {"ratio", "≥ 6×", "5×", false}},
+		Max: []MaxSearch{{System: "ceiling", Best: 40000, Steps: []Step{{Rate: 40000, Pass: true}, {Rate: 80000, Errors: 3}}},
+			{System: "wxlookup plaintext", Best: 36000}, {System: "seed baseline", Best: 4000}},
+		Profile: "flat flat%", ProfileCmd: "go tool pprof -top", Micro: "BenchmarkX 1 ns/op", MicroCmd: "go test -bench .",
+		Analysis: "## Analysis\n\nhand-written",
+	}
+	for _, sys := range []string{"ceiling", "seed baseline", "wxlookup plaintext"} {
+		r.Runs = append(r.Runs, Run{Scenario: "steady", Shape: "20000 req/s for 30s", System: sys, Offered: 20000, Throughput: 19990,
+			P50: 100 * time.Microsecond, P99: time.Millisecond, ServerCPU: 60 * time.Microsecond, GenCPU: 40 * time.Microsecond, Curve: curve(100 * time.Microsecond), Timeline: tl, HitRatio: -1})
+	}
+	r.Runs = append(r.Runs, Run{Scenario: "reload", Shape: "20000 req/s for 30s, reload at 5s", System: "wxlookup plaintext",
+		Offered: 20000, HitRatio: 0.9, Curve: curve(time.Millisecond), Timeline: tl,
+		Events: []Event{{5 * time.Second, "reload requested"}, {9 * time.Second, "reload done"}},
+		Window: &Window{From: 5 * time.Second, To: 9 * time.Second, Requests: 80000, P99: time.Millisecond},
+		Extra:  []KV{{"full reload took", "4s"}}, Failures: []string{"timeout: `x`"}})
+	return r
+}
+
+func TestMarkdown(t *testing.T) {
+	md := string(sampleReport().Markdown())
+	for _, want := range []string{
+		"# wxlookup benchmarks", "make bench", "AMD EPYC, 2 cores",
+		"| ratio | ≥ 6× | 5× | **miss** |",
+		"| ceiling | 40000 | 1.00× | 10.00× | 20000 | 1.00× |", "| wxlookup plaintext | 36000 | 0.90× | 9.00× | 20000 | 1.00× |",
+		"## Steady rate: 20000 req/s for 30s", "## During a full reload",
+		"- 5.00s: reload requested", "- full reload took: 4s", "failure, e.g.: `timeout: 'x'`",
+		"| wxlookup plaintext | 20000 | 19990 | 100µs | 1.00ms |",
+		"![latency by percentile", "hand-written",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("Markdown lacks %q", want)
+		}
+	}
+}
+
+func TestChart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bench.png")
+	if err := sampleReport().Chart(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("bench.png is not a PNG: %v", err)
+	}
+	if w := img.Bounds().Dx(); w < 1000 {
+		t.Errorf("chart %d pixels wide, want at least 1000", w)
+	}
+}
+
+func TestFormatDuration(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{{0, "0"}, {87 * time.Microsecond, "87µs"}, {1234 * time.Microsecond, "1.23ms"}, {45 * time.Millisecond, "45ms"}, {2100 * time.Millisecond, "2.10s"}} {
+		if got := FormatDuration(tt.d); got != tt.want {
+			t.Errorf("FormatDuration(%s) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}
