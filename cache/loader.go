@@ -223,9 +223,13 @@ func (c *Cache) build(ctx context.Context) (*table, time.Time, error) {
 		t        *table // non-nil once the rows outgrow the budget
 		scratch  []byte
 		buildErr error
+		pace     = newPacer(c.cur.Load() != nil) // a reload: leave CPU to the webhook
 	)
 	wm, err := c.src.Snapshot(ctx, func(r Row) error {
 		rows++
+		if err := pace.tick(ctx); err != nil {
+			return err
+		}
 		if r.Deleted {
 			return nil
 		}
@@ -267,6 +271,10 @@ func (c *Cache) build(ctx context.Context) (*table, time.Time, error) {
 		}
 		hashes, shared := hashAll(buf)
 		for i, e := range buf {
+			if err := pace.tick(ctx); err != nil {
+				t.close()
+				return nil, wm, err
+			}
 			var err error
 			if _, ok := shared[hashes[i]]; ok {
 				err = t.put(e) // a key given twice, or a hash collision: merge with what is there
@@ -364,7 +372,11 @@ func (c *Cache) reconcileLocked(ctx context.Context) error {
 	scan := t.beginScan()
 	seen := make(map[uint64]struct{}, max(t.entries.Load(), 0))
 	var scratch []byte
+	pace := newPacer(true) // the scan runs while the cache serves: leave CPU to the webhook
 	err := c.src.Keys(ctx, func(k string) error {
+		if err := pace.tick(ctx); err != nil {
+			return err
+		}
 		scratch = AppendKey(scratch[:0], unsafe.Slice(unsafe.StringData(k), len(k)))
 		seen[hashKey(scratch)] = struct{}{}
 		return nil
