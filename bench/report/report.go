@@ -69,7 +69,7 @@ type Run struct {
 	// Others is the share of all cores busy with other processes than the generator, the
 	// server and MariaDB: someone else's work on a shared machine.
 	Others float64
-	LagP99              time.Duration // how late requests went out (generator + busy workers), p99
+	LagP99 time.Duration // how late requests went out (generator + busy workers), p99
 
 	Curve    []Point      // latency by percentile, for the chart
 	Timeline []load.Slice // per second
