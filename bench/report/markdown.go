@@ -81,7 +81,11 @@ func (r *Report) Markdown() []byte {
 				if s.Errors > 0 {
 					e = fmt.Sprintf(", %d err", s.Errors)
 				}
-				steps = append(steps, fmt.Sprintf("%s %.0f → %s%s", mark, s.Rate, FormatDuration(s.P99), e))
+				o := ""
+				if s.Others >= 0.05 {
+					o = fmt.Sprintf(" (others %.0f%%)", 100*s.Others)
+				}
+				steps = append(steps, fmt.Sprintf("%s %.0f → %s%s%s", mark, s.Rate, FormatDuration(s.P99), e, o))
 			}
 			c := r.capacity(m.System)
 			p("| %s | %s | %s | %s | %s | %s | %s |\n", m.System, rate(m.Best), ratio(m.Best, ceil), ratio(m.Best, base),
@@ -90,7 +94,8 @@ func (r *Report) Markdown() []byte {
 		p("\nThe CPU-bound capacity is derived, not measured: the cores divided by the CPU a request cost the generator and " +
 			"the server (with MariaDB) per answered request in the steady run — the rate at which the machine would be 100%% " +
 			"busy. It is not sensitive to the tail, unlike the search; it is left out for a system its steady run overloaded. " +
-			"A failed step is tried a second time before it counts (both tries are listed).\n\n")
+			"A failed step is tried a second time before it counts (both tries are listed); \"others\" marks a step during " +
+			"which other processes used 5%% or more of the cores.\n\n")
 	}
 
 	scenarios := []struct{ key, title string }{
@@ -180,8 +185,8 @@ func (r *Report) runs(scenario string) []Run {
 }
 
 func (r *Report) table(b *bytes.Buffer, runs []Run) {
-	fmt.Fprintf(b, "| system | offered /s | achieved /s | p50 | p99 | p99.9 | max | errors | hit ratio | server CPU/reply | generator CPU/reply | cores busy (steal) | send lag p99 |\n")
-	fmt.Fprintf(b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(b, "| system | offered /s | achieved /s | p50 | p99 | p99.9 | max | errors | hit ratio | server CPU/reply | generator CPU/reply | cores busy (steal) | of which others | send lag p99 |\n")
+	fmt.Fprintf(b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, run := range runs {
 		hit := "—"
 		if run.HitRatio >= 0 {
@@ -191,10 +196,10 @@ func (r *Report) table(b *bytes.Buffer, runs []Run) {
 		if run.ErrorKinds != "" {
 			errs += " (" + run.ErrorKinds + ")"
 		}
-		fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% (%.0f%%) | %s |\n",
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% (%.0f%%) | %.0f%% | %s |\n",
 			run.System, run.Offered, run.Throughput, FormatDuration(run.P50), FormatDuration(run.P99),
 			FormatDuration(run.P999), FormatDuration(run.Max), errs, hit,
 			FormatDuration(run.ServerCPU), FormatDuration(run.GenCPU), 100*run.MachineBusy, 100*run.Steal,
-			FormatDuration(run.LagP99))
+			100*run.Others, FormatDuration(run.LagP99))
 	}
 }

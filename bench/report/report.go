@@ -66,7 +66,10 @@ type Run struct {
 	ServerCPU           time.Duration
 	GenCPU              time.Duration // generator CPU per request
 	MachineBusy, Steal  float64       // shares of all cores during the run
-	LagP99              time.Duration // how late requests went out (generator + busy workers), p99
+	// Others is the share of all cores busy with other processes than the generator, the
+	// server and MariaDB: someone else's work on a shared machine.
+	Others float64
+	LagP99 time.Duration // how late requests went out (generator + busy workers), p99
 
 	Curve    []Point      // latency by percentile, for the chart
 	Timeline []load.Slice // per second
@@ -111,6 +114,7 @@ type Step struct {
 	P99        time.Duration
 	Errors     int
 	Pass       bool
+	Others     float64 // share of the cores other processes used during the step
 }
 
 // Run returns the run of system in scenario, or nil.

@@ -186,6 +186,12 @@ func (s cpuStat) busyShare(s0 cpuStat) float64 {
 	return 1 - (s.idle-s0.idle)/t
 }
 
+// seconds is the CPU time, summed over cores, between s0 and s: busy, and in all.
+func (s cpuStat) seconds(s0 cpuStat) (busy, total float64) {
+	t := (s.total - s0.total) / clockTicks
+	return t - (s.idle-s0.idle)/clockTicks, t
+}
+
 // stealShare is the share of all cores' time the hypervisor gave to other guests.
 func (s cpuStat) stealShare(s0 cpuStat) float64 {
 	t := s.total - s0.total
