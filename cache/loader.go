@@ -338,7 +338,15 @@ func (c *Cache) refreshLocked(ctx context.Context) error {
 	var (
 		rows    uint64
 		scratch []byte
+		start   = time.Now()
 	)
+	defer func() {
+		// A refresh should read a handful of rows in milliseconds; say so when one does not
+		// (a bulk update, or a cold database after a restart), as it delays the next.
+		if took := time.Since(start); took > c.cfg.RefreshInterval {
+			c.log.Warn("cache: slow refresh", "rows", rows, "took", took, "since", c.watermark)
+		}
+	}()
 	next, err := c.src.Changes(ctx, c.watermark, func(r Row) error {
 		rows++
 		if r.Deleted {
