@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"wxlookup/cache"
+	"wxlookup/internal/mariadbtest"
 	"wxlookup/store"
 )
 
@@ -16,7 +17,7 @@ import (
 // malformed version is rejected, the old rows keep answering, and Status names the error
 // with its line.
 func TestCSVLoader(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	path := filepath.Join(t.TempDir(), "locations.csv")
 	write := func(t *testing.T, content string, mtime time.Time) {
 		t.Helper()

@@ -20,25 +20,12 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 
 	"wxlookup/cache"
 	"wxlookup/internal/mariadbtest"
 	"wxlookup/internal/metrictest"
 	"wxlookup/store"
 )
-
-// checkLeaks fails t if a goroutine started during the test outlives it (its cleanups,
-// which close the cache and the source, run first). The mariadbd process waiters belong
-// to the test servers, stopped later.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	opts := []goleak.Option{
-		goleak.IgnoreCurrent(),
-		goleak.IgnoreAnyFunction("wxlookup/internal/mariadbtest.(*Server).startProcess.func1"),
-	}
-	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
-}
 
 // testCtx returns a context bounded well below the test timeout.
 func testCtx(tb testing.TB) context.Context {
@@ -316,7 +303,7 @@ func (s *syncBuffer) String() string {
 // own line, also when asked in another case; a key that is not there is a definitive
 // not-found answered from memory.
 func TestMySQLWarm100k(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	const n = 100_000
 	dsn, _ := seeded(t, mariadbtest.Shared(t), n)
 	src := watch(openMySQL(t, dsn, store.MySQLConfig{})).quiet()
@@ -350,7 +337,7 @@ func TestMySQLWarm100k(t *testing.T) {
 // refresh (the delete at the next reconcile, since MySQL cannot report deletes as changes),
 // while the other rows stay.
 func TestMySQLRefresh(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	dsn, db := seeded(t, mariadbtest.Shared(t), 1000)
 	c := newCache(t, watch(openMySQL(t, dsn, store.MySQLConfig{PageSize: 100})).quiet(), cache.Config{})
 	startReady(t, c)
@@ -397,7 +384,7 @@ func TestMySQLRefresh(t *testing.T) {
 // each completed Changes or Keys call of the loader is an event, and the test looks the
 // row up after each until it shows the change or the deadline passes.
 func TestMySQLTickerRefresh(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	const (
 		interval = 100 * time.Millisecond
 		slack    = 400 * time.Millisecond // scheduling and the queries, under -race on 2 busy cores
@@ -457,7 +444,7 @@ func TestMySQLTickerRefresh(t *testing.T) {
 // exactly with the watermark of the previous refresh (the lower bound of the next one),
 // and rows stamped exactly with the watermark of this refresh but committed after it ran.
 func TestMySQLEqualTimestamps(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	dsn, db := seeded(t, mariadbtest.Shared(t), 100)
 	src := watch(openMySQL(t, dsn, store.MySQLConfig{PageSize: 2, Overlap: time.Microsecond})).quiet()
 	c := newCache(t, src, cache.Config{})
@@ -495,7 +482,7 @@ func TestMySQLEqualTimestamps(t *testing.T) {
 // statements run but commits after a refresh has read past that stamp; the next refresh,
 // within the overlap, still picks the rows up.
 func TestMySQLLateCommit(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	dsn, db := seeded(t, mariadbtest.Shared(t), 100)
 	src := watch(openMySQL(t, dsn, store.MySQLConfig{Overlap: 5 * time.Second})).quiet()
 	c := newCache(t, src, cache.Config{})
@@ -544,7 +531,7 @@ func TestMySQLLateCommit(t *testing.T) {
 // staleness grows; after the restart the loader recovers by itself (an update made then
 // becomes visible without Reload or Refresh) and staleness falls back.
 func TestMySQLOutage(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	const (
 		rows     = 2000
 		interval = 200 * time.Millisecond
@@ -707,7 +694,7 @@ func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 // through MySQL: found keys answer with their own line, not-found keys answer not found and
 // are remembered for NegativeTTL, then asked again.
 func TestMySQLOverBudget(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	const (
 		rows = 20_000
 		// An entry of the demo rows costs about 220 bytes (160 of them fixed overhead):
@@ -784,7 +771,7 @@ func TestMySQLOverBudget(t *testing.T) {
 // account granted only that, warm, refresh and reconcile all work (and the account really
 // cannot write, so the test proves what it claims).
 func TestMySQLReadOnlyAccount(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	root, db := seeded(t, srv, 500)
 	cfg, err := mysql.ParseDSN(root)

@@ -6,23 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"wxlookup/internal/mariadbtest"
 )
 
 func TestMain(m *testing.M) { mariadbtest.Main(m) }
-
-// checkLeaks fails t if a goroutine started during the test outlives it (its cleanups,
-// such as closing sources, run first). mariadbd's process waiters are the test server's own.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	opts := []goleak.Option{
-		goleak.IgnoreCurrent(),
-		goleak.IgnoreAnyFunction("wxlookup/internal/mariadbtest.(*Server).startProcess.func1"),
-	}
-	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
-}
 
 // testCtx returns a context bounded well below the test timeout.
 func testCtx(tb testing.TB) context.Context {

@@ -91,7 +91,7 @@ func changes(tb testing.TB, s *MySQL, since time.Time) ([]cache.Row, time.Time) 
 }
 
 func TestSnapshotEveryRowOnce(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	tests := []struct {
 		name     string
@@ -130,7 +130,7 @@ func TestSnapshotEveryRowOnce(t *testing.T) {
 }
 
 func TestChanges(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	dsn, db := seededDB(t, srv, 20)
 	ctx := testCtx(t)
@@ -226,7 +226,7 @@ func TestChanges(t *testing.T) {
 }
 
 func TestKeys(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	tests := []struct {
 		name           string
@@ -258,7 +258,7 @@ func TestKeys(t *testing.T) {
 }
 
 func TestGet(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	dsn, db := seededDB(t, srv, 100)
 	if _, err := db.ExecContext(testCtx(t), "INSERT INTO workpiece_location (part_no, location) VALUES ('Ｂ9-００1', '冲压车间2号'), ('é1', '备件库1号')"); err != nil {
@@ -297,7 +297,7 @@ func TestGet(t *testing.T) {
 }
 
 func TestCustomMapping(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	dsn := srv.CreateDatabase(t)
 	cfg, err := mysql.ParseDSN(dsn)
@@ -345,7 +345,7 @@ func dsnDB(tb testing.TB, dsn string) string {
 }
 
 func TestReadOnlyAccount(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	root, _ := seededDB(t, srv, 50)
 	dsn := readOnlyDSN(t, srv, root, "ro-pass")
@@ -373,7 +373,7 @@ func TestReadOnlyAccount(t *testing.T) {
 }
 
 func TestSessionSettings(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	root, _ := seededDB(t, srv, 1)
 	s := openSource(t, readOnlyDSN(t, srv, root, "pw"), MySQLConfig{})
@@ -393,7 +393,7 @@ func TestSessionSettings(t *testing.T) {
 // TestQueryTimeout shows a stuck database (a table locked by another session) costs a
 // call at most QueryTimeout, and the source works once the lock is gone.
 func TestQueryTimeout(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	dsn, _ := seededDB(t, srv, 10)
 	locker, err := sql.Open("mysql", dsn)
@@ -429,7 +429,7 @@ func TestQueryTimeout(t *testing.T) {
 }
 
 func TestMySQLDown(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Start(t)
 	root, _ := seededDB(t, srv, 30)
 	const password = "s3cret-Pw"
@@ -504,7 +504,7 @@ func TestMySQLDown(t *testing.T) {
 }
 
 func TestOpenMySQL(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	tests := []struct {
 		name    string
 		cfg     MySQLConfig

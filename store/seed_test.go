@@ -9,7 +9,7 @@ import (
 )
 
 func TestSeed(t *testing.T) {
-	checkLeaks(t)
+	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	tests := []struct {
 		name string

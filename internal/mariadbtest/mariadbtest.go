@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"go.uber.org/goleak"
 )
 
 // EnvDSN names the environment variable that points the tests at an existing server.
@@ -457,4 +458,16 @@ func (s *Server) String() string {
 		kind = "private"
 	}
 	return strings.Join([]string{kind, "mariadb at", s.Addr}, " ")
+}
+
+// CheckLeaks fails t if a goroutine started during the test outlives it. It runs after the
+// test's cleanups (which close caches and sources), and ignores the goroutines that wait on
+// this package's mariadbd processes: they belong to the servers, stopped later.
+func CheckLeaks(t *testing.T) {
+	t.Helper()
+	opts := []goleak.Option{
+		goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("wxlookup/internal/mariadbtest.(*Server).startProcess.func1"),
+	}
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
