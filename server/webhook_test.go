@@ -830,3 +830,24 @@ func TestWebhookHeaderFlood(t *testing.T) {
 		t.Errorf("100 headers: got %.200q, want 200 with the answer", r)
 	}
 }
+
+func TestParseUnix(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"1714036504", 1714036504, true},
+		{"0", 0, true},
+		{"", 0, false},
+		{"-1", 0, false},
+		{"17140365O4", 0, false},
+		{"1234567890123456789", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := parseUnix([]byte(tt.in))
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("parseUnix(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
