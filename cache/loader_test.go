@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"wxlookup/internal/logtest"
 )
 
 // TestRefresh: an update, an insert and a delete reported by Changes are visible after the
@@ -162,7 +164,7 @@ func TestSourceOutage(t *testing.T) {
 	const interval = 40 * time.Millisecond
 	src := newFakeSource(100)
 	clock := newTestClock()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	c := newTestCache(t, src, Config{
 		RefreshInterval: interval,
 		MaxBackoff:      time.Hour, // the interval must cap it
@@ -252,7 +254,7 @@ func TestBackoff(t *testing.T) {
 // TestOverBudgetLogged: a table larger than the budget is loaded incomplete with one clear
 // log line; a complete table that outgrows the budget turns incomplete the same way.
 func TestOverBudgetLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	src := newFakeSource(500)
 	c := newTestCache(t, src, Config{MaxBytes: 32 << 10, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	startReady(t, c)

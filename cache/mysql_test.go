@@ -7,7 +7,6 @@ package cache_test
 // the real clock of the database and real failures.
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"wxlookup/cache"
+	"wxlookup/internal/logtest"
 	"wxlookup/internal/mariadbtest"
 	"wxlookup/internal/metrictest"
 	"wxlookup/store"
@@ -281,24 +281,6 @@ func await(tb testing.TB, ch <-chan call, deadline time.Time, what string, ok fu
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use, for capturing logs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 // TestMySQLWarm100k: 100,000 seeded rows warm completely, and every key is found with its
 // own line, also when asked in another case; a key that is not there is a definitive
 // not-found answered from memory.
@@ -541,7 +523,7 @@ func TestMySQLOutage(t *testing.T) {
 	dsn, db := seeded(t, srv, rows)
 	src := watch(openMySQL(t, dsn, store.MySQLConfig{PageSize: 50, QueryTimeout: 2 * time.Second}))
 	reg := prometheus.NewRegistry()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	c := newCache(t, src, cache.Config{
 		RefreshInterval: interval,
 		Registerer:      reg,
@@ -705,7 +687,7 @@ func TestMySQLOverBudget(t *testing.T) {
 	dsn, _ := seeded(t, mariadbtest.Shared(t), rows)
 	src := watch(openMySQL(t, dsn, store.MySQLConfig{})).quiet()
 	reg := prometheus.NewRegistry()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	var clock testClock
 	c := newCache(t, src, cache.Config{
 		MaxBytes:    budget,

@@ -90,11 +90,11 @@ func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if !wechat.VerifySignature(token, ts, nonce, args.Peek("signature")) {
-		s.reject(ctx, routeOA, kindFor(ctx, nil), reasonSignature, nil)
+		s.reject(ctx, routeOA, kindFor(ctx), reasonSignature, nil)
 		return
 	}
 	if !s.timestampOK(ts) {
-		s.reject(ctx, routeOA, kindFor(ctx, nil), reasonTimestamp, nil)
+		s.reject(ctx, routeOA, kindFor(ctx), reasonTimestamp, nil)
 		return
 	}
 	if ctx.IsGet() {
@@ -138,7 +138,7 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if !s.timestampOK(ts) {
-		s.reject(ctx, routeWeCom, kindFor(ctx, nil), reasonTimestamp, nil)
+		s.reject(ctx, routeWeCom, kindFor(ctx), reasonTimestamp, nil)
 		return
 	}
 	if ctx.IsGet() {
@@ -327,7 +327,7 @@ func reasonFor(err error) reason {
 }
 
 // kindFor is the kind of a request refused before its body was read.
-func kindFor(ctx *fasthttp.RequestCtx, _ *wechat.Message) kind {
+func kindFor(ctx *fasthttp.RequestCtx) kind {
 	if ctx.IsGet() {
 		return kindVerify
 	}

@@ -10,12 +10,12 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"wxlookup/internal/logtest"
 	"wxlookup/internal/mariadbtest"
 	"wxlookup/store"
 	"wxlookup/wechat"
@@ -317,24 +317,6 @@ func TestDrainHandsOver(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestListenWhenReady: with WXLOOKUP_LISTEN_WHEN_READY the webhook port stays closed (so
 // nginx or the kernel send requests to a replica that can answer them) until the first
 // load, while the admin listener already reports 503 on /readyz; then Run returns and the
@@ -356,7 +338,7 @@ func TestListenWhenReady(t *testing.T) {
 	}
 	cfg.Listen, cfg.AdminListen = addr, "127.0.0.1:0"
 	m := NewMain(cfg)
-	log := &syncBuffer{}
+	log := &logtest.Buffer{}
 	m.Logger = slog.New(slog.NewTextHandler(log, nil))
 	ran := make(chan error, 1)
 	go func() { ran <- m.Run(context.Background()) }()
