@@ -55,7 +55,10 @@ func (r *Report) Markdown() []byte {
 		p("## The performance bar\n\n| | target | measured | |\n|---|---|---|---|\n")
 		for _, c := range r.Bar {
 			mark := "pass"
-			if !c.OK {
+			switch {
+			case c.Info:
+				mark = "control"
+			case !c.OK:
 				mark = "**miss**"
 			}
 			p("| %s | %s | %s | %s |\n", c.What, c.Target, c.Measured, mark)
@@ -133,9 +136,11 @@ func (r *Report) Markdown() []byte {
 			}
 		}
 		if sc.key == "reload" || sc.key == "outage" {
-			if st := r.Run("steady", "wxlookup plaintext"); st != nil {
-				p("\nFor reference, the steady run of wxlookup plaintext: p99 %s, p99.9 %s, max %s.\n",
-					FormatDuration(st.P99), FormatDuration(st.P999), FormatDuration(st.Max))
+			for _, run := range runs {
+				if st := r.Run("steady", run.System); st != nil {
+					p("\nFor reference, the steady run of %s: p99 %s, p99.9 %s, max %s.\n",
+						run.System, FormatDuration(st.P99), FormatDuration(st.P999), FormatDuration(st.Max))
+				}
 			}
 		}
 		p("\n")

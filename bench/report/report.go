@@ -46,6 +46,8 @@ type KV struct{ Key, Value string }
 type Check struct {
 	What, Target, Measured string
 	OK                     bool
+	// Info marks a figure shown beside the bar for context (a control), not judged.
+	Info bool
 }
 
 // Run is one system under one scenario's load.

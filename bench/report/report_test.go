@@ -24,7 +24,8 @@ func sampleReport() *Report {
 	r := &Report{Command: "make bench", Started: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC), Wall: 8 * time.Minute,
 		Machine: Machine{CPU: "AMD EPYC", Cores: 2, Kernel: "Linux 6", MemGiB: 24, LoadAvg: "0.1 0.2 0.3"},
 		Go:      "go1.26", Setup: []KV{{"rows", "1000000"}},
-		Bar: []Check{{"p99", "≤ 1ms", "0.8ms", true}, {"ratio", "≥ 6×", "5×", false}},
+		Bar: []Check{{What: "p99", Target: "≤ 1ms", Measured: "0.8ms", OK: true}, {What: "ratio", Target: "≥ 6×", Measured: "5×"},
+			{What: "control p99", Measured: "1.1×", Info: true}},
 		Max: []MaxSearch{{System: "ceiling", Best: 40000, Steps: []Step{{Rate: 40000, Pass: true}, {Rate: 80000, Errors: 3}}},
 			{System: "wxlookup plaintext", Best: 36000}, {System: "seed baseline", Best: 4000}},
 		Profile: "flat flat%", ProfileCmd: "go tool pprof -top", Micro: "BenchmarkX 1 ns/op", MicroCmd: "go test -bench .",
@@ -47,6 +48,7 @@ func TestMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"# wxlookup benchmarks", "make bench", "AMD EPYC, 2 cores",
 		"| ratio | ≥ 6× | 5× | **miss** |",
+		"| control p99 |  | 1.1× | control |",
 		"| ceiling | 40000 | 1.00× | 10.00× | 20000 | 1.00× |", "| wxlookup plaintext | 36000 | 0.90× | 9.00× | 20000 | 1.00× |",
 		"## Steady rate: 20000 req/s for 30s", "## During a full reload",
 		"- 5.00s: reload requested", "- full reload took: 4s", "failure, e.g.: `timeout: 'x'`",

@@ -53,4 +53,14 @@ func (h *harness) judge() {
 				ratio <= barDisturbed)
 		}
 	}
+	// Context for the outage line: the same stop and restart under the ceiling, which does
+	// not use MySQL, shows what the restart costs any server on these shared cores.
+	cs, co := r.Run("steady", sysCeiling), r.Run("outage", sysCeiling)
+	if cs != nil && co != nil && cs.P99 > 0 {
+		r.Bar = append(r.Bar, report.Check{
+			What:     fmt.Sprintf("control: outage, ceiling (no MySQL) at %.0f/s: p99 vs its steady", co.Offered),
+			Measured: fmt.Sprintf("%.2f× (%s vs %s)", float64(co.P99)/float64(cs.P99), report.FormatDuration(co.P99), report.FormatDuration(cs.P99)),
+			Info:     true,
+		})
+	}
 }

@@ -57,6 +57,7 @@ type harness struct {
 	nextMsg int64 // message number of the next request built: MsgIds never repeat
 	tty     bool
 	begin   time.Time
+	pin     cpuSplit // -pin's division of the CPUs; zero when nothing is pinned
 }
 
 func newHarness(o options) *harness {
@@ -65,6 +66,15 @@ func newHarness(o options) *harness {
 		h.tty = true
 	}
 	return h
+}
+
+// pinNote says in BENCH.md how the processes shared the CPUs.
+func (h *harness) pinNote() string {
+	if !h.pin.on() {
+		return "nothing pinned: generator, servers and MariaDB share the cores"
+	}
+	return fmt.Sprintf("-pin: generator on CPU %s, each server on CPU %s (taskset), MariaDB unpinned",
+		cpuList(h.pin.gen), cpuList(h.pin.servers))
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -150,6 +160,13 @@ func (h *harness) run(ctx context.Context) (err error) {
 			if err := h.outage(ctx, wx); err != nil {
 				return err
 			}
+			// The ceiling never talks to MySQL: what an outage does to its tail is the
+			// cost of MariaDB stopping and starting on the shared cores, not of wxlookup.
+			if c := h.system(sysCeiling); c != nil {
+				if err := h.outage(ctx, c); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	if o.scenarios["burst"] {
@@ -202,13 +219,13 @@ func (h *harness) run(ctx context.Context) (err error) {
 // first load.
 func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPID int) error {
 	o := h.o
-	ceiling, err := startProc("wxceiling", bins["wxceiling"], []string{"-work", o.ceilWork.String()}, nil, filepath.Join(h.work, "wxceiling.log"), o.srvProcs)
+	ceiling, err := startProc("wxceiling", bins["wxceiling"], []string{"-work", o.ceilWork.String()}, nil, filepath.Join(h.work, "wxceiling.log"), o.srvProcs, h.pin.servers)
 	if err != nil {
 		return err
 	}
 	h.procs = append(h.procs, ceiling)
 	baseline, err := startProc("wxbaseline", bins["wxbaseline"],
-		[]string{"-dsn", h.db.ro, "-token", benchToken}, nil, filepath.Join(h.work, "wxbaseline.log"), o.srvProcs)
+		[]string{"-dsn", h.db.ro, "-token", benchToken}, nil, filepath.Join(h.work, "wxbaseline.log"), o.srvProcs, h.pin.servers)
 	if err != nil {
 		return err
 	}
@@ -228,7 +245,7 @@ func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPI
 	}
 	h.logf("starting wxlookup and waiting for its first load of %d rows", o.rows)
 	start := time.Now()
-	wx, err := startProc("wxlookup", bins["wxlookup"], []string{"serve"}, env, filepath.Join(h.work, "wxlookup.log"), o.srvProcs)
+	wx, err := startProc("wxlookup", bins["wxlookup"], []string{"serve"}, env, filepath.Join(h.work, "wxlookup.log"), o.srvProcs, h.pin.servers)
 	if err != nil {
 		return err
 	}
@@ -589,8 +606,8 @@ func (h *harness) reload(ctx context.Context, s *system) error {
 	return nil
 }
 
-// outage runs the steady load on wxlookup, stops MariaDB into it and starts it again, and
-// then waits for the loader to succeed again.
+// outage runs the steady load on s, stops MariaDB into it and starts it again, and, for
+// wxlookup, then waits for the loader to succeed again.
 func (h *harness) outage(ctx context.Context, s *system) error {
 	sched, err := load.Constant(h.o.rate, h.o.duration)
 	if err != nil {
@@ -620,8 +637,10 @@ func (h *harness) outage(ctx context.Context, s *system) error {
 		mark("MariaDB accepting connections")
 		// Watch for the loader's recovery now, under the load: after the run the loader's
 		// last success is a later refresh and says nothing of when it came back.
-		kv := h.recovery(ctx, s, starting, accepting)
-		recovered = &kv
+		if s.proc.admin != "" {
+			kv := h.recovery(ctx, s, starting, accepting)
+			recovered = &kv
+		}
 		return nil
 	}
 	run, _, err := h.measure(ctx, s, "outage", h.constantShape()+fmt.Sprintf(", MariaDB stopped at %s for %s", h.o.eventAt, h.o.outageFor), sched, h.o.timeout, dur)

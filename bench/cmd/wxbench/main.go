@@ -64,6 +64,7 @@ type options struct {
 	maxLoops   int
 	genProcs   int
 	srvProcs   int
+	pin        int
 }
 
 func main() {
@@ -99,6 +100,7 @@ func main() {
 	flag.DurationVar(&o.ceilWork, "ceiling-work", 0, "make the ceiling spin this long a request (a control: a handler's CPU without its locks)")
 	flag.IntVar(&o.genProcs, "gen-procs", 0, "GOMAXPROCS of the load generator (0: the Go default, all cores)")
 	flag.IntVar(&o.srvProcs, "server-procs", 0, "GOMAXPROCS of the servers (0: the Go default, all cores)")
+	flag.IntVar(&o.pin, "pin", 0, "pin the generator to this many CPUs (the last ones) and the servers to the others (0: nothing pinned)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")
 	flag.Parse()
 	set := map[string]bool{}
@@ -147,6 +149,19 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var pin cpuSplit
+	if o.pin > 0 {
+		var err error
+		if pin, err = planPin(o.pin); err != nil {
+			fatal(err)
+		}
+		if err := pinSelf(pin.gen); err != nil {
+			fatal(err)
+		}
+		if o.genProcs == 0 {
+			o.genProcs = len(pin.gen)
+		}
+	}
 	if o.genProcs > 0 {
 		runtime.GOMAXPROCS(o.genProcs)
 	}
@@ -161,6 +176,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	h := newHarness(o)
+	h.pin = pin
 	if err := h.run(ctx); err != nil {
 		pprof.StopCPUProfile()
 		fatal(err)

@@ -42,13 +42,17 @@ type proc struct {
 
 // startProc runs bin with args and env (added to the harness's), sends its output to
 // logPath, and waits (at most a minute) until its standard output has named its
-// addresses: "listening ADDR" (ceiling, baseline) or wxlookup's banner.
-func startProc(name, bin string, args, env []string, logPath string, procs int) (*proc, error) {
+// addresses: "listening ADDR" (ceiling, baseline) or wxlookup's banner. cpus, when not
+// empty, are the only CPUs it may run on.
+func startProc(name, bin string, args, env []string, logPath string, procs int, cpus []int) (*proc, error) {
+	cmd, err := pinnedCommand(cpus, bin, args...)
+	if err != nil {
+		return nil, err
+	}
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
 	// The servers get their own GOMAXPROCS, not the generator's.
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GOMAXPROCS=") {
