@@ -51,12 +51,13 @@ type Config struct {
 	// MaxBackoff caps the delay between retries of a failed loader step (the refresh
 	// interval caps it further; see Cache.Start).
 	MaxBackoff time.Duration
-	// Render returns the reply line stored for a row (the server's "found" template already
-	// applied). nil means DefaultRender, "[key] v1 v2". It is called by the loader and on
+	// Render appends the reply line stored for a row (the server's "found" template already
+	// applied) to dst and returns the extended slice, as the append functions of strconv
+	// do. nil means DefaultRender, "[key] v1 v2". It is called by the loader and on
 	// read-through, never on the hot path, and must be safe for concurrent use (read-throughs
-	// run beside the loader). It must not keep or modify the row; the cache keeps the slice
-	// it returns, which must not change afterwards.
-	Render func(Row) []byte
+	// run beside the loader). It must not keep dst or the row, nor modify the row; the
+	// cache copies the line into the entry's own memory.
+	Render func(dst []byte, r Row) []byte
 	// Logger receives loader errors and state changes; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the cache and loader metrics; nil registers none.

@@ -75,38 +75,52 @@ func hashKey(key []byte) uint64 { return xxhash.Sum64(key) }
 // hashKeyString is hashKey for a string.
 func hashKeyString(key string) uint64 { return xxhash.Sum64String(key) }
 
-// DefaultRender renders a row as "[key] v1 v2": the key as stored, then each value after a
-// space. It is used when Config.Render is nil. DefaultRender is safe for concurrent use.
-func DefaultRender(r Row) []byte {
-	n := len(r.Key) + 2
+// DefaultRender appends a row rendered as "[key] v1 v2" to dst: the key as stored, then
+// each value after a space. It is used when Config.Render is nil. DefaultRender is safe
+// for concurrent use.
+func DefaultRender(dst []byte, r Row) []byte {
+	dst = append(dst, '[')
+	dst = append(dst, r.Key...)
+	dst = append(dst, ']')
 	for _, v := range r.Values {
-		n += 1 + len(v)
+		dst = append(dst, ' ')
+		dst = append(dst, v...)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	b = append(b, r.Key...)
-	b = append(b, ']')
-	for _, v := range r.Values {
-		b = append(b, ' ')
-		b = append(b, v...)
-	}
-	return b
+	return dst
 }
 
-// newEntry builds the entry for a row with Render, normalising its key. scratch is reused
+// newEntry builds the entry for a row with render, normalising its key. scratch is reused
 // between calls by the single goroutine that owns it and returned for the next call.
-func newEntry(r Row, render func(Row) []byte, scratch []byte) (*entry, []byte) {
+//
+// The entry's strings and line share one allocation, sized exactly: the key as stored,
+// the normalised key when it differs, then the line. An entry is thus two heap objects
+// (itself and its bytes), and it keeps nothing of the row alive. With a million entries
+// that is what a garbage collection has to mark, and what a full reload allocates.
+func newEntry(r Row, render func([]byte, Row) []byte, scratch []byte) (*entry, []byte) {
 	// AppendKey only reads its input, so the row's key is viewed, not copied.
 	scratch = AppendKey(scratch[:0], unsafe.Slice(unsafe.StringData(r.Key), len(r.Key)))
-	e := &entry{canon: r.Key, line: render(r)}
-	if string(scratch) == r.Key {
-		e.key = r.Key // the usual case: the stored key is already normal; share it
-	} else {
-		e.key = string(scratch)
+	nkey := len(scratch)
+	same := string(scratch) == r.Key // the usual case: the stored key is already normal
+	scratch = render(scratch, r)
+	nline := len(scratch) - nkey
+
+	size := len(r.Key) + nline
+	if !same {
+		size += nkey
 	}
-	e.cost = int64(len(e.line)) + entryOverhead + int64(len(e.key))
-	if unsafe.StringData(e.key) != unsafe.StringData(e.canon) {
-		e.cost += int64(len(e.canon))
+	buf := make([]byte, 0, size)
+	buf = append(buf, r.Key...)
+	if !same {
+		buf = append(buf, scratch[:nkey]...)
 	}
+	buf = append(buf, scratch[nkey:]...)
+
+	e := &entry{canon: unsafe.String(unsafe.SliceData(buf), len(r.Key))}
+	e.key = e.canon
+	if !same {
+		e.key = unsafe.String(unsafe.SliceData(buf[len(r.Key):]), nkey)
+	}
+	e.line = buf[size-nline : size : size]
+	e.cost = int64(size) + entryOverhead
 	return e, scratch
 }

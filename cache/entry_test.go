@@ -2,6 +2,7 @@ package cache
 
 import (
 	"testing"
+	"unsafe"
 )
 
 func TestDefaultRender(t *testing.T) {
@@ -16,8 +17,8 @@ func TestDefaultRender(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := string(DefaultRender(tt.row)); got != tt.want {
-				t.Errorf("got %q, want %q", got, tt.want)
+			if got := string(DefaultRender([]byte("x"), tt.row)); got != "x"+tt.want {
+				t.Errorf("got %q, want %q appended to x", got, tt.want)
 			}
 		})
 	}
@@ -37,13 +38,31 @@ func TestNewEntry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e, _ := newEntry(tt.row, DefaultRender, nil)
+			scratch := make([]byte, 0, 64)
+			e, scratch := newEntry(tt.row, DefaultRender, scratch)
 			if e.key != tt.key || e.canon != tt.row.Key {
 				t.Fatalf("key %q canon %q, want %q %q", e.key, e.canon, tt.key, tt.row.Key)
+			}
+			line := string(DefaultRender(nil, tt.row))
+			if string(e.line) != line || cap(e.line) != len(e.line) {
+				t.Errorf("line %q (cap %d), want %q with no spare capacity", e.line, cap(e.line), line)
+			}
+			if (unsafe.StringData(e.key) == unsafe.StringData(e.canon)) != tt.shareKey {
+				t.Errorf("key shares the stored key's bytes: %v, want %v", !tt.shareKey, tt.shareKey)
 			}
 			want := int64(len(e.line) + len(e.key) + entryOverhead + tt.extraCost)
 			if e.cost != want {
 				t.Errorf("cost %d, want %d", e.cost, want)
+			}
+			// The entry owns its bytes: neither the row nor the reused scratch is kept.
+			if unsafe.StringData(e.canon) == unsafe.StringData(tt.row.Key) {
+				t.Error("the entry keeps the row's key string (and with it the row's memory)")
+			}
+			for i := range scratch[:cap(scratch)] {
+				scratch[:cap(scratch)][i] = '#'
+			}
+			if string(e.line) != line || e.key != tt.key || e.canon != tt.row.Key {
+				t.Errorf("overwriting the scratch changed the entry: %q %q %q", e.key, e.canon, e.line)
 			}
 		})
 	}
@@ -68,6 +87,15 @@ func TestChain(t *testing.T) {
 	}
 	if without(a, "a") != nil {
 		t.Error("without of the only entry is not empty")
+	}
+}
+
+// TestNewEntryAllocations pins the layout: an entry is its struct and one block of bytes.
+func TestNewEntryAllocations(t *testing.T) {
+	row := Row{Key: "A7-001", Values: []string{"车体新厂房3号"}}
+	scratch := make([]byte, 0, 128)
+	if n := testing.AllocsPerRun(100, func() { _, scratch = newEntry(row, DefaultRender, scratch) }); n != 2 {
+		t.Errorf("newEntry allocates %v times, want 2 (the entry and its bytes)", n)
 	}
 }
 

@@ -131,7 +131,7 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxBytes:          cfg.CacheMaxBytes,
 		RefreshInterval:   cfg.RefreshInterval,
 		ReconcileInterval: cfg.ReconcileInterval,
-		Render:            func(r cache.Row) []byte { return tmpl.Found(r.Key, r.Values) },
+		Render:            func(dst []byte, r cache.Row) []byte { return tmpl.AppendFound(dst, r.Key, r.Values) },
 		Logger:            m.Logger.With("component", "loader"),
 		Registerer:        m.Registry,
 	})
