@@ -97,7 +97,9 @@ func (r *Report) Markdown() []byte {
 		p("\nThe CPU-bound capacity is derived, not measured: the cores divided by the CPU a request cost the generator and " +
 			"the server (with MariaDB) per answered request in the steady run — the rate at which the machine would be 100%% " +
 			"busy. It is not sensitive to the tail, unlike the search; it is left out for a system its steady run overloaded. " +
-			"A failed step is tried a second time before it counts (both tries are listed); \"others\" marks a step during " +
+			"The systems' searches are interleaved step by step, in an order that rotates each round, so that a spell of other work on the machine " +
+			"falls on several systems rather than on one. A step that failed without errors is tried a second time before it counts (both " +
+			"tries are listed); \"others\" marks a step during " +
 			"which other processes used 5%% or more of the cores.\n\n")
 	}
 

@@ -177,13 +177,11 @@ func (h *harness) run(ctx context.Context) (err error) {
 		}
 	}
 	if o.scenarios["max"] {
-		for _, s := range h.systems {
-			m, err := h.maxSearch(ctx, s)
-			if err != nil {
-				return err
-			}
-			h.rep.Max = append(h.rep.Max, m)
+		m, err := h.maxSearch(ctx, h.systems)
+		if err != nil {
+			return err
 		}
+		h.rep.Max = append(h.rep.Max, m...)
 	}
 	if wx := h.system(sysPlain); wx != nil && o.profile > 0 && h.rep.Profile == "" {
 		if err := h.profile(ctx, wx); err != nil {
@@ -347,8 +345,8 @@ func (h *harness) setup() {
 		report.KV{Key: "wxlookup rate limit", Value: rl},
 		report.KV{Key: "seed baseline", Value: "net/http + encoding/xml + one prepared MySQL query per message, pool of 32 connections"},
 		report.KV{Key: "ceiling", Value: "fasthttp with wxlookup's server settings, handler answers `success`"},
-		report.KV{Key: "GOMAXPROCS", Value: fmt.Sprintf("generator %s, servers %s; nothing pinned: generator, servers and MariaDB share the cores",
-			procsNote(o.genProcs), procsNote(o.srvProcs))},
+		report.KV{Key: "GOMAXPROCS", Value: fmt.Sprintf("generator %s, servers %s", procsNote(o.genProcs), procsNote(o.srvProcs))},
+		report.KV{Key: "CPUs", Value: h.pinNote()},
 	)
 }
 
@@ -675,66 +673,6 @@ func (h *harness) recovery(ctx context.Context, s *system, starting, accepting t
 		}
 	}
 	return report.KV{Key: "loader recovery", Value: "no loader success within 30s of MariaDB's return"}
-}
-
-// maxSearch finds the highest rate s answers with p99 under the limit and no errors:
-// doubling (or halving) from a start, then bisecting to within 4%.
-func (h *harness) maxSearch(ctx context.Context, s *system) (report.MaxSearch, error) {
-	m := report.MaxSearch{System: s.name}
-	rate := h.o.rate
-	if r := h.rep.Run("steady", s.name); r != nil && (r.Errors > 0 || r.P99 >= h.o.p99Limit) {
-		rate = h.o.rate / 4
-	} else if r != nil {
-		rate = 2 * h.o.rate
-	}
-	var lo, hi float64
-	for step := 0; step < 10; step++ {
-		// A step that failed narrowly (no errors, p99 under four times the limit) is tried
-		// once more: on a shared machine a moment of someone else's work can fail a step,
-		// and every system gets the same second chance.
-		var st report.Step
-		for try := 0; try < 2 && !st.Pass && (try == 0 || st.Errors == 0 && st.P99 < 4*h.o.p99Limit); try++ {
-			sched, err := load.Constant(rate, h.o.step)
-			if err != nil {
-				return m, err
-			}
-			run, _, err := h.measure(ctx, s, "max", "", sched, min(h.o.timeout, time.Second), nil)
-			if err != nil {
-				return m, err
-			}
-			st = report.Step{Rate: rate, Throughput: run.Throughput, P99: run.P99, Errors: run.Errors,
-				Pass: run.Errors == 0 && run.P99 < h.o.p99Limit, Others: run.Others}
-			m.Steps = append(m.Steps, st)
-			if !st.Pass && !sleepCtx(ctx, 500*time.Millisecond) {
-				return m, ctx.Err()
-			}
-		}
-		if st.Pass {
-			lo = rate
-		} else {
-			hi = rate
-		}
-		switch {
-		case hi == 0:
-			rate *= 2
-		case lo == 0:
-			rate /= 2
-			if rate < 100 {
-				return m, nil
-			}
-		case hi-lo <= 0.04*lo:
-			m.Best = lo
-			return m, nil
-		default:
-			rate = math.Round((lo + hi) / 2)
-		}
-		// Let the server finish what the last step left in flight.
-		if !sleepCtx(ctx, 500*time.Millisecond) {
-			return m, ctx.Err()
-		}
-	}
-	m.Best = lo
-	return m, nil
 }
 
 func (h *harness) engine() load.Engine {
