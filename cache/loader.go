@@ -224,6 +224,7 @@ func (c *Cache) build(ctx context.Context) (*table, time.Time, error) {
 		scratch  []byte
 		buildErr error
 		pace     = newPacer(c.cur.Load() != nil) // a reload: leave CPU to the webhook
+		sl       = new(slab)                     // entries side by side: see slab
 	)
 	wm, err := c.src.Snapshot(ctx, func(r Row) error {
 		rows++
@@ -233,8 +234,11 @@ func (c *Cache) build(ctx context.Context) (*table, time.Time, error) {
 		if r.Deleted {
 			return nil
 		}
+		if t != nil {
+			sl = nil // the table is evicting: entries are allocated one by one
+		}
 		var e *entry
-		e, scratch = newEntry(r, c.cfg.Render, scratch)
+		e, scratch = newEntry(r, c.cfg.Render, scratch, sl)
 		bytes += e.cost
 		if t != nil {
 			return putPartial(t, e)
@@ -354,7 +358,7 @@ func (c *Cache) refreshLocked(ctx context.Context) error {
 			return t.del(string(scratch))
 		}
 		var e *entry
-		e, scratch = newEntry(r, c.cfg.Render, scratch)
+		e, scratch = newEntry(r, c.cfg.Render, scratch, nil)
 		return t.put(e)
 	})
 	c.status.rowsLoaded.Add(rows)

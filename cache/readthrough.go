@@ -83,7 +83,7 @@ func (c *Cache) query(key string) (*entry, error) {
 		return nil, fmt.Errorf("cache: read through %q: %w", key, err)
 	}
 	c.metrics.readThrough.found.Inc()
-	e, _ := newEntry(r, c.cfg.Render, nil)
+	e, _ := newEntry(r, c.cfg.Render, nil, nil)
 	e.key = key // the source found it by this key; cache it under the same
 	c.fill(e, asked, since)
 	return e, nil

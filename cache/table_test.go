@@ -20,7 +20,7 @@ func newTestTable(tb testing.TB, rows int, complete bool, budget int64, stats *c
 }
 
 func testEntry(i int) *entry {
-	e, _ := newEntry(Row{Key: fakeKey(i), Values: []string{fakeValue(i)}}, DefaultRender, nil)
+	e, _ := newEntry(Row{Key: fakeKey(i), Values: []string{fakeValue(i)}}, DefaultRender, nil, nil)
 	return e
 }
 
