@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	rtmetrics "runtime/metrics"
 	"time"
 )
 
@@ -9,21 +10,45 @@ import (
 // of work, short enough that a waiting reply is not held up behind it.
 const paceEvery = 1024
 
+// Pacing bounds: a pause is between paceMin and paceMax times the slice of work before it
+// (a duty cycle of 50 % down to about 6 %).
+const (
+	paceMin = 1
+	paceMax = 16
+)
+
+// paceCrowded is the scheduling delay above which the process counts as short of CPU: a
+// tenth of the goroutines that became runnable during the last slice and pause waited at
+// least this long for a thread.
+const paceCrowded = 500 * time.Microsecond
+
 // pacer spreads a rebuild of a cache that is already serving (a Reload, a reconcile scan)
-// out in time, so that it leaves CPU to the webhook: after each slice of paceEvery rows it
-// pauses as long as the slice took, a 50 % duty cycle. On a small machine a full reload of
-// a million rows otherwise takes every core for seconds and replies queue behind it. The
-// first warm is not paced: nothing is served yet, and readiness should come as soon as it
-// can. A pacer is used by one goroutine.
+// out in time, so that it leaves CPU to the webhook. After each slice of paceEvery rows it
+// pauses for a multiple of the slice's duration. The multiple adapts to how crowded the
+// process is: when, since the last pause, goroutines waited for a thread longer than
+// paceCrowded (the Go scheduler's own latency histogram, which rises when the webhook's
+// goroutines queue for CPU), it doubles, up to paceMax; otherwise it halves, down to
+// paceMin. An idle server thus rebuilds at a 50 % duty cycle, and a saturated one yields
+// almost all of the CPU. The first warm is not paced: nothing is served yet, and
+// readiness should come as soon as it can. A pacer is used by one goroutine.
 type pacer struct {
 	on    bool
 	n     int
 	start time.Time
-	sleep func(ctx context.Context, d time.Duration) error // tests replace it
+	ratio int
+	// now, sleep and crowded are replaced by tests.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
+	// crowded reports whether the process was short of CPU since its last call.
+	crowded func() bool
 }
 
 func newPacer(on bool) *pacer {
-	return &pacer{on: on, start: time.Now(), sleep: sleepCtx}
+	p := &pacer{on: on, start: time.Now(), ratio: paceMin, now: time.Now, sleep: sleepCtx}
+	if on {
+		p.crowded = newSchedProbe(paceCrowded).crowded
+	}
+	return p
 }
 
 // tick counts one row and pauses after every paceEvery rows. It returns ctx's error if ctx
@@ -36,15 +61,25 @@ func (p *pacer) tick(ctx context.Context) error {
 	if p.n%paceEvery != 0 {
 		return nil
 	}
-	worked := time.Since(p.start)
-	if err := p.sleep(ctx, worked); err != nil {
+	worked := p.now().Sub(p.start)
+	if p.crowded() {
+		p.ratio = min(2*p.ratio, paceMax)
+	} else {
+		p.ratio = max(p.ratio/2, paceMin)
+	}
+	if err := p.sleep(ctx, time.Duration(p.ratio)*worked); err != nil {
 		return err
 	}
-	p.start = time.Now()
+	p.start = p.now()
 	return nil
 }
 
+// sleepCtx pauses for d, or returns ctx's error as soon as ctx is done (also when it is
+// already done and d is short).
 func sleepCtx(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -53,4 +88,46 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// schedProbe reads the runtime's histogram of goroutine scheduling latency and tells
+// whether, since the last read, at least a tenth of the goroutines made runnable waited
+// longer than a threshold before they ran.
+type schedProbe struct {
+	threshold float64 // seconds
+	sample    []rtmetrics.Sample
+	last      []uint64
+}
+
+const schedLatencies = "/sched/latencies:seconds"
+
+func newSchedProbe(threshold time.Duration) *schedProbe {
+	s := &schedProbe{threshold: threshold.Seconds(), sample: []rtmetrics.Sample{{Name: schedLatencies}}}
+	s.crowded() // the baseline
+	return s
+}
+
+func (s *schedProbe) crowded() bool {
+	rtmetrics.Read(s.sample)
+	if s.sample[0].Value.Kind() != rtmetrics.KindFloat64Histogram {
+		return false // not offered by this runtime: never crowded, a fixed 50 % duty
+	}
+	return s.crowdedFrom(s.sample[0].Value.Float64Histogram())
+}
+
+// crowdedFrom is crowded for a read of the cumulative histogram h.
+func (s *schedProbe) crowdedFrom(h *rtmetrics.Float64Histogram) bool {
+	if len(s.last) != len(h.Counts) {
+		s.last = make([]uint64, len(h.Counts))
+	}
+	var total, slow uint64
+	for i, c := range h.Counts {
+		d := c - s.last[i]
+		s.last[i] = c
+		total += d
+		if h.Buckets[i] >= s.threshold { // the bucket's lower bound
+			slow += d
+		}
+	}
+	return total > 0 && slow*10 >= total
 }

@@ -3,9 +3,40 @@ package cache
 import (
 	"context"
 	"errors"
+	"runtime"
+	rtmetrics "runtime/metrics"
+	"slices"
 	"testing"
 	"time"
 )
+
+func TestPacerAdaptsToCrowding(t *testing.T) {
+	crowded := []bool{false, true, true, true, true, true, false, false, false, false, false}
+	var ratios []int
+	clock := time.Unix(0, 0)
+	p := newPacer(true)
+	p.start = clock
+	p.now = func() time.Time { return clock }
+	p.sleep = func(_ context.Context, d time.Duration) error {
+		ratios = append(ratios, int(d/(paceEvery*time.Microsecond)))
+		clock = clock.Add(d)
+		return nil
+	}
+	calls := 0
+	p.crowded = func() bool { calls++; return crowded[calls-1] }
+	for range len(crowded) * paceEvery {
+		clock = clock.Add(time.Microsecond) // each row takes a microsecond
+		if err := p.tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A pause is the slice's duration times a ratio that doubles while the process is
+	// crowded (up to paceMax) and halves when it is not (down to paceMin).
+	want := []int{1, 2, 4, 8, 16, 16, 8, 4, 2, 1, 1}
+	if !slices.Equal(ratios, want) {
+		t.Errorf("pause ratios %v, want %v", ratios, want)
+	}
+}
 
 func TestPacer(t *testing.T) {
 	var pauses []time.Duration
@@ -14,6 +45,7 @@ func TestPacer(t *testing.T) {
 		pauses = append(pauses, d)
 		return nil
 	}
+	p.crowded = func() bool { return false }
 	for range 3*paceEvery + 10 {
 		if err := p.tick(context.Background()); err != nil {
 			t.Fatal(err)
@@ -43,5 +75,64 @@ func TestPacer(t *testing.T) {
 	}
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("pause after cancel: got %v, want context.Canceled", err)
+	}
+}
+
+func TestSchedProbeArithmetic(t *testing.T) {
+	s := &schedProbe{threshold: 0.0005}
+	buckets := []float64{0, 0.0001, 0.0005, 0.001, 0.01} // 4 buckets: [0,100µs) … [1ms,10ms)
+	read := func(counts ...uint64) bool {
+		return s.crowdedFrom(&rtmetrics.Float64Histogram{Counts: counts, Buckets: buckets})
+	}
+	if read(0, 0, 0, 0) {
+		t.Error("no scheduling at all counts as crowded")
+	}
+	if read(95, 0, 5, 0) {
+		t.Error("5% of wake-ups slow counts as crowded")
+	}
+	// Counts are cumulative: only the growth since the last read matters.
+	if !read(100, 0, 10, 10) { // +5 fast, +5 slow, +10 slow
+		t.Error("15 slow wake-ups of 20 since the last read do not count as crowded")
+	}
+	if read(190, 0, 10, 10) {
+		t.Error("90 fast wake-ups and no slow ones count as crowded")
+	}
+}
+
+// TestSchedProbeSeesCPUShortage runs four spinning goroutines per P: each
+// waits for a P for a scheduler time slice (10 ms) at a time, which the runtime's own
+// latency histogram records, so the probe must report the process crowded.
+func TestSchedProbeSeesCPUShortage(t *testing.T) {
+	s := newSchedProbe(paceCrowded)
+	var sample = []rtmetrics.Sample{{Name: schedLatencies}}
+	if rtmetrics.Read(sample); sample[0].Value.Kind() != rtmetrics.KindFloat64Histogram {
+		t.Fatalf("this runtime does not offer %s", schedLatencies)
+	}
+	done := make(chan struct{})
+	for range 4 * runtime.GOMAXPROCS(0) {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for range 1000 {
+					i *= 3
+				}
+			}
+		}()
+	}
+	crowded := false
+	deadline := time.Now().Add(5 * time.Second)
+	for !crowded && time.Now().Before(deadline) {
+		spin := time.Now().Add(50 * time.Millisecond)
+		for time.Now().Before(spin) {
+		}
+		crowded = s.crowded()
+	}
+	close(done)
+	if !crowded {
+		t.Errorf("%d spinning goroutines for %d Ps: the probe never saw the process crowded", 4*runtime.GOMAXPROCS(0), runtime.GOMAXPROCS(0))
 	}
 }
