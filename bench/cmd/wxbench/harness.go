@@ -577,7 +577,7 @@ func (h *harness) burst(ctx context.Context, s *system) error {
 
 // reload runs the steady load on wxlookup and asks for a full reload into it.
 func (h *harness) reload(ctx context.Context, s *system) error {
-	sched, err := load.Constant(h.o.rate, h.o.duration)
+	sched, err := load.Constant(h.o.rate, h.o.reloadFor)
 	if err != nil {
 		return err
 	}
@@ -596,7 +596,8 @@ func (h *harness) reload(ctx context.Context, s *system) error {
 		mark("reload done")
 		return []report.KV{{Key: "full reload took", Value: took.Round(10 * time.Millisecond).String()}}
 	}
-	run, _, err := h.measure(ctx, s, "reload", h.constantShape()+", full reload requested at "+h.o.eventAt.String(), sched, h.o.timeout, dur)
+	shape := fmt.Sprintf("%.0f req/s for %s, full reload requested at %s", h.o.rate, h.o.reloadFor, h.o.eventAt)
+	run, _, err := h.measure(ctx, s, "reload", shape, sched, h.o.timeout, dur)
 	if err != nil {
 		return err
 	}

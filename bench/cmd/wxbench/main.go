@@ -32,6 +32,7 @@ import (
 type options struct {
 	rate       float64
 	duration   time.Duration
+	reloadFor  time.Duration
 	rows       int
 	unknown    float64
 	zipfS      float64
@@ -71,6 +72,7 @@ func main() {
 	var o options
 	flag.Float64Var(&o.rate, "rate", 20000, "steady rate, requests a second (also of the reload and outage runs)")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "length of the steady, reload and outage runs")
+	flag.DurationVar(&o.reloadFor, "reload-duration", 45*time.Second, "length of the reload run: a reload paced under load takes 20-30s, and all of it should be measured (0: -duration)")
 	flag.IntVar(&o.rows, "rows", 1_000_000, "rows seeded into MariaDB")
 	flag.Float64Var(&o.unknown, "unknown", 0.10, "share of asked numbers that are not in the table")
 	flag.Float64Var(&o.zipfS, "zipf-s", 1.1, "Zipf exponent of the key popularity (> 1)")
@@ -108,7 +110,7 @@ func main() {
 	if o.quick {
 		quick := map[string]func(){
 			"rows": func() { o.rows = 20_000 }, "rate": func() { o.rate = 2000 },
-			"duration": func() { o.duration = 5 * time.Second }, "burst-ramp": func() { o.burstRamp = 2 * time.Second },
+			"duration": func() { o.duration = 5 * time.Second }, "reload-duration": func() { o.reloadFor = 0 }, "burst-ramp": func() { o.burstRamp = 2 * time.Second },
 			"burst-hold": func() { o.burstHold = 5 * time.Second }, "step": func() { o.step = time.Second },
 			"event-at": func() { o.eventAt = 1500 * time.Millisecond }, "outage-for": func() { o.outageFor = 2 * time.Second },
 			"micro": func() { o.micro = false }, "profile": func() { o.profile = 2 * time.Second },
@@ -122,6 +124,9 @@ func main() {
 	}
 	if o.burstPeak == 0 {
 		o.burstPeak = o.rate
+	}
+	if o.reloadFor <= 0 {
+		o.reloadFor = o.duration
 	}
 	o.scenarios = map[string]bool{}
 	for _, s := range strings.Split(o.scenarioLs, ",") {
