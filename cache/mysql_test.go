@@ -95,29 +95,11 @@ func openMySQL(tb testing.TB, dsn string, cfg store.MySQLConfig) *store.MySQL {
 }
 
 // newCache returns a Cache over src, closed when tb ends (before the source, whose cleanup
-// was registered first). Unless cfg says otherwise the loader's tickers are an hour apart,
-// so the test drives steps with Refresh and Reconcile, and logs are discarded.
+// was registered first): the package's own test helper, with hour-apart loader tickers
+// unless cfg says otherwise and logs discarded.
 func newCache(tb testing.TB, src cache.Source, cfg cache.Config) *cache.Cache {
 	tb.Helper()
-	if cfg.RefreshInterval == 0 {
-		cfg.RefreshInterval = time.Hour
-	}
-	if cfg.ReconcileInterval == 0 {
-		cfg.ReconcileInterval = time.Hour
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	c, err := cache.New(src, cfg)
-	if err != nil {
-		tb.Fatalf("New: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
-	return c
+	return cache.NewTestCache(tb, src, cfg)
 }
 
 // startReady starts c and waits for its first warm.

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"wxlookup/internal/logtest"
 )
 
 // block returns the text of the first block of conf opened by a line matching open
@@ -116,7 +118,7 @@ func startNginx(t *testing.T, port int, replicas ...int) {
 	conf := nginxConf(t, dir, port, replicas...)
 	cmd := exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out := &logBuffer{}
+	out := &logtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"wxlookup/internal/logtest"
 )
 
 // TestMain removes the built binary after the tests. The tests start private MariaDB
@@ -72,30 +73,12 @@ type service struct {
 	tb      testing.TB
 	name    string
 	cmd     *exec.Cmd
-	Webhook string // http://127.0.0.1:port/wx
-	Admin   string // http://127.0.0.1:port
-	Port    int    // the webhook's port
-	log     *logBuffer
-	done    chan struct{} // closed when the process has exited
-	exitErr error         // valid after done
-}
-
-// logBuffer collects a process's stderr; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	Webhook string          // http://127.0.0.1:port/wx
+	Admin   string          // http://127.0.0.1:port
+	Port    int             // the webhook's port
+	log     *logtest.Buffer // the process's stderr
+	done    chan struct{}   // closed when the process has exited
+	exitErr error           // valid after done
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -131,7 +114,7 @@ func startService(tb testing.TB, name string, env map[string]string) *service {
 	if raceEnabled {
 		cmd.Env = append(cmd.Env, "GORACE=halt_on_error=1 exitcode=66")
 	}
-	s := &service{tb: tb, name: name, cmd: cmd, log: &logBuffer{}, done: make(chan struct{})}
+	s := &service{tb: tb, name: name, cmd: cmd, log: &logtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
