@@ -176,7 +176,8 @@ func (c *Cache) run(ctx context.Context, step string, fn func(context.Context) e
 // atomically: readers never see an empty or partial cache, and hit and miss counters carry
 // over. It waits for a refresh in progress (and the refresh waits for it). It returns the
 // error that left the current cache in place, or a verification error (the new cache is
-// then in use but marked incomplete, so misses read through). Safe for concurrent use.
+// then in use but marked incomplete, so misses read through). While it builds, it raises
+// the process's GOGC (see rebuildGCFactor). Safe for concurrent use.
 func (c *Cache) Reload(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -187,6 +188,9 @@ func (c *Cache) Reload(ctx context.Context) error {
 	defer c.srcMu.Unlock()
 	if c.closed {
 		return errors.New("cache: reload: closed")
+	}
+	if c.cur.Load() != nil {
+		defer deferGC()() // a table is serving: no collection until the new one replaces it
 	}
 	return c.run(ctx, "reload", c.loadLocked)
 }
