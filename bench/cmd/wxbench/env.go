@@ -52,6 +52,27 @@ func (h *harness) profiler(s *system, after time.Duration, secs int) (during, st
 	}, path
 }
 
+// traceFrom starts an execution trace of wxlookup, -trace-reload long, into the work
+// directory as <name>.trace, and returns a wait for it to be written. Without
+// -trace-reload it does nothing.
+func (h *harness) traceFrom(ctx context.Context, s *system, name string) (wait func()) {
+	if h.o.traceLoad <= 0 || s.proc.admin == "" {
+		return func() {}
+	}
+	path := filepath.Join(h.work, name+".trace")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		url := fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%g", s.proc.admin, h.o.traceLoad.Seconds())
+		if err := fetch(ctx, url, path); err != nil {
+			h.logf("trace: %v", err)
+			return
+		}
+		h.logf("trace written: %s (go tool trace %s)", path, path)
+	}()
+	return func() { <-done }
+}
+
 // keepProfile puts `go tool pprof -top` of the profile at path into the report.
 func (h *harness) keepProfile(ctx context.Context, path, during string, secs int) error {
 	h.rep.ProfileCmd = fmt.Sprintf("curl 'http://$WXLOOKUP_ADMIN_LISTEN/debug/pprof/profile?seconds=%d' (%s) > cpu.pprof && go tool pprof -top -nodecount=35 cpu.pprof", secs, during)

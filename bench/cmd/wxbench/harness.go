@@ -586,9 +586,11 @@ func (h *harness) reload(ctx context.Context, s *system) error {
 			return nil
 		}
 		mark("reload requested")
+		traced := h.traceFrom(ctx, s, "reload")
 		start := time.Now()
 		err := postReload(ctx, s.proc.admin, benchAdminToken)
 		took := time.Since(start)
+		traced()
 		if err != nil {
 			mark("reload failed: " + err.Error())
 			return []report.KV{{Key: "reload", Value: "failed: " + err.Error()}}

@@ -66,6 +66,7 @@ type options struct {
 	genProcs   int
 	srvProcs   int
 	pin        int
+	traceLoad  time.Duration
 }
 
 func main() {
@@ -103,6 +104,7 @@ func main() {
 	flag.IntVar(&o.genProcs, "gen-procs", 0, "GOMAXPROCS of the load generator (0: the Go default, all cores)")
 	flag.IntVar(&o.srvProcs, "server-procs", 0, "GOMAXPROCS of the servers (0: the Go default, all cores)")
 	flag.IntVar(&o.pin, "pin", 0, "pin the generator to this many CPUs (the last ones) and the servers to the others (0: nothing pinned)")
+	flag.DurationVar(&o.traceLoad, "trace-reload", 0, "write an execution trace of wxlookup this long, from the reload request on, to the work directory (use with -keep; 0: none)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")
 	flag.Parse()
 	set := map[string]bool{}
