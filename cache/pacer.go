@@ -7,25 +7,8 @@ import (
 )
 
 // paceEvery is how many rows a paced rebuild handles between pauses: about a millisecond
-// of work. The pause ends the slice; a shorter slice would not pause for less, because
-// Go's timers wake an idle process no sooner than a millisecond.
+// of work, short enough that a waiting reply is not held up behind it.
 const paceEvery = 1024
-
-// paceYield is how many rows a paced rebuild handles between yields: about 60 µs of
-// work. Go does not preempt a goroutine for another until it has run 10 ms, so a webhook
-// goroutine made runnable while both threads are busy, one of them with the rebuild,
-// would otherwise wait for the rest of the rebuild's slice. In an execution trace of a
-// reload at 20,000 req/s, the webhook's scheduling delay at p99 (per tenth of a second)
-// was 2.2 ms in the median tenth in which the rebuild ran, against 0.2 ms in those in
-// which it paused.
-const paceYield = 64
-
-// yieldFor is how long a yield sleeps: the shortest timer. It lets the goroutines waiting
-// for this thread run, and brings the rebuild back as soon as one of them parks (or, if
-// they never park, when the scheduler next runs, within 10 ms). runtime.Gosched would be
-// cheaper but unfair: it sends the rebuild to the global run queue, which a thread with
-// work of its own looks at only every 61st turn.
-const yieldFor = time.Microsecond
 
 // Pacing bounds: a pause is between paceMin and paceMax times the slice of work before it
 // (a duty cycle of 50 % down to about 6 %).
@@ -41,79 +24,60 @@ const paceCrowded = 500 * time.Microsecond
 
 // pacer spreads a rebuild of a cache that is already serving (a Reload, a reconcile scan)
 // out in time, so that it leaves CPU to the webhook. After each slice of paceEvery rows it
-// pauses for a multiple of the slice's work. The multiple adapts to how crowded the
+// pauses for a multiple of the slice's duration. The multiple adapts to how crowded the
 // process is: when, since the last pause, goroutines waited for a thread longer than
 // paceCrowded (the Go scheduler's own latency histogram, which rises when the webhook's
 // goroutines queue for CPU), it doubles, up to paceMax; otherwise it halves, down to
 // paceMin. An idle server thus rebuilds at a 50 % duty cycle, and a saturated one yields
-// almost all of the CPU.
-//
-// Within a slice the rebuild also yields every paceYield rows, so that a reply never
-// waits long behind it. The time given away in yields counts toward the pause: the pause
-// is what is left of the multiple, and when the yields alone have used it up, the rebuild
-// stops yielding until the slice ends. A saturated process thus slows the rebuild to the
-// same duty cycle, not to a halt.
-//
-// The first warm is not paced: nothing is served yet, and readiness should come as soon
-// as it can. A pacer is used by one goroutine.
+// almost all of the CPU. The first warm is not paced: nothing is served yet, and
+// readiness should come as soon as it can. A pacer is used by one goroutine.
 type pacer struct {
-	on      bool
-	n       int
-	start   time.Time     // of the slice
-	yielded time.Duration // given away in yields since start
-	ratio   int
-	// now, sleep, yield and crowded are replaced by tests.
+	on    bool
+	n     int
+	start time.Time
+	ratio int
+	// now, sleep and crowded are replaced by tests.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
-	yield func()
 	// crowded reports whether the process was short of CPU since its last call.
 	crowded func() bool
 }
 
 func newPacer(on bool) *pacer {
-	p := &pacer{on: on, start: time.Now(), ratio: paceMin, now: time.Now, sleep: sleepCtx,
-		yield: func() { time.Sleep(yieldFor) }}
+	p := &pacer{on: on, start: time.Now(), ratio: paceMin, now: time.Now, sleep: sleepCtx}
 	if on {
 		p.crowded = newSchedProbe(paceCrowded).crowded
 	}
 	return p
 }
 
-// tick counts one row, yields after every paceYield rows while the slice's pause allows,
-// and pauses after every paceEvery rows. It returns ctx's error if ctx ends during a pause.
+// tick counts one row and pauses after every paceEvery rows. It returns ctx's error if ctx
+// ends during a pause.
 func (p *pacer) tick(ctx context.Context) error {
 	if !p.on {
 		return nil
 	}
 	p.n++
-	if p.n%paceYield == 0 && p.n%paceEvery != 0 {
-		now := p.now()
-		worked := now.Sub(p.start) - p.yielded
-		if p.yielded < time.Duration(p.ratio)*worked {
-			p.yield()
-			p.yielded += p.now().Sub(now)
-		}
-	}
 	if p.n%paceEvery != 0 {
 		return nil
 	}
-	worked := p.now().Sub(p.start) - p.yielded
+	worked := p.now().Sub(p.start)
 	if p.crowded() {
 		p.ratio = min(2*p.ratio, paceMax)
 	} else {
 		p.ratio = max(p.ratio/2, paceMin)
 	}
-	if err := p.sleep(ctx, max(time.Duration(p.ratio)*worked-p.yielded, 0)); err != nil {
+	if err := p.sleep(ctx, time.Duration(p.ratio)*worked); err != nil {
 		return err
 	}
-	p.start, p.yielded = p.now(), 0
+	p.start = p.now()
 	return nil
 }
 
 // sleepCtx pauses for d, or returns ctx's error as soon as ctx is done (also when it is
-// already done and d is short or zero).
+// already done and d is short).
 func sleepCtx(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil || d <= 0 {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	t := time.NewTimer(d)

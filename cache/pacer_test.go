@@ -22,7 +22,6 @@ func TestPacerAdaptsToCrowding(t *testing.T) {
 		clock = clock.Add(d)
 		return nil
 	}
-	p.yield = func() {}
 	calls := 0
 	p.crowded = func() bool { calls++; return crowded[calls-1] }
 	for range len(crowded) * paceEvery {
@@ -39,54 +38,6 @@ func TestPacerAdaptsToCrowding(t *testing.T) {
 	}
 }
 
-// TestPacerYieldsCountTowardThePause checks that the time given away in yields is taken
-// from the slice's pause, and that yields stop once they have used it up, so that a
-// process too busy to give the rebuild its turn back slows the rebuild but cannot stop it.
-func TestPacerYieldsCountTowardThePause(t *testing.T) {
-	for _, tt := range []struct {
-		name       string
-		yieldTakes time.Duration
-		wantYields int           // per slice
-		wantPause  time.Duration // after each slice
-	}{
-		// Each row takes 1 µs, so a slice is 1,024 µs of work and, not crowded, earns a
-		// pause as long. Fifteen quick yields leave most of it to sleep.
-		{"quick yields", 10 * time.Microsecond, paceEvery/paceYield - 1, (paceEvery - 150) * time.Microsecond},
-		// A yield that comes back only after 5 ms has used up the pause: no other yield in
-		// that slice, and no pause after it.
-		{"slow yields", 5 * time.Millisecond, 1, 0},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			clock := time.Unix(0, 0)
-			p := newPacer(true)
-			p.start = clock
-			p.now = func() time.Time { return clock }
-			p.crowded = func() bool { return false }
-			yields := 0
-			p.yield = func() { yields++; clock = clock.Add(tt.yieldTakes) }
-			var pauses []time.Duration
-			p.sleep = func(_ context.Context, d time.Duration) error {
-				pauses = append(pauses, d)
-				clock = clock.Add(d)
-				return nil
-			}
-			for range 3 * paceEvery {
-				clock = clock.Add(time.Microsecond)
-				if err := p.tick(context.Background()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if yields != 3*tt.wantYields {
-				t.Errorf("%d yields in 3 slices, want %d a slice", yields, tt.wantYields)
-			}
-			want := []time.Duration{tt.wantPause, tt.wantPause, tt.wantPause}
-			if !slices.Equal(pauses, want) {
-				t.Errorf("pauses %v, want %v", pauses, want)
-			}
-		})
-	}
-}
-
 func TestPacer(t *testing.T) {
 	var pauses []time.Duration
 	p := newPacer(true)
@@ -95,16 +46,10 @@ func TestPacer(t *testing.T) {
 		return nil
 	}
 	p.crowded = func() bool { return false }
-	yields := 0
-	p.yield = func() { yields++ }
 	for range 3*paceEvery + 10 {
 		if err := p.tick(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// One every paceYield rows, except where the slice ends in a pause.
-	if want := (3*paceEvery+10)/paceYield - 3; yields != want {
-		t.Errorf("got %d yields for %d rows, want one every %d rows but at the 3 pauses: %d", yields, 3*paceEvery+10, paceYield, want)
 	}
 	if len(pauses) != 3 {
 		t.Fatalf("got %d pauses for 3 slices of rows, want 3", len(pauses))
@@ -117,7 +62,6 @@ func TestPacer(t *testing.T) {
 
 	off := newPacer(false)
 	off.sleep = func(context.Context, time.Duration) error { t.Fatal("an unpaced build paused"); return nil }
-	off.yield = func() { t.Fatal("an unpaced build yielded") }
 	for range 2 * paceEvery {
 		off.tick(context.Background())
 	}
