@@ -177,7 +177,8 @@ func (c *Cache) run(ctx context.Context, step string, fn func(context.Context) e
 // over. It waits for a refresh in progress (and the refresh waits for it). It returns the
 // error that left the current cache in place, or a verification error (the new cache is
 // then in use but marked incomplete, so misses read through). While it builds, it raises
-// the process's GOGC (see rebuildGCFactor). Safe for concurrent use.
+// the process's GOGC (see rebuildGCFactor) and runs at idle priority (see background).
+// Safe for concurrent use.
 func (c *Cache) Reload(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -190,7 +191,10 @@ func (c *Cache) Reload(ctx context.Context) error {
 		return errors.New("cache: reload: closed")
 	}
 	if c.cur.Load() != nil {
-		defer deferGC()() // a table is serving: no collection until the new one replaces it
+		// A table is serving: no collection until the new one replaces it, and the build
+		// takes only CPU the webhook leaves idle.
+		defer deferGC()()
+		defer background()()
 	}
 	return c.run(ctx, "reload", c.loadLocked)
 }
@@ -384,6 +388,7 @@ func (c *Cache) refreshLocked(ctx context.Context) error {
 // compared by 64-bit hash to keep the scan's set small; a deleted key whose hash equals a
 // live key's would survive until that key is deleted too (odds ~n²/2⁶⁵).
 func (c *Cache) reconcileLocked(ctx context.Context) error {
+	defer background()() // the scan takes only CPU the webhook leaves idle
 	t := c.cur.Load()
 	scan := t.beginScan()
 	seen := make(map[uint64]struct{}, max(t.entries.Load(), 0))
