@@ -5,9 +5,11 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -77,7 +79,7 @@ func (r reloadRun) took(now time.Time) time.Duration {
 	return r.Finished.Sub(r.Started)
 }
 
-// summary is the record as /status.json shows it.
+// summary is the record as /status.json and the 202 answer show it.
 func (r reloadRun) summary(now time.Time) map[string]any {
 	m := map[string]any{"started": r.Started, "seconds": r.took(now).Seconds()}
 	switch {
@@ -197,12 +199,21 @@ func (a *Admin) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // reload starts a full reload when the request carries the admin bearer token, and answers
-// with its outcome when it ends. The reload runs on the Admin's context: a client that
-// gives up (curl -m 30, a proxy's timeout) does not cancel a reload half-way, only Close
-// does.
+// with its outcome when it ends; with ?wait=false it answers 202 at once. Either way the
+// reload runs on the Admin's context: a client that gives up (curl -m 30, a proxy's
+// timeout) does not cancel a reload half-way, only Close does.
 func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
 	if !a.authorised(w, r) {
 		return
+	}
+	wait := true
+	if q := r.URL.Query(); q.Has("wait") {
+		v, err := strconv.ParseBool(q.Get("wait"))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("wait must be true or false, not %q", q.Get("wait")), http.StatusBadRequest)
+			return
+		}
+		wait = v
 	}
 	run, done, err := a.startReload()
 	switch {
@@ -211,6 +222,13 @@ func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if !wait {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Location", "/status.json")
+		w.WriteHeader(http.StatusAccepted)
+		json.NewEncoder(w).Encode(run.summary(a.cfg.Now()))
 		return
 	}
 	select {

@@ -207,8 +207,10 @@ func TestReloadOutlivesClient(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer s3cret")
 	answered := serveAsync(a, req)
 	recv(t, fc.entered, "the reload to start")
-	if code, body := get(t, a, "POST", "/admin/reload", "Bearer s3cret"); code != http.StatusConflict {
-		t.Errorf("a second reload while one runs: %d %q, want 409", code, body)
+	for _, path := range []string{"/admin/reload", "/admin/reload?wait=false"} {
+		if code, body := get(t, a, "POST", path, "Bearer s3cret"); code != http.StatusConflict {
+			t.Errorf("POST %s while a waited-for reload runs: %d %q, want 409", path, code, body)
+		}
 	}
 
 	cancel() // the client gives up
@@ -232,15 +234,117 @@ func TestReloadOutlivesClient(t *testing.T) {
 	}
 }
 
-// TestAdminCloseCancelsReload: Close cancels a running reload and returns only once its
-// goroutine has ended, having recorded the outcome; no reload starts after.
+// TestReloadNoWait: ?wait=false answers 202 while the reload runs; meanwhile another reload
+// is refused and the status shows it running; afterwards the status shows its outcome.
+func TestReloadNoWait(t *testing.T) {
+	fc := heldCache()
+	now := time.Date(2026, 11, 27, 14, 30, 5, 0, time.UTC)
+	a := NewAdmin(AdminConfig{Token: "s3cret", Cache: fc, Now: func() time.Time { return now }})
+	defer a.Close()
+
+	if rs := reloadStatus(t, a); rs != nil {
+		t.Errorf("/status.json reload before any = %v, want null", rs)
+	}
+	req := httptest.NewRequest("POST", "/admin/reload?wait=false", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	rec := recv(t, serveAsync(a, req), "the 202 answer while the reload is held")
+	var started struct {
+		State   string    `json:"state"`
+		Started time.Time `json:"started"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &started); rec.Code != http.StatusAccepted || err != nil ||
+		started.State != "running" || !started.Started.Equal(now) {
+		t.Errorf("POST ?wait=false: %d %s, want 202 running, started %s", rec.Code, rec.Body, now.Format(time.RFC3339))
+	}
+	if got := rec.Header().Get("Location"); got != "/status.json" {
+		t.Errorf("Location %q, want /status.json", got)
+	}
+	recv(t, fc.entered, "the reload to start")
+
+	for _, path := range []string{"/admin/reload", "/admin/reload?wait=false"} {
+		if code, body := get(t, a, "POST", path, "Bearer s3cret"); code != http.StatusConflict || body != "a reload is already running\n" {
+			t.Errorf("POST %s while a reload runs: %d %q, want 409", path, code, body)
+		}
+	}
+	if rs := reloadStatus(t, a); rs["state"] != "running" || rs["started"] != "2026-11-27T14:30:05Z" {
+		t.Errorf("/status.json reload while running = %v, want running since 14:30:05", rs)
+	}
+	if _, body := get(t, a, "GET", "/status", ""); !strings.Contains(body, "running since 14:30:05") {
+		t.Errorf("/status does not show the running reload")
+	}
+
+	now = now.Add(7 * time.Second) // before the release: the reload goroutine reads now after it
+	close(fc.hold)
+	if err := recv(t, fc.ended, "the reload to end"); err != nil {
+		t.Fatalf("the reload's ctx ended with %v, want it to run to its end", err)
+	}
+	waitReloads(a)
+	if rs := reloadStatus(t, a); rs["state"] != "done" || rs["entries"] != 42.0 || rs["seconds"] != 7.0 ||
+		rs["finished"] != "2026-11-27T14:30:12Z" {
+		t.Errorf("/status.json reload after it ended = %v, want done at 14:30:12 in 7 s with 42 entries", rs)
+	}
+	if _, body := get(t, a, "GET", "/status", ""); !strings.Contains(body, "done at 2026-11-27 14:30:12 in 7s: 42 entries") {
+		t.Errorf("/status does not show the reload's outcome")
+	}
+	if n := fc.reloads.Load(); n != 1 {
+		t.Errorf("%d reloads ran, want 1", n)
+	}
+}
+
+func TestReloadWaitParameter(t *testing.T) {
+	for _, tt := range []struct {
+		name, query string
+		want        int
+		reloads     int64
+	}{
+		{"absent", "", http.StatusOK, 1},
+		{"true", "?wait=true", http.StatusOK, 1},
+		{"false", "?wait=false", http.StatusAccepted, 1},
+		{"0", "?wait=0", http.StatusAccepted, 1},
+		{"bogus", "?wait=bogus", http.StatusBadRequest, 0},
+		{"yes", "?wait=yes", http.StatusBadRequest, 0},
+		{"empty", "?wait=", http.StatusBadRequest, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fc := &fakeCache{status: cache.Status{Entries: 7, Complete: true}}
+			a := NewAdmin(AdminConfig{Token: "s3cret", Cache: fc})
+			defer a.Close()
+			code, body := get(t, a, "POST", "/admin/reload"+tt.query, "Bearer s3cret")
+			waitReloads(a)
+			if code != tt.want {
+				t.Errorf("got %d %q, want %d", code, body, tt.want)
+			}
+			if tt.want == http.StatusBadRequest && !strings.Contains(body, "wait must be true or false") {
+				t.Errorf("got %q, want it to say what wait may be", body)
+			}
+			if n := fc.reloads.Load(); n != tt.reloads {
+				t.Errorf("%d reloads ran, want %d", n, tt.reloads)
+			}
+		})
+	}
+}
+
+// TestAdminCloseCancelsReload: Close cancels a running reload, whether a request waits for
+// it or not, and returns only once its goroutine has ended, having recorded the outcome; no
+// reload starts after.
 func TestAdminCloseCancelsReload(t *testing.T) {
+	for _, wait := range []bool{true, false} {
+		t.Run(fmt.Sprintf("wait=%t", wait), func(t *testing.T) { testAdminCloseCancelsReload(t, wait) })
+	}
+}
+
+func testAdminCloseCancelsReload(t *testing.T, wait bool) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	fc := heldCache()
 	a := NewAdmin(AdminConfig{Token: "s3cret", Cache: fc, Logger: slog.New(slog.DiscardHandler)})
-	req := httptest.NewRequest("POST", "/admin/reload", nil)
+	req := httptest.NewRequest("POST", fmt.Sprintf("/admin/reload?wait=%t", wait), nil)
 	req.Header.Set("Authorization", "Bearer s3cret")
 	answered := serveAsync(a, req)
+	if !wait {
+		if rec := recv(t, answered, "the 202 answer"); rec.Code != http.StatusAccepted {
+			t.Fatalf("POST ?wait=false: %d %q, want 202", rec.Code, rec.Body)
+		}
+	}
 	recv(t, fc.entered, "the reload to start")
 
 	// The record is read in the goroutine that called Close, the moment Close returns: a
@@ -258,9 +362,11 @@ func TestAdminCloseCancelsReload(t *testing.T) {
 	if run.Finished.IsZero() || !errors.Is(run.Err, context.Canceled) {
 		t.Errorf("when Close returned the reload was %+v, want finished with context.Canceled", run)
 	}
-	if rec := recv(t, answered, "the reload's answer"); rec.Code != http.StatusServiceUnavailable ||
-		!strings.Contains(rec.Body.String(), "reload failed: cache: reload: context canceled") {
-		t.Errorf("the waiting request got %d %q, want 503 reload failed: … context canceled", rec.Code, rec.Body)
+	if wait {
+		if rec := recv(t, answered, "the reload's answer"); rec.Code != http.StatusServiceUnavailable ||
+			!strings.Contains(rec.Body.String(), "reload failed: cache: reload: context canceled") {
+			t.Errorf("the waiting request got %d %q, want 503 reload failed: … context canceled", rec.Code, rec.Body)
+		}
 	}
 	if code, _ := get(t, a, "POST", "/admin/reload", "Bearer s3cret"); code != http.StatusServiceUnavailable {
 		t.Errorf("reload after Close: %d, want 503", code)
