@@ -5,9 +5,11 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,7 +47,7 @@ type AdminConfig struct {
 
 // Admin is the admin listener's handler: /metrics, /healthz, /readyz, /status,
 // POST /admin/reload and /debug/pprof/. Start begins sampling the history the status page
-// charts; Close stops it. Admin is safe for concurrent use.
+// charts; Close stops it and any reload it started. Admin is safe for concurrent use.
 type Admin struct {
 	cfg     AdminConfig
 	mux     *http.ServeMux
@@ -56,8 +58,45 @@ type Admin struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	reloadMu sync.Mutex // one reload at a time
+	reloadMu sync.Mutex // guards current; one reload at a time
+	current  *reloadRun // the running reload, else the last one; nil before the first
 }
+
+// reloadRun is the record of one reload started by POST /admin/reload: running while
+// Finished is zero.
+type reloadRun struct {
+	Started, Finished time.Time
+	Entries           int64 // the cache's entries and completeness after a reload that succeeded
+	Complete          bool
+	Err               error // why it failed; nil if it did not
+}
+
+// took is how long the reload took, or has run so far at now.
+func (r reloadRun) took(now time.Time) time.Duration {
+	if r.Finished.IsZero() {
+		return now.Sub(r.Started)
+	}
+	return r.Finished.Sub(r.Started)
+}
+
+// summary is the record as /status.json and the 202 answer show it.
+func (r reloadRun) summary(now time.Time) map[string]any {
+	m := map[string]any{"started": r.Started, "seconds": r.took(now).Seconds()}
+	switch {
+	case r.Finished.IsZero():
+		m["state"] = "running"
+	case r.Err != nil:
+		m["state"], m["finished"], m["error"] = "failed", r.Finished, r.Err.Error()
+	default:
+		m["state"], m["finished"], m["entries"], m["complete"] = "done", r.Finished, r.Entries, r.Complete
+	}
+	return m
+}
+
+var (
+	errReloadRunning = errors.New("a reload is already running")
+	errAdminClosed   = errors.New("the admin listener is shutting down")
+)
 
 // NewAdmin returns the admin handler for cfg.
 func NewAdmin(cfg AdminConfig) *Admin {
@@ -118,9 +157,13 @@ func (a *Admin) Start() {
 	}()
 }
 
-// Close stops the sampler and waits for it.
+// Close stops the sampler and cancels a reload it started, and waits for both to end.
 func (a *Admin) Close() error {
+	// Cancel under reloadMu: startReload checks a.ctx and calls wg.Add under it, so no
+	// reload starts (and no wg.Add races wg.Wait) once Close has begun.
+	a.reloadMu.Lock()
 	a.cancel()
+	a.reloadMu.Unlock()
 	a.wg.Wait()
 	return nil
 }
@@ -155,31 +198,113 @@ func (a *Admin) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ready\n"))
 }
 
-// reload runs a full reload when the request carries the admin bearer token.
+// reload starts a full reload when the request carries the admin bearer token, and answers
+// with its outcome when it ends; with ?wait=false it answers 202 at once. Either way the
+// reload runs on the Admin's context: a client that gives up (curl -m 30, a proxy's
+// timeout) does not cancel a reload half-way, only Close does.
 func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
 	if !a.authorised(w, r) {
 		return
 	}
-	if !a.reloadMu.TryLock() {
-		http.Error(w, "a reload is already running", http.StatusConflict)
-		return
-	}
-	defer a.reloadMu.Unlock()
-	start := a.cfg.Now()
-	if err := a.cfg.Cache.Reload(r.Context()); err != nil {
-		a.cfg.Logger.Error("admin: reload failed", "err", err)
-		status := http.StatusInternalServerError
-		if errors.Is(err, context.Canceled) {
-			status = http.StatusServiceUnavailable
+	wait := true
+	if q := r.URL.Query(); q.Has("wait") {
+		v, err := strconv.ParseBool(q.Get("wait"))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("wait must be true or false, not %q", q.Get("wait")), http.StatusBadRequest)
+			return
 		}
-		http.Error(w, "reload failed: "+err.Error(), status)
+		wait = v
+	}
+	run, done, err := a.startReload()
+	switch {
+	case errors.Is(err, errReloadRunning):
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	st := a.cfg.Cache.Status()
-	a.cfg.Logger.Info("admin: reload done", "entries", st.Entries, "took", a.cfg.Now().Sub(start))
+	if !wait {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Location", "/status.json")
+		w.WriteHeader(http.StatusAccepted)
+		json.NewEncoder(w).Encode(run.summary(a.cfg.Now()))
+		return
+	}
+	select {
+	case run = <-done:
+	case <-r.Context().Done():
+		a.cfg.Logger.Info("admin: the client left before the reload ended; it goes on", "started", run.Started)
+		return
+	}
+	if run.Err != nil {
+		status := http.StatusInternalServerError
+		if errors.Is(run.Err, context.Canceled) {
+			status = http.StatusServiceUnavailable // Close cancelled it: shutting down
+		}
+		http.Error(w, "reload failed: "+run.Err.Error(), status)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{
-		"entries": st.Entries, "complete": st.Complete, "seconds": a.cfg.Now().Sub(start).Seconds()})
+		"entries": run.Entries, "complete": run.Complete, "seconds": run.took(run.Finished).Seconds()})
+}
+
+// startReload starts a reload on the Admin's context and returns its record as it starts
+// and a channel that receives the record when it ends. It returns errReloadRunning while a
+// reload runs, and errAdminClosed once Close has begun.
+func (a *Admin) startReload() (reloadRun, <-chan reloadRun, error) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if a.ctx.Err() != nil {
+		return reloadRun{}, nil, errAdminClosed
+	}
+	if a.current != nil && a.current.Finished.IsZero() {
+		return reloadRun{}, nil, errReloadRunning
+	}
+	run := reloadRun{Started: a.cfg.Now()}
+	a.current = &run
+	done := make(chan reloadRun, 1) // buffered: the request may have gone
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		done <- a.runReload(run)
+	}()
+	return run, done, nil
+}
+
+// runReload runs the reload that startReload recorded as run, logs its outcome and records
+// it for the status page.
+func (a *Admin) runReload(run reloadRun) reloadRun {
+	a.cfg.Logger.Info("admin: reload started")
+	run.Err = a.cfg.Cache.Reload(a.ctx)
+	if run.Err == nil {
+		st := a.cfg.Cache.Status()
+		run.Entries, run.Complete = st.Entries, st.Complete
+	}
+	run.Finished = a.cfg.Now()
+	switch {
+	case errors.Is(run.Err, context.Canceled) && a.ctx.Err() != nil:
+		a.cfg.Logger.Info("admin: reload cancelled: the service is stopping", "took", run.took(run.Finished))
+	case run.Err != nil:
+		a.cfg.Logger.Error("admin: reload failed", "err", run.Err, "took", run.took(run.Finished))
+	default:
+		a.cfg.Logger.Info("admin: reload done", "entries", run.Entries, "took", run.took(run.Finished))
+	}
+	a.reloadMu.Lock()
+	a.current = &run
+	a.reloadMu.Unlock()
+	return run
+}
+
+// lastReload returns the running reload, else the last one; ok is false before the first.
+func (a *Admin) lastReload() (run reloadRun, ok bool) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if a.current == nil {
+		return reloadRun{}, false
+	}
+	return *a.current, true
 }
 
 // authorised checks the bearer token in constant time; without a configured token the

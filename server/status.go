@@ -80,6 +80,8 @@ type statusView struct {
 	Window       time.Duration
 	Chart        template.HTML
 	StaleWarning bool
+	Reload       *reloadRun    // the running admin reload, else the last one; nil before the first
+	ReloadTook   time.Duration // how long it took, or has run so far
 }
 
 func (a *Admin) view() statusView {
@@ -120,6 +122,12 @@ func (a *Admin) view() statusView {
 		}
 	}
 	v.Chart = hitRatioChart(samples)
+	if run, ok := a.lastReload(); ok {
+		v.Reload, v.ReloadTook = &run, run.took(now).Round(100*time.Millisecond)
+		if run.Finished.IsZero() {
+			v.ReloadTook = run.took(now).Truncate(time.Second) // the page refreshes every 10 s
+		}
+	}
 	return v
 }
 
@@ -145,8 +153,16 @@ func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
 		"hit_ratio": nullable(v.HitRatio, v.HitRatioOK), "requests_per_second": v.Rate,
 		"p50_seconds": nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
 		"last_success": v.Cache.LastSuccess, "staleness_seconds": v.Cache.Staleness.Seconds(),
-		"recent_errors": v.Cache.RecentErrors,
+		"recent_errors": v.Cache.RecentErrors, "reload": reloadJSON(v.Reload, v.Now),
 	})
+}
+
+// reloadJSON is the admin reload's record for /status.json: null before the first.
+func reloadJSON(run *reloadRun, now time.Time) any {
+	if run == nil {
+		return nil
+	}
+	return run.summary(now)
 }
 
 // delta is how much a counter rose from a to b; a counter that went back (a restart, or a
