@@ -162,7 +162,7 @@ func TestAnalyseTrace(t *testing.T) {
 
 	t.Run("the output is aligned", func(t *testing.T) {
 		var b bytes.Buffer
-		if err := write(&b, "test.trace", res, opt.slow); err != nil {
+		if err := write(&b, "test.trace", res, summarise(res), opt.slow); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("\n%s", b.String())

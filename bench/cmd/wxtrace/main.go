@@ -4,10 +4,12 @@
 // collector's mark workers, the admin listener, the rest) in % of a core, the time spent
 // in GC mark assists, and the scheduling delay (Runnable to Running) of the webhook's
 // goroutines at p50, p99 and max. Before the table it lists the collector's mark phases
-// with the heap in use and the heap goal at their start; after it, the webhook's
-// goroutines that ran longer than -slow without a transition (the OS took their thread
-// away). The output is aligned plain text, for Markdown code blocks. wxbench writes such
-// a trace across a full reload, as reload.trace in the work directory it names at the end:
+// with the heap in use and the heap goal at their start; after it, the median and p90 of
+// the webhook's p99 delay over the windows in which the loader was quiet and over those
+// in which it was busy, and the webhook's goroutines that ran longer than -slow without a
+// transition (the OS took their thread away). The output is aligned plain text, for
+// Markdown code blocks. wxbench writes such a trace across a full reload, as
+// reload.trace in the work directory it names at the end:
 //
 //	go run ./bench/cmd/wxbench -keep -trace-reload 30s -scenarios steady,reload -systems wxlookup -mode plain -micro=false -profile 0
 //	go run ./bench/cmd/wxtrace [-window 100ms] [-from 0s] [-to 0s] [-slow 3ms] WORKDIR/reload.trace
@@ -58,5 +60,5 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return write(os.Stdout, filepath.Base(path), res, opt.slow)
+	return write(os.Stdout, filepath.Base(path), res, summarise(res), opt.slow)
 }

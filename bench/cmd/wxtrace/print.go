@@ -16,15 +16,17 @@ const longestRuns = 5
 // first.
 var columns = []class{classWebhook, classLoader, classRistretto, classMySQL, classGCWorker, classAdmin, classOther}
 
-// write prints res as aligned plain text, fit for a Markdown code block: the trace's
-// span, its mark phases, a row per window and the longest runs.
-func write(w io.Writer, name string, res *result, slow time.Duration) error {
+// write prints res and sum as aligned plain text, fit for a Markdown code block: the
+// trace's span, its mark phases, a row per window, the summary and the longest runs.
+func write(w io.Writer, name string, res *result, sum summary, slow time.Duration) error {
 	var b bytes.Buffer
 	writeHeader(&b, name, res)
 	b.WriteString("\n")
 	writeGCs(&b, res.gcs)
 	b.WriteString("\n")
 	writeWindows(&b, res.windows)
+	b.WriteString("\n")
+	writeSummary(&b, sum)
 	b.WriteString("\n")
 	writeLongRuns(&b, res.longRuns, slow)
 	_, err := w.Write(b.Bytes())
@@ -88,6 +90,17 @@ func writeWindows(b *bytes.Buffer, windows []window) {
 	table(b, strings.Repeat("r", len(head)), head, rows)
 }
 
+func writeSummary(b *bytes.Buffer, sum summary) {
+	b.WriteString("webhook scheduling delay, p99 of a window, over windows without GC marking or assists:\n")
+	rows := [][]string{
+		groupRow(fmt.Sprintf("< %d%% of a core", quietLoader), sum.quiet),
+		groupRow(fmt.Sprintf(">= %d%% of a core", busyLoader), sum.busy),
+	}
+	table(b, "lrrr", []string{"loader", "windows", "median ms", "p90 ms"}, rows)
+	fmt.Fprintf(b, "  left out, windows: %d with GC marking or assists, %d with the loader at %d-%d%%, %d with no webhook wake-up\n",
+		sum.gc, sum.between, quietLoader, busyLoader, sum.unscheduled)
+}
+
 func writeLongRuns(b *bytes.Buffer, runs []longRun, slow time.Duration) {
 	fmt.Fprintf(b, "webhook goroutines Running longer than %s without a transition: %d\n", slow, len(runs))
 	if len(runs) == 0 {
@@ -99,6 +112,13 @@ func writeLongRuns(b *bytes.Buffer, runs []longRun, slow time.Duration) {
 		rows = append(rows, []string{secs(r.start), fmt.Sprintf("g%d", r.g), ms(r.dur), r.ended, r.where})
 	}
 	table(b, "rrrll", []string{"start s", "goroutine", "ran ms", "then", "in"}, rows)
+}
+
+func groupRow(name string, g group) []string {
+	if g.windows == 0 {
+		return []string{name, "0", "-", "-"}
+	}
+	return []string{name, fmt.Sprint(g.windows), ms(g.median), ms(g.p90)}
 }
 
 // table writes rows under head, two spaces apart and indented by two, each column as wide
