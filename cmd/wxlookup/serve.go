@@ -320,11 +320,13 @@ func (m *Main) Close() error {
 		errs = append(errs, m.webhook.Shutdown(ctx))
 		errs = append(errs, <-m.served)
 	}
-	if m.adminSrv != nil {
-		errs = append(errs, m.adminSrv.Shutdown(ctx))
-	}
+	// The admin handler first: it cancels a reload that a POST /admin/reload is waiting
+	// for, which then answers 503 at once instead of holding the listener's shutdown.
 	if m.admin != nil {
 		errs = append(errs, m.admin.Close())
+	}
+	if m.adminSrv != nil {
+		errs = append(errs, m.adminSrv.Shutdown(ctx))
 	}
 	if m.Cache != nil {
 		errs = append(errs, m.Cache.Close())
