@@ -3,6 +3,7 @@ package cache
 import (
 	"os"
 	"runtime"
+	"sync"
 )
 
 // background runs the calling goroutine at the operating system's idle priority until the
@@ -21,11 +22,17 @@ import (
 // keeps it waiting, so a rebuild starved of CPU would also starve the webhook of that P.
 // With one more P the webhook keeps as many as it had.
 //
-// The restore undoes all three, and it must run on the same goroutine. Only one caller may
-// be in background at a time; the loader's srcMu sees to that.
+// The restore undoes all three, and it must run on the same goroutine. Callers may overlap
+// (two caches in one process, as in tests): the first raises GOMAXPROCS and the last to
+// leave puts it back.
 func background() (restore func()) {
-	procs := runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(procs + 1)
+	bgProcs.Lock()
+	if bgProcs.n == 0 {
+		bgProcs.procs = runtime.GOMAXPROCS(0)
+		runtime.GOMAXPROCS(bgProcs.procs + 1)
+	}
+	bgProcs.n++
+	bgProcs.Unlock()
 	runtime.LockOSThread()
 	lowered := lowerThreadPriority()
 	return func() {
@@ -33,10 +40,22 @@ func background() (restore func()) {
 			restoreThreadPriority()
 		}
 		runtime.UnlockOSThread()
+		bgProcs.Lock()
+		defer bgProcs.Unlock()
+		if bgProcs.n--; bgProcs.n > 0 {
+			return
+		}
 		if os.Getenv("GOMAXPROCS") == "" {
 			runtime.SetDefaultGOMAXPROCS() // and keep following the CPU quota, as Go does by default
 		} else {
-			runtime.GOMAXPROCS(procs)
+			runtime.GOMAXPROCS(bgProcs.procs)
 		}
 	}
+}
+
+// bgProcs counts the goroutines in background and keeps GOMAXPROCS from before the first.
+var bgProcs struct {
+	sync.Mutex
+	n     int
+	procs int
 }

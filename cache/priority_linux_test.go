@@ -29,3 +29,36 @@ func TestBackground(t *testing.T) {
 		t.Errorf("thread policy after: %d (%v), want SCHED_NORMAL (%d)", p, err, unix.SCHED_NORMAL)
 	}
 }
+
+// TestBackgroundOverlapping checks that GOMAXPROCS is raised once and put back by the last
+// of two overlapping callers, whichever order they leave in.
+func TestBackgroundOverlapping(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	enter := func() (leave chan struct{}, left chan struct{}) {
+		leave, left, entered := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		go func() {
+			restore := background()
+			close(entered)
+			<-leave
+			restore()
+			close(left)
+		}()
+		<-entered
+		return leave, left
+	}
+	leaveA, leftA := enter()
+	leaveB, leftB := enter()
+	if got := runtime.GOMAXPROCS(0); got != procs+1 {
+		t.Errorf("GOMAXPROCS with two in the background: %d, want %d (raised once)", got, procs+1)
+	}
+	close(leaveA)
+	<-leftA
+	if got := runtime.GOMAXPROCS(0); got != procs+1 {
+		t.Errorf("GOMAXPROCS after the first left: %d, want %d until the last leaves", got, procs+1)
+	}
+	close(leaveB)
+	<-leftB
+	if got := runtime.GOMAXPROCS(0); got != procs {
+		t.Errorf("GOMAXPROCS after both left: %d, want %d", got, procs)
+	}
+}
