@@ -12,7 +12,7 @@ import (
 // new one built so far, and it does so while the webhook is serving. In an execution
 // trace of a reload of 1,000,000 rows at 20,000 req/s, two such collections marked for
 // 113 ms and 226 ms, and in those tenths of a second the webhook's scheduling delay rose
-// to 7–26 ms at p99. With the target raised, the build runs without a collection, and one
+// to 4–26 ms at p99. With the target raised, the build runs without a collection, and one
 // collection after the swap marks only the new table.
 //
 // The cost is memory: the build's own garbage (the rows read from the source, ristretto's
@@ -25,7 +25,7 @@ import (
 // The collection after the swap is started by the reload itself, before the target is
 // restored. Restoring first would leave the heap far over the restored goal, and the
 // collector would then make every goroutine that allocates, replies included, help it
-// mark (in the trace: assists took 94 % of a core for a tenth of a second).
+// mark (in the trace: assists took 71 % of a core for a tenth of a second).
 const rebuildGCFactor = 4
 
 // deferGC raises GOGC by rebuildGCFactor and returns the function that collects and then
