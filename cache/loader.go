@@ -199,6 +199,18 @@ func (c *Cache) Reload(ctx context.Context) error {
 	return c.run(ctx, "reload", c.loadLocked)
 }
 
+// newPacer is newPacer for a rebuild of this cache, which says in the log when the rebuild
+// was starved at idle priority and went back to normal priority.
+func (c *Cache) newPacer(on bool, step string) *pacer {
+	p := newPacer(on)
+	p.starved = func() {
+		restoreThreadPriority()
+		c.log.Info("cache: no idle CPU on the machine: the "+step+" goes on at normal priority, paced",
+			"run_queue_wait_over", paceStarved)
+	}
+	return p
+}
+
 // loadLocked builds a table from a snapshot and swaps it in. The caller holds srcMu.
 func (c *Cache) loadLocked(ctx context.Context) error {
 	start := time.Now()
@@ -231,8 +243,8 @@ func (c *Cache) build(ctx context.Context) (*table, time.Time, error) {
 		t        *table // non-nil once the rows outgrow the budget
 		scratch  []byte
 		buildErr error
-		pace     = newPacer(c.cur.Load() != nil) // a reload: leave CPU to the webhook
-		sl       = new(slab)                     // entries side by side: see slab
+		pace     = c.newPacer(c.cur.Load() != nil, "reload") // a reload: leave CPU to the webhook
+		sl       = new(slab)                                 // entries side by side: see slab
 	)
 	wm, err := c.src.Snapshot(ctx, func(r Row) error {
 		rows++
@@ -393,7 +405,7 @@ func (c *Cache) reconcileLocked(ctx context.Context) error {
 	scan := t.beginScan()
 	seen := make(map[uint64]struct{}, max(t.entries.Load(), 0))
 	var scratch []byte
-	pace := newPacer(true) // the scan runs while the cache serves: leave CPU to the webhook
+	pace := c.newPacer(true, "reconcile") // the scan runs while the cache serves: leave CPU to the webhook
 	err := c.src.Keys(ctx, func(k string) error {
 		if err := pace.tick(ctx); err != nil {
 			return err

@@ -22,6 +22,15 @@ const (
 // least this long for a thread.
 const paceCrowded = 500 * time.Microsecond
 
+// paceStarved is how long the rebuild's thread may wait on the kernel's run queue during
+// one slice of paceEvery rows (about a millisecond of work) before the pacer counts the
+// rebuild as starved. A rebuild runs at the kernel's idle priority (see background), and
+// on a machine whose cores are all busy it would barely progress, while the refresh waits
+// for it. After such a slice the thread goes back to normal priority, and the pacer alone
+// spaces the work out, as it did before. Waiting for MySQL is not waiting on the run
+// queue, so a slow page of rows does not count.
+const paceStarved = 100 * time.Millisecond
+
 // pacer spreads a rebuild of a cache that is already serving (a Reload, a reconcile scan)
 // out in time, so that it leaves CPU to the webhook. After each slice of paceEvery rows it
 // pauses for a multiple of the slice's duration. The multiple adapts to how crowded the
@@ -30,21 +39,29 @@ const paceCrowded = 500 * time.Microsecond
 // goroutines queue for CPU), it doubles, up to paceMax; otherwise it halves, down to
 // paceMin. An idle server thus rebuilds at a 50 % duty cycle, and a saturated one yields
 // almost all of the CPU. The first warm is not paced: nothing is served yet, and
-// readiness should come as soon as it can. A pacer is used by one goroutine.
+// readiness should come as soon as it can. A pacer is used by one goroutine, the one
+// doing the rebuild (its thread is the one starved restores).
 type pacer struct {
 	on    bool
 	n     int
 	start time.Time
 	ratio int
-	// now, sleep and crowded are replaced by tests.
+	// now, sleep, crowded and starved are replaced by tests.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 	// crowded reports whether the process was short of CPU since its last call.
 	crowded func() bool
+	// runWait is the thread's total wait on the kernel's run queue (ok false: unknown);
+	// starved is called once, after the first slice in which that grew by paceStarved.
+	runWait func() (time.Duration, bool)
+	waited  time.Duration // runWait at the slice's start
+	starved func()
 }
 
 func newPacer(on bool) *pacer {
-	p := &pacer{on: on, start: time.Now(), ratio: paceMin, now: time.Now, sleep: sleepCtx}
+	p := &pacer{on: on, start: time.Now(), ratio: paceMin, now: time.Now, sleep: sleepCtx,
+		runWait: threadRunWait, starved: restoreThreadPriority}
+	p.waited, _ = p.runWait()
 	if on {
 		p.crowded = newSchedProbe(paceCrowded).crowded
 	}
@@ -62,6 +79,12 @@ func (p *pacer) tick(ctx context.Context) error {
 		return nil
 	}
 	worked := p.now().Sub(p.start)
+	if p.starved != nil {
+		if w, ok := p.runWait(); ok && w-p.waited >= paceStarved {
+			p.starved()
+			p.starved = nil
+		}
+	}
 	if p.crowded() {
 		p.ratio = min(2*p.ratio, paceMax)
 	} else {
@@ -71,6 +94,9 @@ func (p *pacer) tick(ctx context.Context) error {
 		return err
 	}
 	p.start = p.now()
+	if p.starved != nil {
+		p.waited, _ = p.runWait()
+	}
 	return nil
 }
 

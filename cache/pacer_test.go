@@ -38,6 +38,48 @@ func TestPacerAdaptsToCrowding(t *testing.T) {
 	}
 }
 
+// TestPacerStarved checks that a slice in which the thread waited paceStarved on the run
+// queue sends the rebuild back to normal priority, once; that a slice merely long (waiting
+// for MySQL) does not; and that nothing happens where the wait is unknown.
+func TestPacerStarved(t *testing.T) {
+	for _, known := range []bool{true, false} {
+		clock := time.Unix(0, 0)
+		var runWait time.Duration
+		p := newPacer(true)
+		p.start = clock
+		p.now = func() time.Time { return clock }
+		p.sleep = func(_ context.Context, d time.Duration) error { clock = clock.Add(d); return nil }
+		p.crowded = func() bool { return false }
+		p.runWait = func() (time.Duration, bool) { return runWait, known }
+		p.waited = 0
+		starved := 0
+		p.starved = func() { starved++ }
+		slice := func(took, queued time.Duration) {
+			t.Helper()
+			clock, runWait = clock.Add(took), runWait+queued
+			for range paceEvery {
+				if err := p.tick(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		slice(time.Millisecond, 0)
+		slice(time.Second, paceStarved-time.Millisecond) // mostly waiting for MySQL
+		if starved != 0 {
+			t.Fatalf("known=%v: starved after %v on the run queue, want not before %v", known, paceStarved-time.Millisecond, paceStarved)
+		}
+		slice(paceStarved, paceStarved)
+		slice(time.Second, time.Second)
+		want := 1
+		if !known {
+			want = 0
+		}
+		if starved != want {
+			t.Errorf("known=%v: starved called %d times after two starved slices, want %d", known, starved, want)
+		}
+	}
+}
+
 func TestPacer(t *testing.T) {
 	var pauses []time.Duration
 	p := newPacer(true)

@@ -2,7 +2,9 @@ package cache
 
 import (
 	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -60,5 +62,37 @@ func TestBackgroundOverlapping(t *testing.T) {
 	<-leftB
 	if got := runtime.GOMAXPROCS(0); got != procs {
 		t.Errorf("GOMAXPROCS after both left: %d, want %d", got, procs)
+	}
+}
+
+// TestThreadRunWaitSeesStarvation checks the figure the pacer's starvation guard reads: a
+// thread at idle priority, runnable while every core spins at normal priority, waits on the
+// run queue, and threadRunWait says so.
+func TestThreadRunWaitSeesStarvation(t *testing.T) {
+	restore := background()
+	defer restore()
+	before, ok := threadRunWait()
+	if !ok {
+		t.Fatal("threadRunWait: /proc/thread-self/schedstat unreadable on Linux")
+	}
+	const spin = 300 * time.Millisecond
+	deadline := time.Now().Add(spin)
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() {
+		wg.Add(1)
+		go func() { // each on a thread of its own, at normal priority
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for time.Now().Before(deadline) {
+			}
+		}()
+	}
+	for time.Now().Before(deadline) { // runnable all along, at idle priority
+	}
+	wg.Wait()
+	after, _ := threadRunWait()
+	if waited := after - before; waited < spin/10 {
+		t.Errorf("an idle-priority thread against %d spinning ones waited %v on the run queue in %v, want at least %v", runtime.NumCPU(), waited, spin, spin/10)
 	}
 }
