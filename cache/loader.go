@@ -205,8 +205,7 @@ func (c *Cache) newPacer(on bool, step string) *pacer {
 	p := newPacer(on)
 	p.starved = func() {
 		restoreThreadPriority()
-		c.log.Info("cache: no idle CPU on the machine: the "+step+" goes on at normal priority, paced",
-			"run_queue_wait_over", paceStarved)
+		c.log.Info("cache: no idle CPU on the machine: the " + step + " goes on at normal priority, paced")
 	}
 	return p
 }

@@ -22,14 +22,18 @@ const (
 // least this long for a thread.
 const paceCrowded = 500 * time.Microsecond
 
-// paceStarved is how long the rebuild's thread may wait on the kernel's run queue during
-// one slice of paceEvery rows (about a millisecond of work) before the pacer counts the
-// rebuild as starved. A rebuild runs at the kernel's idle priority (see background), and
-// on a machine whose cores are all busy it would barely progress, while the refresh waits
-// for it. After such a slice the thread goes back to normal priority, and the pacer alone
-// spaces the work out, as it did before. Waiting for MySQL is not waiting on the run
-// queue, so a slow page of rows does not count.
-const paceStarved = 100 * time.Millisecond
+// A rebuild runs at the kernel's idle priority (see background). On a machine whose cores
+// are all busy it would barely progress, while the refresh waits for it. So the pacer
+// counts the rebuild as starved when its thread has waited on the kernel's run queue
+// paceStarvedSlice within one slice of paceEvery rows (about a millisecond of work), or
+// paceStarvedTotal since the rebuild began. The thread then goes back to normal priority,
+// and the pacer alone spaces the work out, as it did before idle priority. Waiting for
+// MySQL is not waiting on the run queue, so slow pages of rows do not count. A reload at
+// 20,000 req/s on two cores had slices that waited 100 ms, and took 12 s in all.
+const (
+	paceStarvedSlice = time.Second
+	paceStarvedTotal = 30 * time.Second
+)
 
 // pacer spreads a rebuild of a cache that is already serving (a Reload, a reconcile scan)
 // out in time, so that it leaves CPU to the webhook. After each slice of paceEvery rows it
@@ -52,8 +56,9 @@ type pacer struct {
 	// crowded reports whether the process was short of CPU since its last call.
 	crowded func() bool
 	// runWait is the thread's total wait on the kernel's run queue (ok false: unknown);
-	// starved is called once, after the first slice in which that grew by paceStarved.
+	// starved is called once, when the rebuild is first found starved.
 	runWait func() (time.Duration, bool)
+	began   time.Duration // runWait when the rebuild began
 	waited  time.Duration // runWait at the slice's start
 	starved func()
 }
@@ -61,7 +66,8 @@ type pacer struct {
 func newPacer(on bool) *pacer {
 	p := &pacer{on: on, start: time.Now(), ratio: paceMin, now: time.Now, sleep: sleepCtx,
 		runWait: threadRunWait, starved: restoreThreadPriority}
-	p.waited, _ = p.runWait()
+	p.began, _ = p.runWait()
+	p.waited = p.began
 	if on {
 		p.crowded = newSchedProbe(paceCrowded).crowded
 	}
@@ -80,7 +86,7 @@ func (p *pacer) tick(ctx context.Context) error {
 	}
 	worked := p.now().Sub(p.start)
 	if p.starved != nil {
-		if w, ok := p.runWait(); ok && w-p.waited >= paceStarved {
+		if w, ok := p.runWait(); ok && (w-p.waited >= paceStarvedSlice || w-p.began >= paceStarvedTotal) {
 			p.starved()
 			p.starved = nil
 		}

@@ -38,45 +38,50 @@ func TestPacerAdaptsToCrowding(t *testing.T) {
 	}
 }
 
-// TestPacerStarved checks that a slice in which the thread waited paceStarved on the run
-// queue sends the rebuild back to normal priority, once; that a slice merely long (waiting
-// for MySQL) does not; and that nothing happens where the wait is unknown.
+// TestPacerStarved checks when a rebuild counts as starved: a slice in which the thread
+// waited paceStarvedSlice on the run queue, or paceStarvedTotal since the rebuild began;
+// not a slice merely long (waiting for MySQL), nor anything where the wait is unknown. It
+// is reported once.
 func TestPacerStarved(t *testing.T) {
-	for _, known := range []bool{true, false} {
-		clock := time.Unix(0, 0)
-		var runWait time.Duration
-		p := newPacer(true)
-		p.start = clock
-		p.now = func() time.Time { return clock }
-		p.sleep = func(_ context.Context, d time.Duration) error { clock = clock.Add(d); return nil }
-		p.crowded = func() bool { return false }
-		p.runWait = func() (time.Duration, bool) { return runWait, known }
-		p.waited = 0
-		starved := 0
-		p.starved = func() { starved++ }
-		slice := func(took, queued time.Duration) {
-			t.Helper()
-			clock, runWait = clock.Add(took), runWait+queued
-			for range paceEvery {
-				if err := p.tick(context.Background()); err != nil {
-					t.Fatal(err)
+	type slice struct{ took, queued time.Duration }
+	many := func(n int, s slice) []slice { return slices.Repeat([]slice{s}, n) }
+	half := slice{paceStarvedSlice, paceStarvedSlice / 2}
+	for _, tt := range []struct {
+		name   string
+		known  bool
+		slices []slice
+		want   int // starved calls
+	}{
+		{"fed", true, []slice{{time.Millisecond, 0}, {2 * time.Second, paceStarvedSlice - time.Millisecond}}, 0},
+		{"one slice starved", true, []slice{{time.Millisecond, 0}, {paceStarvedSlice, paceStarvedSlice}, {5 * time.Second, 5 * time.Second}}, 1},
+		{"starved in all", true, many(int(paceStarvedTotal/half.queued), half), 1},
+		{"not quite starved in all", true, many(int(paceStarvedTotal/half.queued)-1, half), 0},
+		{"wait unknown", false, []slice{{5 * time.Second, 5 * time.Second}}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := time.Unix(0, 0)
+			var runWait time.Duration
+			p := newPacer(true)
+			p.start = clock
+			p.now = func() time.Time { return clock }
+			p.sleep = func(_ context.Context, d time.Duration) error { clock = clock.Add(d); return nil }
+			p.crowded = func() bool { return false }
+			p.runWait = func() (time.Duration, bool) { return runWait, tt.known }
+			p.began, p.waited = 0, 0
+			starved := 0
+			p.starved = func() { starved++ }
+			for _, s := range tt.slices {
+				clock, runWait = clock.Add(s.took), runWait+s.queued
+				for range paceEvery {
+					if err := p.tick(context.Background()); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
-		}
-		slice(time.Millisecond, 0)
-		slice(time.Second, paceStarved-time.Millisecond) // mostly waiting for MySQL
-		if starved != 0 {
-			t.Fatalf("known=%v: starved after %v on the run queue, want not before %v", known, paceStarved-time.Millisecond, paceStarved)
-		}
-		slice(paceStarved, paceStarved)
-		slice(time.Second, time.Second)
-		want := 1
-		if !known {
-			want = 0
-		}
-		if starved != want {
-			t.Errorf("known=%v: starved called %d times after two starved slices, want %d", known, starved, want)
-		}
+			if starved != tt.want {
+				t.Errorf("starved called %d times, want %d", starved, tt.want)
+			}
+		})
 	}
 }
 

@@ -24,8 +24,8 @@ import (
 //
 // On a machine whose cores are all busy, a thread at idle priority would barely run, and
 // the refresh waits for a rebuild. The pacer therefore puts the thread back to normal
-// priority after a slice that took 100 times its usual time (paceStarved), and then spaces
-// the work out on its own.
+// priority once it finds the rebuild starved (paceStarvedSlice, paceStarvedTotal), and then
+// spaces the work out on its own.
 //
 // The restore undoes all three, and it must run on the same goroutine. Callers may overlap
 // (two caches in one process, as in tests): the first raises GOMAXPROCS and the last to
