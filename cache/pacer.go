@@ -66,10 +66,10 @@ type pacer struct {
 func newPacer(on bool) *pacer {
 	p := &pacer{on: on, start: time.Now(), ratio: paceMin, now: time.Now, sleep: sleepCtx,
 		runWait: threadRunWait, starved: restoreThreadPriority}
-	p.began, _ = p.runWait()
-	p.waited = p.began
 	if on {
 		p.crowded = newSchedProbe(paceCrowded).crowded
+		p.began, _ = p.runWait()
+		p.waited = p.began
 	}
 	return p
 }
