@@ -3,7 +3,9 @@ package cache
 import (
 	"context"
 	"errors"
+	"hash/crc32"
 	"time"
+	"unsafe"
 )
 
 // Row is one record of the lookup table as a source delivers it.
@@ -15,6 +17,24 @@ type Row struct {
 	// Deleted marks a row that a source knows to be gone (the CSV source reports deletes
 	// this way; the MySQL source cannot, and the loader's reconcile finds them instead).
 	Deleted bool
+	// Sum is the row's checksum for range reconcile (RangeSource): the CRC-32 (IEEE) of
+	// the key and the values joined by the byte 0x1f, exactly as the source computes it on
+	// its side (see RowSum). Sources that are not RangeSources may leave it 0.
+	Sum uint32
+}
+
+// RowSum returns the checksum a RangeSource computes for a row with key and values: the
+// CRC-32 (IEEE) of key, 0x1f, values[0], 0x1f, values[1], … — what MySQL computes as
+// CRC32(CONCAT_WS(0x1f, key, v0, …)) with NULL values read as empty strings. It is safe
+// for concurrent use.
+func RowSum(key string, values []string) uint32 {
+	sep := []byte{0x1f}
+	h := crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(key), len(key)))
+	for _, v := range values {
+		h = crc32.Update(h, crc32.IEEETable, sep)
+		h = crc32.Update(h, crc32.IEEETable, unsafe.Slice(unsafe.StringData(v), len(v)))
+	}
+	return h
 }
 
 // ErrNotFound is returned by Source.Get when no row has the key.
@@ -38,3 +58,57 @@ type Source interface {
 	// the cache. It returns ErrNotFound when there is none.
 	Get(ctx context.Context, key string) (Row, error)
 }
+
+// KeyRange is a range of keys in the source's own key order (for MySQL, the key column's
+// collation): From ≤ key < To. An empty From means from the first key, an empty To up to
+// and including the last. Bounds are keys exactly as the source delivered them in a
+// Snapshot.
+type KeyRange struct {
+	From, To string
+}
+
+// RangeSource is a source whose rows can be compared with the cache one key range at a
+// time without sending them: the poll mode's reconcile, which finds deleted rows and
+// changes the updated column missed.
+type RangeSource interface {
+	// Checksum returns the number of rows in r and the sum of their Row.Sum, computed by
+	// the source (no rows are sent).
+	Checksum(ctx context.Context, r KeyRange) (count int64, sum uint64, err error)
+	// ReadRange streams every row in r to fn, in key order, each with its Sum.
+	ReadRange(ctx context.Context, r KeyRange, fn func(Row) error) error
+}
+
+// Change is one committed transaction's effect on the table, as a Follower delivers it.
+type Change struct {
+	// Rows are the rows the transaction wrote, in commit order; a delete is a Row with
+	// Deleted set, and an update that changed the key is a delete of the old key followed
+	// by the new row. Rows is empty for a heartbeat, or for a transaction that touched
+	// other tables: the cursor still moves.
+	Rows []Row
+	// Inserts, Updates and Deletes count the transaction's row events by kind (metrics).
+	Inserts, Updates, Deletes int
+	// Cursor is where following resumes after this change (Follower.Follow).
+	Cursor string
+	// Time is when the source committed the change (a binlog event's timestamp, to the
+	// second); for a heartbeat, when the source sent it.
+	Time time.Time
+}
+
+// Follower is a source that streams its changes as they are committed (the binlog change
+// feed), instead of being polled.
+type Follower interface {
+	// Position returns the source's current position. Read before a Snapshot, following
+	// from it misses nothing written during the snapshot; changes already in the snapshot
+	// are delivered again, and applying them is idempotent.
+	Position(ctx context.Context) (cursor string, err error)
+	// Follow streams the changes committed after cursor to fn, one call per transaction,
+	// until ctx is done (it then returns ctx's error) or an error occurs: a lost
+	// connection (follow again from the cursor of the last Change applied), or an error
+	// wrapping ErrResnapshot.
+	Follow(ctx context.Context, cursor string, fn func(Change) error) error
+}
+
+// ErrResnapshot is wrapped by the error of Follower.Follow when following cannot go on from
+// the cursor: the position is gone (binary logs purged) or the table changed shape
+// (TRUNCATE, ALTER, RENAME, DROP). The loader then reloads in place from a new Snapshot.
+var ErrResnapshot = errors.New("cache: the source needs a new snapshot")
