@@ -71,11 +71,32 @@ type KeyRange struct {
 // time without sending them: the poll mode's reconcile, which finds deleted rows and
 // changes the updated column missed.
 type RangeSource interface {
-	// Checksum returns the number of rows in r and the sum of their Row.Sum, computed by
-	// the source (no rows are sent).
-	Checksum(ctx context.Context, r KeyRange) (count int64, sum uint64, err error)
+	// Checksum returns the RangeSum of the rows in r, computed by the source (no rows are
+	// sent).
+	Checksum(ctx context.Context, r KeyRange) (RangeSum, error)
 	// ReadRange streams every row in r to fn, in key order, each with its Sum.
 	ReadRange(ctx context.Context, r KeyRange, fn func(Row) error) error
+}
+
+// RangeSum summarises a set of rows so that two copies can be compared without sending
+// them: how many rows, and the sums of their Row.Sum and of its square, each modulo 2⁶⁴.
+// Both sides compute it the same way (Add). CRC-32 is linear over XOR, so a plain sum
+// misses, about once in 2¹⁶, two rows swapping their values; two different pairs
+// {a, b} ≠ {c, d} with a+b = c+d and a²+b² = c²+d² cannot exist, so with the squares a swap
+// is missed only when the two CRCs collide.
+type RangeSum struct {
+	Rows    int64
+	Sum     uint64
+	Squares uint64
+}
+
+// Add returns s with a row of checksum h added (n = 1) or removed (n = -1).
+func (s RangeSum) Add(h uint32, n int64) RangeSum {
+	v := uint64(h)
+	s.Rows += n
+	s.Sum += uint64(n) * v
+	s.Squares += uint64(n) * v * v
+	return s
 }
 
 // Change is one committed transaction's effect on the table, as a Follower delivers it.
