@@ -81,9 +81,9 @@ type RangeSource interface {
 // RangeSum summarises a set of rows so that two copies can be compared without sending
 // them: how many rows, and the sums of their Row.Sum and of its square, each modulo 2⁶⁴.
 // Both sides compute it the same way (Add). CRC-32 is linear over XOR, so a plain sum
-// misses, about once in 2¹⁶, two rows swapping their values; two different pairs
-// {a, b} ≠ {c, d} with a+b = c+d and a²+b² = c²+d² cannot exist, so with the squares a swap
-// is missed only when the two CRCs collide.
+// misses, about once in 2¹⁶, two rows swapping their values; over the integers no two
+// different pairs {a, b} ≠ {c, d} share both a+b and a²+b², so with the squares a swap
+// goes unseen only when CRCs collide.
 type RangeSum struct {
 	Rows    int64
 	Sum     uint64
