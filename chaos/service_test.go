@@ -55,8 +55,9 @@ func binary(tb testing.TB) string {
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		args = append(args, "wxlookup/cmd/wxlookup")
+		args = append(args, "./cmd/wxlookup")
 		cmd := exec.Command("go", args...)
+		cmd.Dir = ".." // the product module: its go.mod, not the harness's, picks the versions
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

@@ -161,7 +161,7 @@ func goVersion() string {
 
 // commandLine is how the harness was invoked: `make bench` when make ran it.
 func commandLine() string {
-	args := "go run ./bench/cmd/wxbench"
+	args := "bin/wxbench"
 	if len(os.Args) > 1 {
 		args += " " + strings.Join(os.Args[1:], " ")
 	}

@@ -6,11 +6,12 @@
 // search, and the steady rate again during a full reload and during a MySQL outage. It
 // writes the tables to OUT/BENCH.md and a chart of latency percentiles to OUT/bench.png.
 //
-//	go run ./bench/cmd/wxbench [-quick] [-rate 20000] [-duration 30s] [-rows 1000000]
+//	bin/wxbench [-quick] [-rate 20000] [-duration 30s] [-rows 1000000]
 //	    [-unknown 0.10] [-zipf-s 1.1] [-mode plain|safe|all]
 //	    [-scenarios steady,burst,max,reload,outage] [-out docs]
 //
-// Run it from the module root (it builds ./cmd/wxlookup). Every load loop is bounded in
+// make bench builds it into bin/ (it lives in its own module, bench/go.mod) and runs it from
+// the repository root, which it must be run from (it builds ./cmd/wxlookup there). Every load loop is bounded in
 // requests and time, and only loopback addresses are ever targeted.
 package main
 

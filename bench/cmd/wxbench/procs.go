@@ -19,10 +19,13 @@ import (
 // buildBinaries builds wxlookup (as `make build` does), the ceiling and the baseline into
 // dir and returns their paths by name.
 func buildBinaries(ctx context.Context, dir string) (map[string]string, error) {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", dir+string(filepath.Separator),
-		"./cmd/wxlookup", "./bench/cmd/wxceiling", "./bench/cmd/wxbaseline")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build: %w\n%s", err, out)
+	// wxlookup from the product module, the others from the harness's own (bench/go.mod).
+	for _, b := range []struct{ dir, pkgs string }{{".", "./cmd/wxlookup"}, {"bench", "./cmd/wxceiling ./cmd/wxbaseline"}} {
+		args := append([]string{"-C", b.dir, "build", "-trimpath", "-o", dir + string(filepath.Separator)}, strings.Fields(b.pkgs)...)
+		cmd := exec.CommandContext(ctx, "go", args...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build in %s: %w\n%s", b.dir, err, out)
+		}
 	}
 	bins := map[string]string{}
 	for _, n := range []string{"wxlookup", "wxceiling", "wxbaseline"} {
