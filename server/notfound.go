@@ -72,15 +72,18 @@ func newNotFoundReport(k int) *notFoundReport {
 }
 
 // capKey cuts key to at most notFoundKeyMax bytes on a rune boundary.
-func capKey(key []byte) []byte {
-	if len(key) <= notFoundKeyMax {
-		return key
+func capKey(key []byte) []byte { return cutUTF8(key, notFoundKeyMax) }
+
+// cutUTF8 returns the longest prefix of b of at most n bytes that does not end inside a
+// UTF-8 sequence.
+func cutUTF8(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
 	}
-	i := notFoundKeyMax
-	for i > 0 && !utf8.RuneStart(key[i]) {
-		i--
+	for n > 0 && !utf8.RuneStart(b[n]) {
+		n--
 	}
-	return key[:i]
+	return b[:n]
 }
 
 // record counts one request for key, which was not found, at now. The key is capped (see
