@@ -158,6 +158,61 @@ func BenchmarkSuggest1M(b *testing.B) {
 	}
 }
 
+// BenchmarkSuggesterChurn1M times removing one of the 1,000,000 demo keys and adding it
+// back (two writes, as a refresh that deletes and re-inserts a row).
+//
+//	go test -run '^$' -bench SuggesterChurn1M -benchmem ./cache/
+func BenchmarkSuggesterChurn1M(b *testing.B) {
+	s, keys := suggestIndex1M()
+	i := 0
+	for b.Loop() {
+		k := keys[(i*7919)%len(keys)]
+		i++
+		s.Remove(k)
+		s.Add(k)
+	}
+	if s.Len() != len(keys) {
+		b.Fatalf("len: got %d, want %d", s.Len(), len(keys))
+	}
+}
+
+// BenchmarkSuggest1MWhileWriting times suggestions for one-substitution typos while another
+// goroutine removes and re-adds keys without pause: the latency a writer adds to readers.
+//
+//	go test -run '^$' -bench Suggest1MWhileWriting ./cache/
+func BenchmarkSuggest1MWhileWriting(b *testing.B) {
+	s, keys := suggestIndex1M()
+	queries := suggestQueries(keys, "substitution", 4096)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := keys[(i*7919)%len(keys)]
+			s.Remove(k)
+			s.Add(k)
+		}
+	}()
+	var lat latencies
+	dst := make([]string, 0, 3)
+	i := 0
+	for b.Loop() {
+		q := queries[i%len(queries)]
+		i++
+		start := time.Now()
+		dst = s.Suggest(dst[:0], q, 3)
+		lat.add(time.Since(start))
+	}
+	close(stop)
+	<-done
+	b.ReportMetric(lat.quantile(0.50).Seconds()*1e6, "p50-µs")
+	b.ReportMetric(lat.quantile(0.99).Seconds()*1e6, "p99-µs")
+}
+
 // latencies is a histogram of durations in 100 ns buckets up to 1 ms (longer ones count in
 // the last), so that timing every operation allocates nothing.
 type latencies struct {
