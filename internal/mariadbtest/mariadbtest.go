@@ -7,6 +7,10 @@
 //
 // A program that is not a test (the load harness in bench/) calls StartServer and uses the
 // error-returning StopServer, RestartServer and Close instead of the testing.TB methods.
+//
+// Private servers run without a binary log unless started WithBinlog; tests of the binlog
+// change feed call SharedBinlog for a binlog-enabled server shared by the binary, or Start
+// with WithBinlog for one they stop and restart.
 package mariadbtest
 
 import (
@@ -48,6 +52,7 @@ type Server struct {
 	dir     string        // private servers only
 	port    int
 	private bool
+	opts    options // private servers only: how mariadbd runs, on every start
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -60,11 +65,41 @@ type process struct {
 	done chan struct{}
 }
 
+// BinlogServerID is the server_id of a private server started WithBinlog. A binlog client
+// (a replica) must use another id.
+const BinlogServerID = 1
+
+// Option changes how a private server runs. An external server (EnvDSN) ignores options.
+type Option func(*options)
+
+type options struct {
+	binlog bool
+}
+
+// WithBinlog starts the server with a binary log in row format, as a primary with
+// server_id BinlogServerID: --log-bin --binlog-format=ROW --server-id=1. The log files
+// are wxlookup-bin.NNNNNN in the data directory.
+func WithBinlog() Option {
+	return func(o *options) { o.binlog = true }
+}
+
+// serverArgs returns the arguments of mariadbd that o selects.
+func (o options) serverArgs() []string {
+	if !o.binlog {
+		return []string{"--skip-log-bin"}
+	}
+	return []string{"--log-bin=wxlookup-bin", "--binlog-format=ROW", "--server-id=" + strconv.Itoa(BinlogServerID)}
+}
+
 var (
 	sharedOnce sync.Once
 	shared     *Server
 	sharedErr  error
 	dbSeq      atomic.Int64
+
+	binlogOnce   sync.Once
+	sharedBinlog *Server
+	binlogErr    error
 )
 
 // Main runs the tests of a package that uses Shared and stops the shared server after them.
@@ -81,6 +116,9 @@ func Main(m *testing.M) {
 func StopShared() {
 	if shared != nil {
 		shared.close()
+	}
+	if sharedBinlog != nil {
+		sharedBinlog.close()
 	}
 }
 
@@ -101,11 +139,26 @@ func Shared(tb testing.TB) *Server {
 	return shared
 }
 
+// SharedBinlog returns a private mariadbd started WithBinlog on first use and shared by the
+// tests of this binary, like Shared (but never the EnvDSN server, whose settings a test
+// cannot choose). Tests that change its global state (binlog_format, PURGE BINARY LOGS)
+// must not run in parallel with others using it, and must restore what they change.
+func SharedBinlog(tb testing.TB) *Server {
+	tb.Helper()
+	binlogOnce.Do(func() {
+		sharedBinlog, binlogErr = startPrivate(WithBinlog())
+	})
+	if binlogErr != nil {
+		tb.Fatalf("mariadbtest: %v", binlogErr)
+	}
+	return sharedBinlog
+}
+
 // Start starts a private mariadbd owned by the calling test; it is stopped and its files
 // removed when the test ends. Use it when the test stops or restarts the server.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
-	s, err := startPrivate()
+	s, err := startPrivate(opts...)
 	if err != nil {
 		tb.Fatalf("mariadbtest: %v", err)
 	}
@@ -116,8 +169,8 @@ func Start(tb testing.TB) *Server {
 // StartServer starts a private mariadbd on a free loopback port in a temporary directory,
 // like Start, for a program that is not a test. The caller owns it: Close stops it and
 // removes its files.
-func StartServer() (*Server, error) {
-	s, err := startPrivate()
+func StartServer(opts ...Option) (*Server, error) {
+	s, err := startPrivate(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("mariadbtest: %w", err)
 	}
@@ -157,7 +210,11 @@ func isExecutable(p string) bool {
 	return err == nil && fi.Mode()&0o111 != 0
 }
 
-func startPrivate() (*Server, error) {
+func startPrivate(opts ...Option) (*Server, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -180,7 +237,7 @@ func startPrivate() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("mariadb-install-db: %w\n%s", err, out)
 	}
-	s := &Server{dir: dir, private: true}
+	s := &Server{dir: dir, private: true, opts: o}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
@@ -249,15 +306,16 @@ func (s *Server) startProcess() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "--no-defaults", "--user="+currentUser(),
-		"--datadir="+filepath.Join(s.dir, "data"), "--tmpdir="+filepath.Join(s.dir, "tmp"),
-		"--port="+strconv.Itoa(s.port), "--bind-address=127.0.0.1",
-		"--socket="+filepath.Join(s.dir, "mysqld.sock"),
-		"--pid-file="+filepath.Join(s.dir, "mysqld.pid"),
-		"--skip-name-resolve", "--skip-log-bin",
+	args := []string{"--no-defaults", "--user=" + currentUser(),
+		"--datadir=" + filepath.Join(s.dir, "data"), "--tmpdir=" + filepath.Join(s.dir, "tmp"),
+		"--port=" + strconv.Itoa(s.port), "--bind-address=127.0.0.1",
+		"--socket=" + filepath.Join(s.dir, "mysqld.sock"),
+		"--pid-file=" + filepath.Join(s.dir, "mysqld.pid"),
+		"--skip-name-resolve",
 		"--innodb-buffer-pool-size=256M", "--innodb-log-file-size=64M",
 		"--innodb-flush-log-at-trx-commit=2", "--max-connections=500",
-		"--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci")
+		"--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci"}
+	cmd := exec.Command(bin, append(args, s.opts.serverArgs()...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

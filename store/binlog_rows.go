@@ -1,0 +1,339 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	vmysql "vitess.io/vitess/go/mysql"
+	"vitess.io/vitess/go/mysql/binlog"
+	querypb "vitess.io/vitess/go/vt/proto/query"
+
+	"wxlookup/cache"
+)
+
+// A row event carries a row as binary column values in table order; the snapshot reads the
+// same row as text. This file turns the first into the second for the mapped columns, so
+// that a row has the same Values (and so the same Sum) whichever way it arrived.
+// binlog.CellValue (vitess) decodes each value into MySQL's text form. The snapshot does
+// not keep that form for every type: it scans with go-sql-driver/mysql's parseTime, so a
+// DATE, DATETIME or TIMESTAMP arrives as a time.Time in the session's zone that
+// database/sql formats as RFC 3339 ("2024-02-29T23:59:59.5Z"), and a YEAR as an integer
+// ("0" for 0000). asSnapshot applies the same conversions; it must change if the
+// snapshot's scan does. Floating-point columns (rendered differently again), ENUM and SET
+// (the log holds their numbers, not their labels), BIT, JSON and spatial columns are not
+// supported as key or value columns.
+
+// feedColumn is a mapped column as information_schema describes it.
+type feedColumn struct {
+	name  string
+	types []byte         // the binlog column types it may be written with
+	field *querypb.Field // what binlog.CellValue needs to know (sign, binary)
+	form  valueForm      // how the snapshot's scan turns MySQL's text form into its own
+}
+
+// valueForm is a conversion asSnapshot applies.
+type valueForm byte
+
+const (
+	asText      valueForm = iota // kept as MySQL writes it
+	asLocalTime                  // DATE, DATETIME: a wall time in the session zone, as RFC 3339
+	asUTCTime                    // TIMESTAMP: CellValue writes it in UTC; as RFC 3339 in the session zone
+	asInteger                    // YEAR: without leading zeros
+)
+
+// tableShape is what Follow expects the mapped table's TABLE_MAP events to say.
+type tableShape struct {
+	ncols int
+	pos   []int        // table positions of the key column, then the value columns
+	cols  []feedColumn // the columns at pos
+	loc   *time.Location
+}
+
+// binlogTypes lists, per information_schema DATA_TYPE, the binlog column types a supported
+// column is written with (the older types where a table made by an old server keeps them).
+var binlogTypes = map[string][]byte{
+	"tinyint":    {binlog.TypeTiny},
+	"smallint":   {binlog.TypeShort},
+	"mediumint":  {binlog.TypeInt24},
+	"int":        {binlog.TypeLong},
+	"integer":    {binlog.TypeLong},
+	"bigint":     {binlog.TypeLongLong},
+	"decimal":    {binlog.TypeNewDecimal},
+	"numeric":    {binlog.TypeNewDecimal},
+	"char":       {binlog.TypeString},
+	"binary":     {binlog.TypeString},
+	"varchar":    {binlog.TypeVarchar},
+	"varbinary":  {binlog.TypeVarchar},
+	"tinytext":   {binlog.TypeBlob},
+	"text":       {binlog.TypeBlob},
+	"mediumtext": {binlog.TypeBlob},
+	"longtext":   {binlog.TypeBlob},
+	"tinyblob":   {binlog.TypeBlob},
+	"blob":       {binlog.TypeBlob},
+	"mediumblob": {binlog.TypeBlob},
+	"longblob":   {binlog.TypeBlob},
+	"date":       {binlog.TypeDate, binlog.TypeNewDate},
+	"datetime":   {binlog.TypeDateTime2, binlog.TypeDateTime},
+	"timestamp":  {binlog.TypeTimestamp2, binlog.TypeTimestamp},
+	"time":       {binlog.TypeTime2, binlog.TypeTime},
+	"year":       {binlog.TypeYear},
+}
+
+// feedCharsets are the character sets whose bytes the text protocol (utf8mb4) returns
+// unchanged, so the log's bytes are the snapshot's.
+var feedCharsets = map[string]bool{"utf8mb4": true, "utf8mb3": true, "utf8": true, "ascii": true, "binary": true}
+
+// readShape reads the mapped table's columns from information_schema (through the main
+// account, which sees the columns of the table it may read) and checks that the mapped
+// ones can be followed.
+func (b *Binlog) readShape(ctx context.Context) (*tableShape, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	rows, err := b.DB().QueryContext(ctx, `SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COALESCE(CHARACTER_SET_NAME, '')
+		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
+		b.table.db, b.table.table)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s.%s: %w", b.table.db, b.table.table, err)
+	}
+	defer rows.Close()
+	want := append([]string{b.mapping.KeyColumn}, b.mapping.ValueColumns...)
+	sh := &tableShape{pos: make([]int, len(want)), cols: make([]feedColumn, len(want)), loc: b.loc}
+	for i := range sh.pos {
+		sh.pos[i] = -1
+	}
+	for rows.Next() {
+		var name, dataType, colType, charset string
+		if err := rows.Scan(&name, &dataType, &colType, &charset); err != nil {
+			return nil, fmt.Errorf("read columns of %s.%s: %w", b.table.db, b.table.table, err)
+		}
+		for i, w := range want {
+			if !strings.EqualFold(name, w) {
+				continue
+			}
+			c, err := newColumn(name, strings.ToLower(dataType), strings.ToLower(colType), strings.ToLower(charset))
+			if err != nil {
+				return nil, err
+			}
+			sh.pos[i], sh.cols[i] = sh.ncols, c
+		}
+		sh.ncols++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read columns of %s.%s: %w", b.table.db, b.table.table, err)
+	}
+	if sh.ncols == 0 {
+		return nil, fmt.Errorf("table %s.%s not found (or the account may not read it)", b.table.db, b.table.table)
+	}
+	for i, p := range sh.pos {
+		if p < 0 {
+			return nil, fmt.Errorf("table %s.%s has no column %s", b.table.db, b.table.table, want[i])
+		}
+	}
+	return sh, nil
+}
+
+// newColumn describes a mapped column, or says why the change feed cannot render it as the
+// snapshot does.
+func newColumn(name, dataType, colType, charset string) (feedColumn, error) {
+	types, ok := binlogTypes[dataType]
+	if !ok {
+		return feedColumn{}, fmt.Errorf("column %s is %s: the binlog change feed supports integer, DECIMAL, string and date/time key and value columns", name, colType)
+	}
+	if charset != "" && !feedCharsets[charset] {
+		return feedColumn{}, fmt.Errorf("column %s has character set %s: the binlog change feed supports utf8mb4, utf8mb3, ascii and binary (ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4)", name, charset)
+	}
+	c := feedColumn{name: name, types: types, field: &querypb.Field{Type: querypb.Type_VARCHAR, ColumnType: colType}}
+	switch {
+	case dataType == "date" || dataType == "datetime":
+		c.form = asLocalTime
+	case dataType == "timestamp":
+		c.form = asUTCTime
+	case dataType == "year":
+		c.form = asInteger
+	case strings.HasSuffix(dataType, "int") || dataType == "integer":
+		c.field.Type = querypb.Type_INT64
+		if strings.Contains(colType, "unsigned") {
+			c.field.Type = querypb.Type_UINT64
+		}
+	case dataType == "decimal" || dataType == "numeric":
+		c.field.Type = querypb.Type_DECIMAL
+	case dataType == "binary":
+		c.field.Type = querypb.Type_BINARY // CellValue pads it with zero bytes, as stored
+	case dataType == "varbinary" || strings.HasSuffix(dataType, "blob"):
+		c.field.Type = querypb.Type_VARBINARY
+	}
+	return c, nil
+}
+
+// check compares a TABLE_MAP event of the mapped table with the shape and describes the
+// first difference, or returns "".
+func (sh *tableShape) check(tm *vmysql.TableMap) string {
+	if len(tm.Types) != sh.ncols {
+		return fmt.Sprintf("it has %d columns, the table had %d", len(tm.Types), sh.ncols)
+	}
+	for i, p := range sh.pos {
+		if !containsByte(sh.cols[i].types, tm.Types[p]) {
+			return fmt.Sprintf("column %s (position %d) is of binlog type %d, want one of %v", sh.cols[i].name, p+1, tm.Types[p], sh.cols[i].types)
+		}
+	}
+	return ""
+}
+
+func containsByte(bs []byte, b byte) bool {
+	for _, x := range bs {
+		if x == b {
+			return true
+		}
+	}
+	return false
+}
+
+// rowDecoder renders the mapped columns of row images.
+type rowDecoder struct {
+	sh  *tableShape
+	val [][]byte // per mapped column, the rendered value of the current image; nil: NULL
+	buf []byte
+}
+
+func newRowDecoder(sh *tableShape) *rowDecoder {
+	return &rowDecoder{sh: sh, val: make([][]byte, len(sh.pos))}
+}
+
+// image decodes one row image (the data of its present columns, and which of them are
+// NULL) and returns it as a cache.Row, or ok false when its key is NULL (a row the
+// snapshot does not read either). The row's strings are freshly allocated.
+func (d *rowDecoder) image(tm *vmysql.TableMap, data []byte, present, nulls vmysql.Bitmap) (row cache.Row, ok bool, err error) {
+	for i := range d.val {
+		d.val[i] = nil
+	}
+	pos, seen := 0, 0 // byte offset in data; index among present columns (for nulls)
+	for c := 0; c < len(tm.Types); c++ {
+		if !present.Bit(c) {
+			if i := d.mapped(c); i >= 0 {
+				return cache.Row{}, false, fmt.Errorf("the row image lacks column %s: set binlog_row_image=FULL", d.sh.cols[i].name)
+			}
+			continue
+		}
+		isNull := nulls.Bit(seen)
+		seen++
+		if isNull {
+			continue
+		}
+		i := d.mapped(c)
+		if i < 0 {
+			n, err := binlog.CellLength(data, pos, tm.Types[c], tm.Metadata[c])
+			if err != nil {
+				return cache.Row{}, false, fmt.Errorf("column %d: %w", c+1, err)
+			}
+			pos += n
+			continue
+		}
+		v, n, err := binlog.CellValue(data, pos, tm.Types[c], tm.Metadata[c], d.sh.cols[i].field, false)
+		if err != nil {
+			return cache.Row{}, false, fmt.Errorf("column %s: %w", d.sh.cols[i].name, err)
+		}
+		pos += n
+		raw := v.Raw()
+		if raw == nil {
+			raw = []byte{}
+		}
+		d.val[i] = asSnapshot(raw, d.sh.cols[i].form, d.sh.loc)
+	}
+	if d.val[0] == nil {
+		return cache.Row{}, false, nil
+	}
+	d.buf = d.buf[:0]
+	for _, v := range d.val {
+		d.buf = append(d.buf, v...)
+	}
+	all := string(d.buf)
+	row = cache.Row{Key: all[:len(d.val[0])], Values: make([]string, len(d.val)-1)}
+	off := len(d.val[0])
+	for i, v := range d.val[1:] {
+		row.Values[i] = all[off : off+len(v)]
+		off += len(v)
+	}
+	row.Sum = cache.RowSum(row.Key, row.Values)
+	return row, true, nil
+}
+
+// mapped returns the index in sh.pos of table column c, or -1.
+func (d *rowDecoder) mapped(c int) int {
+	for i, p := range d.sh.pos {
+		if p == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// asSnapshot converts a value from MySQL's text form to the snapshot's (see the top of
+// this file). Times are read field by field, as go-sql-driver/mysql's parseDateTime does,
+// so that a zero date ("0000-00-00") and a date with zero parts ("2024-00-00", allowed
+// outside NO_ZERO_IN_DATE) come out as the snapshot's do: the zero time.Time, and what
+// time.Date normalises the parts to.
+func asSnapshot(v []byte, r valueForm, loc *time.Location) []byte {
+	switch r {
+	case asInteger:
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return v
+		}
+		return strconv.AppendInt(nil, n, 10)
+	case asLocalTime, asUTCTime:
+		t, ok := parseTextTime(v, loc)
+		if !ok {
+			return v
+		}
+		if r == asUTCTime && !t.IsZero() {
+			t, _ = parseTextTime(v, time.UTC)
+			t = t.In(loc)
+		}
+		return t.AppendFormat(nil, time.RFC3339Nano)
+	}
+	return v
+}
+
+// parseTextTime reads "YYYY-MM-DD[ HH:MM:SS[.f…]]" as a wall time in loc; an all-zero
+// value is the zero time.Time.
+func parseTextTime(b []byte, loc *time.Location) (time.Time, bool) {
+	const zero = "0000-00-00 00:00:00.000000"
+	if len(b) != 10 && (len(b) < 19 || len(b) > 26) || len(b) == 20 {
+		return time.Time{}, false
+	}
+	if string(b) == zero[:len(b)] {
+		return time.Time{}, true
+	}
+	num := func(s []byte) (int, bool) {
+		n, err := strconv.Atoi(string(s))
+		return n, err == nil
+	}
+	year, ok1 := num(b[0:4])
+	month, ok2 := num(b[5:7])
+	day, ok3 := num(b[8:10])
+	if !ok1 || !ok2 || !ok3 || b[4] != '-' || b[7] != '-' {
+		return time.Time{}, false
+	}
+	if len(b) == 10 {
+		return time.Date(year, time.Month(month), day, 0, 0, 0, 0, loc), true
+	}
+	hour, ok1 := num(b[11:13])
+	min, ok2 := num(b[14:16])
+	sec, ok3 := num(b[17:19])
+	if !ok1 || !ok2 || !ok3 || b[10] != ' ' || b[13] != ':' || b[16] != ':' {
+		return time.Time{}, false
+	}
+	nsec := 0
+	if len(b) > 19 {
+		frac := string(b[20:]) + "000000000"[len(b)-20:]
+		n, ok := num([]byte(frac))
+		if !ok || b[19] != '.' {
+			return time.Time{}, false
+		}
+		nsec = n
+	}
+	return time.Date(year, time.Month(month), day, hour, min, sec, nsec, loc), true
+}
