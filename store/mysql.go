@@ -229,11 +229,13 @@ func buildQueries(m Mapping) queries {
 	sumExpr := "CRC32(CONCAT_WS(0x1f, " + strings.Join(summed, ", ") + "))"
 	// rangeSum aggregates sumExpr over the rows where … as cache.RangeSum does: the sums
 	// are exact DECIMALs on the server, reduced modulo 2⁶⁴ as Go's uint64 wraps. A CRC is
-	// below 2³², so its square fits a BIGINT UNSIGNED.
+	// below 2³², so its square fits a BIGINT UNSIGNED. The derived table's LIMIT (no
+	// limit at all) keeps MySQL and MariaDB from merging it into the outer query, which
+	// would compute each row's CRC once per mention of h (a third of the cost).
 	rangeSum := func(where string) string {
 		return "SELECT COUNT(*), COALESCE(SUM(h), 0) MOD 18446744073709551616, " +
 			"COALESCE(SUM(h * h), 0) MOD 18446744073709551616 FROM (SELECT " + sumExpr + " AS h FROM " + t +
-			" WHERE " + where + ") AS r"
+			" WHERE " + where + " LIMIT 18446744073709551615) AS r"
 	}
 	// keyRange is the condition of a KeyRange; the bounds compare in the key column's
 	// collation, as ORDER BY key does.
