@@ -20,12 +20,12 @@ var minTimestamp = time.Unix(0, 0).UTC()
 // remember — what every call did before it remembered any.
 const maxSentRows = 1 << 18
 
-// Changes streams the rows written since since, ordered by (updated, key), and returns the
-// database clock read before its first statement: the since of the next call. Every row
-// stamped at or after since is read; of the rows stamped in the overlap window
-// [since − Overlap, since), only those it cannot show it delivered already — so each
-// changed row is delivered about once, and yet a late commit is not lost. The window's
-// rows, when read, come first.
+// Changes streams the rows written since since and returns the database clock read before
+// its first statement: the since of the next call. Every row stamped at or after since is
+// read; the rows stamped in the overlap window [since − Overlap, since) are read only when
+// they are not what this source delivered already — so each changed row is delivered about
+// once, and yet a late commit is not lost. Rows come in (updated, key) order: the window's,
+// when it is read, then those stamped at or after since.
 //
 // Changes remembers the rows it delivered (sentRows) and so assumes one consumer, the
 // loader, that applies every row fn accepted: of two consumers of one source, each would
@@ -39,7 +39,8 @@ const maxSentRows = 1 << 18
 //  3. A transaction stamps its rows when its statement runs but they become visible only at
 //     commit. Take a row stamped t, committed at c, and the first call whose window sum
 //     (step 4) runs after c. Its since was read by the call before, before that call's own
-//     window sum, so before c. If t ≥ since, this call's full read (after its window sum,
+//     window sum, so before c (for the first call after a Snapshot, since is the snapshot's
+//     watermark, and a row committed before it is in the snapshot). If t ≥ since, this call's full read (after its window sum,
 //     so after c) reads the row. If t < since, the row is in this call's window as long as
 //     c − t ≤ Overlap. Hence Overlap must exceed the longest writing transaction.
 //  4. The window is read again unless it holds exactly what was delivered. MySQL computes

@@ -63,9 +63,10 @@ func (d driverLogger) Print(v ...any) {
 	d.l.Warn("mysql driver: "+strings.TrimSpace(fmt.Sprint(v...)), "component", "mysql")
 }
 
-// MySQL is the MySQL (or MariaDB) source of the cache: it satisfies cache.Source with
-// bounded keyset-paginated statements, never a long transaction, and needs only SELECT on
-// the table. It is safe for concurrent use.
+// MySQL is the MySQL (or MariaDB) source of the cache: it satisfies cache.Source and
+// cache.RangeSource with bounded keyset-paginated statements, never a long transaction,
+// and needs only SELECT on the table. Every Row it delivers carries its Sum. It is safe
+// for concurrent use.
 type MySQL struct {
 	db       *sql.DB
 	desc     string

@@ -353,19 +353,9 @@ func BenchmarkReconcilePass1M(b *testing.B) {
 		b.Fatal(err)
 	}
 	s := openSource(b, dsn, MySQLConfig{})
-	// dbCPU returns the CPU seconds the server spent for our account so far, or -1.
-	dbCPU := func() float64 { return -1 }
-	if srv.Private() {
-		if _, err := db.Exec("SET GLOBAL userstat = 1"); err != nil {
-			b.Fatal(err)
-		}
-		dbCPU = func() float64 {
-			var cpu float64
-			if err := db.QueryRow("SELECT CPU_TIME FROM information_schema.USER_STATISTICS WHERE USER = 'root'").Scan(&cpu); err != nil {
-				b.Fatal(err)
-			}
-			return cpu
-		}
+	dbCPU := serverCPU(b, srv, db)
+	if dbCPU == nil {
+		dbCPU = func() float64 { return -1 }
 	}
 	report := func(b *testing.B, cpu0 float64) {
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/pass")
