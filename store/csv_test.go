@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -327,38 +329,121 @@ func TestCSVConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-// FuzzCSV feeds the CSV source arbitrary files: parsing never panics, and every row a
-// snapshot yields has a key and as many values as the mapping has value columns, and can
-// be found again by Get under its normalised key.
-func FuzzCSV(f *testing.F) {
-	for _, s := range []string{
-		"part_no,location\n18-546,车体新厂房3号\nA7-001,总装车间A区12排\n",
-		"part_no,location\n\"a,b\",\"c\"\"d\"\n",
-		"part_no,location\n18-546\n",
-		"part_no,location\n,x\n",
-		"location,part_no\nx,1\n1,x\n",
-		"part_no,location\nＡ７－００１,x\na7-001,y\n",
-		"\xef\xbb\xbfpart_no,location\r\n1,\xff\r\n",
-		"",
-	} {
-		f.Add(s)
+// csvSeeds are the seed files of the CSV fuzz targets.
+var csvSeeds = []string{
+	"part_no,location\n18-546,车体新厂房3号\nA7-001,总装车间A区12排\n",
+	"part_no,location\n\"a,b\",\"c\"\"d\"\n",
+	"part_no,location\n18-546\n",
+	"part_no,location\n,x\n",
+	"location,part_no\nx,1\n1,x\n",
+	"part_no,location\nＡ７－００１,x\na7-001,y\n",
+	"\xef\xbb\xbfpart_no,location\r\n1,\xff\r\n",
+	"part_no,location,bay\nk1,总装,3\nk2,焊装,\n",
+	"part_no,location,bay\n\"k\n1\",\"多\n行\",x\n",
+	"",
+}
+
+// csvErr is the shape of every error of a file that does not parse: the source's name and
+// a line number.
+var csvErr = regexp.MustCompile(`^store: open csv: fuzz\.csv:[1-9][0-9]*: `)
+
+// checkCSVRows checks the rows of a source that parsed: each has a key, normalised keys are
+// unique, as many values as the mapping has value columns, and Get finds it by its
+// normalised key. It returns them by normalised key.
+func checkCSVRows(t *testing.T, src *CSV, values int, data []byte) map[string]cache.Row {
+	t.Helper()
+	rows := map[string]cache.Row{}
+	_, err := src.Snapshot(context.Background(), func(r cache.Row) error {
+		nk := cache.Key(r.Key)
+		if nk == "" || len(r.Values) != values {
+			t.Fatalf("row %q %q (normalised %q), want a key and %d values, from %q", r.Key, r.Values, nk, values, data)
+		}
+		if _, dup := rows[nk]; dup {
+			t.Fatalf("normalised key %q twice, from %q", nk, data)
+		}
+		rows[nk] = r
+		if got, err := src.Get(context.Background(), nk); err != nil || !sameRow(got, r) {
+			t.Fatalf("Get(%q) of a snapshot row: got %+v, %v, want %+v", nk, got, err, r)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("snapshot of a parsed file: %v", err)
 	}
-	f.Fuzz(func(t *testing.T, data string) {
-		src, err := NewCSV("fuzz.csv", []byte(data), Mapping{})
+	if want := fmt.Sprintf("(%d rows)", len(rows)); !strings.HasSuffix(src.String(), want) {
+		t.Fatalf("got String %q, want it to end %q", src.String(), want)
+	}
+	return rows
+}
+
+// FuzzCSV feeds the CSV source arbitrary bytes as the file, with one and two value
+// columns: it never panics; a file that does not parse is refused with an error naming the
+// file and a line; a file that parses yields consistent rows (checkCSVRows).
+func FuzzCSV(f *testing.F) {
+	for _, s := range csvSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, values := range [][]string{{"location"}, {"location", "bay"}} {
+			src, err := NewCSV("fuzz.csv", data, Mapping{ValueColumns: values})
+			if err != nil {
+				if !csvErr.MatchString(err.Error()) {
+					t.Fatalf("got error %q, want one naming fuzz.csv and a line, from %q", err, data)
+				}
+				continue
+			}
+			checkCSVRows(t, src, len(values), data)
+		}
+	})
+}
+
+// FuzzCSVChanges replaces a file by arbitrary bytes: either the reload is refused (an
+// error naming the file and a line) and the rows read before stay, or what Changes sends
+// — changed and new rows, and a Deleted row per key gone — turns the old rows into exactly
+// the new file's rows.
+func FuzzCSVChanges(f *testing.F) {
+	for _, old := range csvSeeds[:2] {
+		for _, s := range csvSeeds {
+			f.Add([]byte(old), []byte(s))
+		}
+	}
+	f.Fuzz(func(t *testing.T, old, data []byte) {
+		path := csvFile(t, string(old))
+		src, err := OpenCSV(path, Mapping{})
 		if err != nil {
 			return
 		}
-		_, err = src.Snapshot(context.Background(), func(r cache.Row) error {
-			if r.Key == "" || len(r.Values) != 1 {
-				t.Fatalf("row %q %q from %q", r.Key, r.Values, data)
-			}
-			if _, err := src.Get(context.Background(), cache.Key(r.Key)); err != nil {
-				t.Fatalf("Get(%q) of a snapshot row: %v", cache.Key(r.Key), err)
+		rows := checkCSVRows(t, src, 1, old)
+		_, wm := csvSnapshot(t, src)
+		rewrite(t, path, string(data), 1)
+		applied := maps.Clone(rows)
+		_, err = src.Changes(context.Background(), wm, func(r cache.Row) error {
+			if r.Deleted {
+				delete(applied, cache.Key(r.Key))
+			} else {
+				applied[cache.Key(r.Key)] = r
 			}
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("snapshot of a parsed file: %v", err)
+			if want := "store: reload csv: " + path + ":"; !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("got error %q, want prefix %q", err, want)
+			}
+			for nk, r := range rows {
+				if got, err := src.Get(context.Background(), nk); err != nil || !sameRow(got, r) {
+					t.Fatalf("Get(%q) after a refused reload: got %+v, %v, want the row before %+v", nk, got, err, r)
+				}
+			}
+			return
+		}
+		want := checkCSVRows(t, src, 1, data)
+		if len(applied) != len(want) {
+			t.Fatalf("got %d rows after applying the changes, want %d, from %q to %q", len(applied), len(want), old, data)
+		}
+		for nk, r := range want {
+			if got, ok := applied[nk]; !ok || !sameRow(got, r) {
+				t.Fatalf("key %q: got %+v after applying the changes, want %+v", nk, got, r)
+			}
 		}
 	})
 }

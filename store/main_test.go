@@ -34,3 +34,23 @@ func seededDB(tb testing.TB, srv *mariadbtest.Server, n int) (string, *sql.DB) {
 	}
 	return dsn, db
 }
+
+// serverCPU returns a function reporting the CPU seconds the server has spent for the root
+// account so far (MariaDB's user statistics, turned on here), or nil when srv is not a
+// private server, whose global settings a benchmark may change.
+func serverCPU(tb testing.TB, srv *mariadbtest.Server, db *sql.DB) func() float64 {
+	tb.Helper()
+	if !srv.Private() {
+		return nil
+	}
+	if _, err := db.Exec("SET GLOBAL userstat = 1"); err != nil {
+		tb.Fatal(err)
+	}
+	return func() float64 {
+		var cpu float64
+		if err := db.QueryRow("SELECT CPU_TIME FROM information_schema.USER_STATISTICS WHERE USER = 'root'").Scan(&cpu); err != nil {
+			tb.Fatal(err)
+		}
+		return cpu
+	}
+}

@@ -65,16 +65,18 @@ func (m Mapping) WithDefaults() Mapping {
 // escaped, so no configured name can change the shape of a statement.
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,63}$`)
 
-// MappingError is the error Validate returns: which setting of the mapping is wrong, and
-// why. Field is the Mapping field's name ("Table", "KeyColumn", "ValueColumns",
-// "UpdatedColumn"), so a caller can name its own setting for it.
+// MappingError is the error Validate and CheckMapping return: which setting of the mapping
+// is wrong, and why. Field is the Mapping field's name ("Table", "KeyColumn",
+// "ValueColumns", "UpdatedColumn"), so a caller can name its own setting for it; Err says
+// why without naming the field, for example `no column "updatd_at" in table
+// workpiece_location`.
 type MappingError struct {
 	Field string
 	Err   error
 }
 
 func (e *MappingError) Error() string {
-	sep := " "
+	sep := ": "
 	if strings.HasPrefix(e.Err.Error(), "[") {
 		sep = "" // ValueColumns[2] …
 	}
@@ -85,7 +87,7 @@ func (e *MappingError) Error() string {
 func (e *MappingError) Unwrap() error { return e.Err }
 
 // Validate reports the first setting of m that is not a plain SQL identifier, as a
-// *MappingError naming it (for example `store: mapping: KeyColumn "x; DROP TABLE" is not a
+// *MappingError naming it (for example `store: mapping: KeyColumn: "x; DROP TABLE" is not a
 // plain SQL identifier`). Table may be qualified by a database, "db.table". It checks m as
 // given: apply WithDefaults first to fill empty settings.
 func (m Mapping) Validate() error {

@@ -51,7 +51,11 @@ func TestMappingValidate(t *testing.T) {
 			if err == nil {
 				t.Fatalf("got no error, want one naming %q", tt.setting)
 			}
-			if want := "store: mapping: " + tt.setting + " "; !strings.HasPrefix(err.Error(), want) {
+			want := "store: mapping: " + tt.setting + ": "
+			if strings.HasSuffix(tt.setting, "]") {
+				want = "store: mapping: " + tt.setting + " " // ValueColumns[1] "a b" is …
+			}
+			if !strings.HasPrefix(err.Error(), want) {
 				t.Fatalf("got %q, want prefix %q", err, want)
 			}
 		})

@@ -63,29 +63,48 @@ func (d driverLogger) Print(v ...any) {
 	d.l.Warn("mysql driver: "+strings.TrimSpace(fmt.Sprint(v...)), "component", "mysql")
 }
 
-// MySQL is the MySQL (or MariaDB) source of the cache: it satisfies cache.Source with
-// bounded keyset-paginated statements, never a long transaction, and needs only SELECT on
-// the table. It is safe for concurrent use.
+// MySQL is the MySQL (or MariaDB) source of the cache: it satisfies cache.Source and
+// cache.RangeSource with bounded keyset-paginated statements, never a long transaction,
+// and needs only SELECT on the table. Every Row it delivers carries its Sum. It is safe
+// for concurrent use.
 type MySQL struct {
 	db       *sql.DB
 	desc     string
+	m        Mapping
 	pageSize int
 	overlap  time.Duration
 	timeout  time.Duration
 	nvalues  int
 	loc      *time.Location
 	q        queries
+
+	// changing is held (a one-slot semaphore) by the Changes call in progress, which alone
+	// uses sent.
+	changing chan struct{}
+	sent     *sentRows
 }
 
-var _ cache.Source = (*MySQL)(nil)
+var (
+	_ cache.Source      = (*MySQL)(nil)
+	_ cache.RangeSource = (*MySQL)(nil)
+)
 
 // queries are the statements of one mapping, built once from validated, quoted names.
 type queries struct {
 	clock                     string
 	snapshotFirst, snapshotAt string
 	keysFirst, keysAt         string
-	changesFirst, changesAt   string
-	get                       string
+	// changesFirst and changesAt read by (updated, key) from a stamp on, [0] up to the end,
+	// [1] up to a stamp (exclusive); windowSum is the RangeSum of the rows between two stamps.
+	changesFirst, changesAt [2]string
+	windowSum               string
+	// keysSince lists the keys stamped from a stamp on, [0] the first page, [1] the next.
+	keysSince [2]string
+	get       string
+	// rangeFirst[from][to] reads the first page of a KeyRange and checksum[from][to] sums it,
+	// with index 1 where the range has that bound; rangeAt[to] reads a following page.
+	rangeFirst, checksum [2][2]string
+	rangeAt              [2]string
 }
 
 // OpenMySQL checks cfg and returns a source for it. It does not connect: the service starts
@@ -167,12 +186,15 @@ func OpenMySQL(cfg MySQLConfig) (*MySQL, error) {
 	return &MySQL{
 		db:       db,
 		desc:     describe(dc, m.Table),
+		m:        m,
 		pageSize: cfg.PageSize,
 		overlap:  cfg.Overlap,
 		timeout:  cfg.QueryTimeout,
 		nvalues:  len(m.ValueColumns),
 		loc:      dc.Loc,
 		q:        buildQueries(m),
+		changing: make(chan struct{}, 1),
+		sent:     newSentRows(maxSentRows),
 	}, nil
 }
 
@@ -187,14 +209,48 @@ func describe(dc *mysql.Config, table string) string {
 
 // buildQueries writes the statements of m. Every name is validated and quoted; values
 // travel as parameters.
+//
+// Each column is selected as its text in utf8mb4 (CONVERT … USING utf8mb4): the very
+// string the row checksum hashes on the server (sumExpr), so Row.Sum, computed in Go from
+// the delivered strings, equals the server's for every column type — DECIMAL as "12.50",
+// DATETIME and TIMESTAMP as "2024-01-02 03:04:05.000100" (in the session time zone), a
+// latin1 column in UTF-8 — and no DATETIME value is reformatted by the driver.
 func buildQueries(m Mapping) queries {
 	t, k, u := quote(m.Table), quote(m.KeyColumn), quote(m.UpdatedColumn)
-	vals := make([]string, len(m.ValueColumns))
-	for i, c := range m.ValueColumns {
-		vals[i] = quote(c)
+	text := func(col string) string { return "CONVERT(" + quote(col) + " USING utf8mb4)" }
+	cols := []string{text(m.KeyColumn)}
+	summed := []string{text(m.KeyColumn)}
+	for _, c := range m.ValueColumns {
+		cols = append(cols, text(c))
+		summed = append(summed, "COALESCE("+text(c)+", '')")
 	}
-	kv := k + ", " + strings.Join(vals, ", ")
-	return queries{
+	kv := strings.Join(cols, ", ")
+	// sumExpr is cache.RowSum on the server: NULL values count as empty strings, as they
+	// arrive (CONCAT_WS would skip a NULL, and with it a separator).
+	sumExpr := "CRC32(CONCAT_WS(0x1f, " + strings.Join(summed, ", ") + "))"
+	// rangeSum aggregates sumExpr over the rows where … as cache.RangeSum does: the sums
+	// are exact DECIMALs on the server, reduced modulo 2⁶⁴ as Go's uint64 wraps. A CRC is
+	// below 2³², so its square fits a BIGINT UNSIGNED. The derived table's LIMIT (no
+	// limit at all) keeps MySQL and MariaDB from merging it into the outer query, which
+	// would compute each row's CRC once per mention of h (a third of the cost).
+	rangeSum := func(where string) string {
+		return "SELECT COUNT(*), COALESCE(SUM(h), 0) MOD 18446744073709551616, " +
+			"COALESCE(SUM(h * h), 0) MOD 18446744073709551616 FROM (SELECT " + sumExpr + " AS h FROM " + t +
+			" WHERE " + where + " LIMIT 18446744073709551615) AS r"
+	}
+	// keyRange is the condition of a KeyRange; the bounds compare in the key column's
+	// collation, as ORDER BY key does.
+	keyRange := func(from, to bool) string {
+		w := k + " IS NOT NULL"
+		if from {
+			w = k + " >= ?"
+		}
+		if to {
+			w += " AND " + k + " < ?"
+		}
+		return w
+	}
+	q := queries{
 		clock: "SELECT NOW(6)",
 		// The first pages skip NULL keys (possible when KeyColumn is a unique index rather
 		// than the primary key); later pages exclude them by comparison anyway.
@@ -202,16 +258,31 @@ func buildQueries(m Mapping) queries {
 		snapshotAt:    "SELECT " + kv + " FROM " + t + " WHERE " + k + " > ? ORDER BY " + k + " LIMIT ?",
 		keysFirst:     "SELECT " + k + " FROM " + t + " WHERE " + k + " IS NOT NULL ORDER BY " + k + " LIMIT ?",
 		keysAt:        "SELECT " + k + " FROM " + t + " WHERE " + k + " > ? ORDER BY " + k + " LIMIT ?",
-		changesFirst: "SELECT " + kv + ", " + u + " FROM " + t +
-			" WHERE " + u + " >= ? AND " + k + " IS NOT NULL ORDER BY " + u + ", " + k + " LIMIT ?",
-		// Keyset on (u, k), written so the range on u can use its index:
-		// (u, k) > (lastU, lastK)  ⇔  u >= lastU AND (u > lastU OR k > lastK).
-		changesAt: "SELECT " + kv + ", " + u + " FROM " + t +
-			" WHERE " + u + " >= ? AND (" + u + " > ? OR " + k + " > ?) ORDER BY " + u + ", " + k + " LIMIT ?",
+		windowSum:     rangeSum(u + " >= ? AND " + u + " < ? AND " + k + " IS NOT NULL"),
 		// The key column's collation (case- and width-insensitive in schema.sql) finds the
 		// candidates through the index; Get keeps those whose cache.Key matches.
 		get: "SELECT " + kv + " FROM " + t + " WHERE " + k + " = ? LIMIT 16",
 	}
+	for i, upTo := range []string{"", " AND " + u + " < ?"} {
+		q.changesFirst[i] = "SELECT " + kv + ", " + u + " FROM " + t +
+			" WHERE " + u + " >= ?" + upTo + " AND " + k + " IS NOT NULL ORDER BY " + u + ", " + k + " LIMIT ?"
+		// Keyset on (u, k), written so the range on u can use its index:
+		// (u, k) > (lastU, lastK)  ⇔  u >= lastU AND (u > lastU OR k > lastK).
+		q.changesAt[i] = "SELECT " + kv + ", " + u + " FROM " + t +
+			" WHERE " + u + " >= ? AND (" + u + " > ? OR " + k + " > ?)" + upTo + " ORDER BY " + u + ", " + k + " LIMIT ?"
+	}
+	q.keysSince[0] = "SELECT " + cols[0] + ", " + u + " FROM " + t + " WHERE " + u + " >= ? AND " + k + " IS NOT NULL ORDER BY " + u + ", " + k + " LIMIT ?"
+	q.keysSince[1] = "SELECT " + cols[0] + ", " + u + " FROM " + t + " WHERE " + u + " >= ? AND (" + u + " > ? OR " + k + " > ?) ORDER BY " + u + ", " + k + " LIMIT ?"
+	for from := range 2 {
+		for to := range 2 {
+			w := keyRange(from == 1, to == 1)
+			q.rangeFirst[from][to] = "SELECT " + kv + " FROM " + t + " WHERE " + w + " ORDER BY " + k + " LIMIT ?"
+			q.checksum[from][to] = rangeSum(w)
+		}
+	}
+	q.rangeAt[0] = "SELECT " + kv + " FROM " + t + " WHERE " + k + " > ? ORDER BY " + k + " LIMIT ?"
+	q.rangeAt[1] = "SELECT " + kv + " FROM " + t + " WHERE " + k + " > ? AND " + k + " < ? ORDER BY " + k + " LIMIT ?"
+	return q
 }
 
 // String describes the source without its password, for example
@@ -288,15 +359,20 @@ func (r *rowScanner) row() cache.Row {
 		row.Values[i] = all[off : off+len(c)]
 		off += len(c)
 	}
+	row.Sum = cache.RowSum(row.Key, row.Values)
 	return row
 }
 
 // Snapshot streams every row to fn in key order and returns the database clock read before
-// the first page. It reads by keyset pagination (WHERE key > last ORDER BY key LIMIT
-// PageSize), each page its own short statement, so no transaction stays open and a row
-// written meanwhile is either read or newer than the watermark. Each Row is freshly
-// allocated; fn may keep it.
+// the first page. It first checks the mapping (CheckMapping without the updated column), so
+// a table or column dropped since start-up fails with the *MappingError that names it. It
+// reads by keyset pagination (WHERE key > last ORDER BY key LIMIT PageSize), each page its
+// own short statement, so no transaction stays open and a row written meanwhile is either
+// read or newer than the watermark. Each Row is freshly allocated; fn may keep it.
 func (s *MySQL) Snapshot(ctx context.Context, fn func(cache.Row) error) (time.Time, error) {
+	if err := s.checkMapping(ctx, false); err != nil && !isWarning(err) {
+		return time.Time{}, mappingOr(err, "store: snapshot: check mapping: %w")
+	}
 	wm, err := s.clock(ctx)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: snapshot: read clock: %w", err)
@@ -317,71 +393,14 @@ func (s *MySQL) Snapshot(ctx context.Context, fn func(cache.Row) error) (time.Ti
 			n, err = s.page(ctx, s.q.snapshotAt, []any{last, s.pageSize}, sc.dest, each)
 		}
 		if err != nil {
+			err = s.explain(ctx, err, false)
 			if first {
-				return time.Time{}, fmt.Errorf("store: snapshot: first page: %w", err)
+				return time.Time{}, mappingOr(err, "store: snapshot: first page: %w")
 			}
-			return time.Time{}, fmt.Errorf("store: snapshot: page after %q: %w", last, err)
+			return time.Time{}, mappingOr(err, "store: snapshot: page after %q: %w", last)
 		}
 		if n < s.pageSize {
 			return wm, nil
-		}
-		first = false
-	}
-}
-
-// minTimestamp is the earliest instant a TIMESTAMP holds; Changes never asks for less.
-var minTimestamp = time.Unix(0, 0).UTC()
-
-// Changes streams the rows whose updated column is at or after since − Overlap, ordered by
-// (updated, key), and returns the database clock read before the first page, the since of
-// the next call. A row may be delivered again by the next call (within the overlap).
-//
-// Why nothing is lost, step by step:
-//  1. The watermark next is read before the query. A row stamped later than next is, by
-//     definition, at or after next and so inside the next call's window.
-//  2. A row stamped at exactly the same microsecond as next but committed just after this
-//     query ran: the next call reads `>= next − Overlap`, an inclusive bound, so equal
-//     stamps are read again rather than skipped.
-//  3. A transaction stamps its rows when its statement runs but they become visible only at
-//     commit. A row stamped at t < next that commits after this query is missed now; the
-//     next call still reads it as long as next − t ≤ Overlap. Hence Overlap must exceed the
-//     longest writing transaction.
-//  4. Pages continue by keyset on (updated, key), not OFFSET: a burst of rows sharing one
-//     timestamp larger than a page is read across pages without loss or repetition, and
-//     a row re-stamped while paging moves forward to a stamp ≥ the cursor and is read again
-//     later in this pass or the next.
-func (s *MySQL) Changes(ctx context.Context, since time.Time, fn func(cache.Row) error) (time.Time, error) {
-	next, err := s.clock(ctx)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("store: changes since %s: read clock: %w", fmtTime(since), err)
-	}
-	from := since.Add(-s.overlap)
-	if from.Before(minTimestamp) {
-		from = minTimestamp
-	}
-	var updated time.Time
-	sc := newRowScanner(s.nvalues, &updated)
-	var lastKey string
-	var lastUpdated time.Time
-	first := true
-	each := func() error {
-		row := sc.row()
-		lastKey, lastUpdated = row.Key, updated
-		return fn(row)
-	}
-	for {
-		var n int
-		if first {
-			n, err = s.page(ctx, s.q.changesFirst, []any{from.In(s.loc), s.pageSize}, sc.dest, each)
-		} else {
-			lu := lastUpdated.In(s.loc)
-			n, err = s.page(ctx, s.q.changesAt, []any{lu, lu, lastKey, s.pageSize}, sc.dest, each)
-		}
-		if err != nil {
-			return time.Time{}, fmt.Errorf("store: changes since %s: %w", fmtTime(since), err)
-		}
-		if n < s.pageSize {
-			return next, nil
 		}
 		first = false
 	}
@@ -435,7 +454,7 @@ func (s *MySQL) Get(ctx context.Context, key string) (cache.Row, error) {
 		return nil
 	}
 	if _, err := s.page(ctx, s.q.get, []any{key}, sc.dest, each); err != nil {
-		return cache.Row{}, fmt.Errorf("store: get %q: %w", key, err)
+		return cache.Row{}, mappingOr(s.explain(ctx, err, false), "store: get %q: %w", key)
 	}
 	if !ok {
 		return cache.Row{}, cache.ErrNotFound

@@ -517,7 +517,7 @@ func TestOpenMySQL(t *testing.T) {
 			"mysql loader@tcp(db:3307)/plant table mes.bays"},
 		{"empty DSN", MySQLConfig{}, "store: open mysql: DSN is empty", ""},
 		{"bad DSN", MySQLConfig{DSN: "loader:pw@tcp(db"}, "store: open mysql: parse DSN: ", ""},
-		{"injected key", MySQLConfig{DSN: "u@/d", Mapping: Mapping{KeyColumn: "x; DROP TABLE"}}, "store: mapping: KeyColumn ", ""},
+		{"injected key", MySQLConfig{DSN: "u@/d", Mapping: Mapping{KeyColumn: "x; DROP TABLE"}}, "store: mapping: KeyColumn: ", ""},
 		{"negative page", MySQLConfig{DSN: "u@/d", PageSize: -1}, "store: open mysql: PageSize ", ""},
 		{"negative overlap", MySQLConfig{DSN: "u@/d", Overlap: -time.Second}, "store: open mysql: Overlap ", ""},
 		{"negative timeout", MySQLConfig{DSN: "u@/d", QueryTimeout: -time.Second}, "store: open mysql: QueryTimeout ", ""},

@@ -342,14 +342,16 @@ func (c *Config) validate() error {
 	if err := c.mapping().Validate(); err != nil {
 		var me *store.MappingError
 		if errors.As(err, &me) {
-			env := map[string]string{"Table": "WXLOOKUP_TABLE", "KeyColumn": "WXLOOKUP_KEY_COLUMN",
-				"ValueColumns": "WXLOOKUP_VALUE_COLUMNS", "UpdatedColumn": "WXLOOKUP_UPDATED_COLUMN"}[me.Field]
-			return fmt.Errorf("config: %s: %v", env, me.Err)
+			return fmt.Errorf("config: %s: %v", mappingSettings[me.Field], me.Err)
 		}
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
 }
+
+// mappingSettings names the setting of each field of store.Mapping (MappingError.Field).
+var mappingSettings = map[string]string{"Table": "WXLOOKUP_TABLE", "KeyColumn": "WXLOOKUP_KEY_COLUMN",
+	"ValueColumns": "WXLOOKUP_VALUE_COLUMNS", "UpdatedColumn": "WXLOOKUP_UPDATED_COLUMN"}
 
 // mapping is the table mapping of the configuration.
 func (c *Config) mapping() store.Mapping {

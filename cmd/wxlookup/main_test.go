@@ -323,7 +323,24 @@ func TestDrainHandsOver(t *testing.T) {
 // webhook answers from the loaded table.
 func TestListenWhenReady(t *testing.T) {
 	srv := mariadbtest.Shared(t)
-	dsn := srv.CreateDatabase(t) // no table yet: the warm fails until Seed creates it
+	dsn := srv.CreateDatabase(t)
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := store.Seed(context.Background(), db, 10); err != nil {
+		t.Fatal(err)
+	}
+	// The table is locked: the warm waits for the lock until UNLOCK TABLES below.
+	lock, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(context.Background(), "LOCK TABLES workpiece_location WRITE"); err != nil {
+		t.Fatal(err)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -367,12 +384,7 @@ func TestListenWhenReady(t *testing.T) {
 	default:
 	}
 
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := store.Seed(context.Background(), db, 10); err != nil {
+	if _, err := lock.ExecContext(context.Background(), "UNLOCK TABLES"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -384,8 +396,6 @@ func TestListenWhenReady(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after the first load")
 	}
-	// The warm may have caught the table between Seed's CREATE and INSERT; a refresh
-	// brings the rows then.
 	a := Asker{URL: "http://" + addr + "/wx", Token: e2eToken, OpenID: "oReady"}
 	for {
 		r, err := a.Ask(context.Background(), "?18-546")

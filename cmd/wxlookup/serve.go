@@ -127,6 +127,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if c, ok := src.(io.Closer); ok {
 		m.source = c
 	}
+	if my, ok := src.(*store.MySQL); ok {
+		if err := m.checkMapping(ctx, my); err != nil {
+			return err
+		}
+	}
 	m.Cache, err = cache.New(src, cache.Config{
 		MaxBytes:          cfg.CacheMaxBytes,
 		RefreshInterval:   cfg.RefreshInterval,
@@ -215,6 +220,30 @@ func (m *Main) openSource() (cache.Source, error) {
 		return store.OpenCSV(cfg.CSV, cfg.mapping())
 	}
 	return store.NewCSV("examples/locations.csv (embedded demo)", examples.LocationsCSV, cfg.mapping())
+}
+
+// mappingCheckTimeout bounds the start-up check of the table mapping.
+const mappingCheckTimeout = 5 * time.Second
+
+// checkMapping stops start-up, naming the setting, when MySQL answers that the mapped table
+// or a column is missing or unfit; a warning (no index on the updated column) is logged.
+// When MySQL cannot be asked now it logs one line and lets the loader retry.
+func (m *Main) checkMapping(ctx context.Context, my *store.MySQL) error {
+	ctx, cancel := context.WithTimeout(ctx, mappingCheckTimeout)
+	defer cancel()
+	err := my.CheckMapping(ctx, true)
+	var me *store.MappingError
+	var mw *store.MappingWarning
+	switch {
+	case err == nil:
+	case errors.As(err, &me):
+		return fmt.Errorf("%s: %v", mappingSettings[me.Field], me.Err)
+	case errors.As(err, &mw):
+		m.Logger.Warn(mappingSettings[mw.Field]+": "+mw.Err.Error(), "source", my.String())
+	default:
+		m.Logger.Warn("cannot check the table mapping now; starting anyway, the loader retries", "source", my.String(), "err", err)
+	}
+	return nil
 }
 
 // openAllowList opens the configured allow-list, if any, and starts its refresh loop.
