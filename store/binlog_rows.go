@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	vmysql "vitess.io/vitess/go/mysql"
 	"vitess.io/vitess/go/mysql/binlog"
@@ -17,13 +18,13 @@ import (
 // A row event carries a row as binary column values in table order; the snapshot reads the
 // same row as text. This file turns the first into the second for the mapped columns, so
 // that a row has the same Values (and so the same Sum) whichever way it arrived.
-// binlog.CellValue (vitess) decodes each value into MySQL's text form. The snapshot does
-// not keep that form for every type: it scans with go-sql-driver/mysql's parseTime, so a
-// DATE, DATETIME or TIMESTAMP arrives as a time.Time in the session's zone that
-// database/sql formats as RFC 3339 ("2024-02-29T23:59:59.5Z"), and a YEAR as an integer
-// ("0" for 0000). asSnapshot applies the same conversions; it must change if the
-// snapshot's scan does. Floating-point columns (rendered differently again), ENUM and SET
-// (the log holds their numbers, not their labels), BIT, JSON and spatial columns are not
+// binlog.CellValue (vitess) decodes each value into MySQL's text form, which is what the
+// snapshot reads too (every column as CONVERT(… USING utf8mb4)), with two exceptions: a
+// TIMESTAMP is stored as a Unix time, and CellValue writes it in UTC where the snapshot's
+// session writes it in its own time zone; and CONVERT turns the bytes of a binary string
+// that are not UTF-8 into '?'. asSnapshot does both; it must change if the snapshot's
+// statements do. Floating-point columns (rendered differently), ENUM and SET (the
+// log holds their numbers, not their labels), BIT, JSON and spatial columns are not
 // supported as key or value columns.
 
 // feedColumn is a mapped column as information_schema describes it.
@@ -38,10 +39,9 @@ type feedColumn struct {
 type valueForm byte
 
 const (
-	asText      valueForm = iota // kept as MySQL writes it
-	asLocalTime                  // DATE, DATETIME: a wall time in the session zone, as RFC 3339
-	asUTCTime                    // TIMESTAMP: CellValue writes it in UTC; as RFC 3339 in the session zone
-	asInteger                    // YEAR: without leading zeros
+	asText    valueForm = iota // kept as MySQL writes it (DATE, DATETIME and YEAR included)
+	asUTCTime                  // TIMESTAMP: CellValue writes it in UTC; the snapshot in the session zone
+	asUTF8                     // BINARY, VARBINARY, BLOB: bytes that are not UTF-8 become '?', as CONVERT makes them
 )
 
 // tableShape is what Follow expects the mapped table's TABLE_MAP events to say.
@@ -147,12 +147,8 @@ func newColumn(name, dataType, colType, charset string) (feedColumn, error) {
 	}
 	c := feedColumn{name: name, types: types, field: &querypb.Field{Type: querypb.Type_VARCHAR, ColumnType: colType}}
 	switch {
-	case dataType == "date" || dataType == "datetime":
-		c.form = asLocalTime
 	case dataType == "timestamp":
 		c.form = asUTCTime
-	case dataType == "year":
-		c.form = asInteger
 	case strings.HasSuffix(dataType, "int") || dataType == "integer":
 		c.field.Type = querypb.Type_INT64
 		if strings.Contains(colType, "unsigned") {
@@ -162,8 +158,10 @@ func newColumn(name, dataType, colType, charset string) (feedColumn, error) {
 		c.field.Type = querypb.Type_DECIMAL
 	case dataType == "binary":
 		c.field.Type = querypb.Type_BINARY // CellValue pads it with zero bytes, as stored
+		c.form = asUTF8
 	case dataType == "varbinary" || strings.HasSuffix(dataType, "blob"):
 		c.field.Type = querypb.Type_VARBINARY
+		c.form = asUTF8
 	}
 	return c, nil
 }
@@ -270,31 +268,40 @@ func (d *rowDecoder) mapped(c int) int {
 	return -1
 }
 
-// asSnapshot converts a value from MySQL's text form to the snapshot's (see the top of
-// this file). Times are read field by field, as go-sql-driver/mysql's parseDateTime does,
-// so that a zero date ("0000-00-00") and a date with zero parts ("2024-00-00", allowed
-// outside NO_ZERO_IN_DATE) come out as the snapshot's do: the zero time.Time, and what
-// time.Date normalises the parts to.
+// asSnapshot converts a value from CellValue's text form to the snapshot's (see the top of
+// this file): a TIMESTAMP from UTC to the session's zone, keeping its fractional digits
+// (the zero timestamp, and anything that does not read as a time, is kept as it is); the
+// bytes of a binary string as CONVERT(… USING utf8mb4) gives them, each byte that does not
+// begin a valid UTF-8 sequence replaced by '?'.
 func asSnapshot(v []byte, r valueForm, loc *time.Location) []byte {
 	switch r {
-	case asInteger:
-		n, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil {
+	case asText:
+		return v
+	case asUTF8:
+		if utf8.Valid(v) {
 			return v
 		}
-		return strconv.AppendInt(nil, n, 10)
-	case asLocalTime, asUTCTime:
-		t, ok := parseTextTime(v, loc)
-		if !ok {
-			return v
+		out := make([]byte, 0, len(v))
+		for len(v) > 0 {
+			r, n := utf8.DecodeRune(v)
+			if r == utf8.RuneError && n == 1 {
+				out = append(out, '?')
+			} else {
+				out = append(out, v[:n]...)
+			}
+			v = v[n:]
 		}
-		if r == asUTCTime && !t.IsZero() {
-			t, _ = parseTextTime(v, time.UTC)
-			t = t.In(loc)
-		}
-		return t.AppendFormat(nil, time.RFC3339Nano)
+		return out
 	}
-	return v
+	t, ok := parseTextTime(v, time.UTC)
+	if !ok || t.IsZero() {
+		return v
+	}
+	layout := "2006-01-02 15:04:05"
+	if len(v) > len(layout)+1 {
+		layout += "." + strings.Repeat("0", len(v)-len(layout)-1)
+	}
+	return t.In(loc).AppendFormat(nil, layout)
 }
 
 // parseTextTime reads "YYYY-MM-DD[ HH:MM:SS[.f…]]" as a wall time in loc; an all-zero

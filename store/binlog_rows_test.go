@@ -171,19 +171,16 @@ func TestAsSnapshot(t *testing.T) {
 		want string
 	}{
 		{"abc ", asText, time.UTC, "abc "},
-		{"2024", asInteger, time.UTC, "2024"},
-		{"0000", asInteger, time.UTC, "0"},
-		{"2024-02-29", asLocalTime, time.UTC, "2024-02-29T00:00:00Z"},
-		{"2024-02-29", asLocalTime, cst, "2024-02-29T00:00:00+08:00"},
-		{"2024-02-29 23:59:59", asLocalTime, cst, "2024-02-29T23:59:59+08:00"},
-		{"2024-02-29 23:59:59.500", asLocalTime, time.UTC, "2024-02-29T23:59:59.5Z"},
-		{"2024-02-29 23:59:59.000001", asLocalTime, time.UTC, "2024-02-29T23:59:59.000001Z"},
-		{"2024-00-00", asLocalTime, time.UTC, "2023-11-30T00:00:00Z"},
-		{"0000-00-00", asLocalTime, cst, "0001-01-01T00:00:00Z"},
-		{"0000-00-00 00:00:00.000000", asUTCTime, cst, "0001-01-01T00:00:00Z"},
-		{"2024-02-29 20:00:00", asUTCTime, time.UTC, "2024-02-29T20:00:00Z"},
-		{"2024-02-29 20:00:00.25", asUTCTime, cst, "2024-03-01T04:00:00.25+08:00"},
-		{"not a time", asLocalTime, time.UTC, "not a time"},
+		{"0000", asText, time.UTC, "0000"},
+		{"2024-02-29 23:59:59.500", asText, cst, "2024-02-29 23:59:59.500"},
+		{"0000-00-00 00:00:00.000000", asUTCTime, cst, "0000-00-00 00:00:00.000000"},
+		{"2024-02-29 20:00:00", asUTCTime, time.UTC, "2024-02-29 20:00:00"},
+		{"2024-02-29 20:00:00.25", asUTCTime, cst, "2024-03-01 04:00:00.25"},
+		{"2024-02-29 20:00:00.000001", asUTCTime, cst, "2024-03-01 04:00:00.000001"},
+		{"not a time", asUTCTime, time.UTC, "not a time"},
+		{"\xde\xad\xbe\xef", asUTF8, time.UTC, "\xde\xad??"},
+		{"\x00\xff\x10", asUTF8, time.UTC, "\x00?\x10"},
+		{"车体", asUTF8, time.UTC, "车体"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
