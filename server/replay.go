@@ -38,11 +38,13 @@ const maxNonceBytes = 32
 // capacity. A binding lives until its timestamp is more than the skew in the past. When a
 // new binding finds its bucket full of live ones, the one with the oldest timestamp is
 // dropped and the bucket's horizon moves up to that timestamp: from then on a request the
-// bucket does not know is refused if its timestamp is not after the horizon, since it
-// could replay the dropped binding with another body. So a full guard refuses rather than
-// forgets. WeChat stamps requests with the current time, and a bucket drops a binding of
-// the current second only when more than replayWays requests of that second land in it,
-// which takes tens of thousands of requests a second; a plant sends a few.
+// bucket does not know is refused if its timestamp is before the horizon, since it could
+// replay a dropped binding with another body. So a full guard refuses rather than forgets
+// — except within the horizon's own second, which it accepts, so that a flood of requests
+// all stamped with the same second (a load generator's; WeChat stamps each with the
+// current time) is not refused wholesale; a binding dropped in that second can be
+// replayed until the bucket drops a later one. None of this happens below tens of
+// thousands of requests a second; a plant sends a few.
 type replayGuard struct {
 	skew  int64 // seconds
 	seeds [3]maphash.Seed
@@ -90,7 +92,7 @@ func (g *replayGuard) bound() int {
 // check reports whether a request to route rt with timestamp ts (unix seconds) and nonce
 // (at most maxNonceBytes) may go on with message: true for the first message under that
 // timestamp and nonce, and for the same message again; false for another message, and
-// for an unknown timestamp and nonce at or before its bucket's horizon.
+// for an unknown timestamp and nonce before its bucket's horizon.
 func (g *replayGuard) check(rt route, ts int64, nonce, message []byte, now time.Time) bool {
 	var id [1 + 8 + maxNonceBytes]byte
 	id[0] = byte(rt)
@@ -117,7 +119,7 @@ func (g *replayGuard) check(rt route, ts int64, nonce, message []byte, now time.
 			victim = s
 		}
 	}
-	if ts <= b.horizon {
+	if ts < b.horizon {
 		return false
 	}
 	if victim.live(expired) {
