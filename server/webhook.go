@@ -41,10 +41,20 @@ func (s *Server) getWork() *work {
 	}
 }
 
+// maxKeptBuffer is the most capacity a pooled work's buffer keeps for the next request:
+// far more than a WeChat message or reply needs. A buffer an unusual request grew further
+// is let go, so that the free list holds at most freeWorks small works.
+const maxKeptBuffer = 16 << 10
+
 // putWork resets w, so that it refers to no request's buffers, and returns it.
 func (s *Server) putWork(w *work) {
 	w.msg.Reset()
 	w.inner.Reset()
+	for _, b := range [...]*[]byte{&w.plain, &w.content, &w.key, &w.id, &w.reply, &w.envelope, &w.ts} {
+		if cap(*b) > maxKeptBuffer {
+			*b = nil
+		}
+	}
 	select {
 	case s.free <- w:
 	default:

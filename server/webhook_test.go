@@ -1478,3 +1478,23 @@ func FuzzWebhook(f *testing.F) {
 		}
 	})
 }
+
+// TestWorkBuffersBounded: a request far larger than WeChat's leaves no buffer of that size
+// in the pool of request scratch space, so 512 pooled works cannot hold 512 bodies.
+func TestWorkBuffersBounded(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	c := client{tb: t, base: ts.url, token: testToken, mode: "safe", now: time.Now(), crypter: mustCrypter(t, testToken, testAppID, testKey, "")}
+	big := "?18-546 " + strings.Repeat("&amp;", 8<<10) // 40 KB, rewritten in scratch space
+	msg := wechat.AppendTextMessage(nil, []byte("gh_test"), []byte("oUser"), time.Now().Unix(), []byte(big), 6000000000+msgSeq.Add(1))
+	msg = bytes.Replace(msg, []byte("<![CDATA["+big+"]]>"), []byte(big), 1)
+	if r := c.post("/wx", msg); r.status != http.StatusOK {
+		t.Fatalf("got %d %.80s, want 200", r.status, r.body)
+	}
+	w := ts.getWork()
+	for name, b := range map[string][]byte{"plain": w.plain, "content": w.content, "key": w.key, "id": w.id,
+		"reply": w.reply, "envelope": w.envelope} {
+		if cap(b) > maxKeptBuffer {
+			t.Errorf("%s keeps %d bytes, want at most %d", name, cap(b), maxKeptBuffer)
+		}
+	}
+}

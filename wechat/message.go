@@ -101,11 +101,25 @@ const (
 // the parser's element stack off the heap.
 const maxDepth = 32
 
-// Reset clears every field, keeping the scratch space for the next Parse.
+// Reset keeps at most this much of a Message's scratch space and picture list for the next
+// Parse: far more than any message WeChat sends needs. More, grown by an unusual document,
+// is let go, so that a Message kept for reuse does not hold a body's worth of memory.
+const (
+	maxKeptScratch  = 16 << 10
+	maxKeptPictures = 64
+)
+
+// Reset clears every field, keeping the scratch space for the next Parse (up to a limit).
 func (m *Message) Reset() {
 	scratch := m.scratch[:0]
+	if cap(scratch) > maxKeptScratch {
+		scratch = nil
+	}
 	clear(m.PicMD5s) // drop references into the previous input
 	pics := m.PicMD5s[:0]
+	if cap(pics) > maxKeptPictures {
+		pics = nil
+	}
 	*m = Message{scratch: scratch, PicMD5s: pics}
 }
 

@@ -1064,3 +1064,27 @@ func TestParseEnvelope(t *testing.T) {
 		})
 	}
 }
+
+// TestResetLetsLargeScratchGo: Reset keeps the scratch space and picture list of usual
+// messages for the next Parse, but lets go of what an unusual document grew them to, so
+// a Message reused from a pool does not hold on to a body's worth of memory.
+func TestResetLetsLargeScratchGo(t *testing.T) {
+	var m Message
+	if err := m.Parse([]byte(`<xml><Content>a&amp;b</Content><SendPicsInfo><PicList><item/><item/></PicList></SendPicsInfo></xml>`)); err != nil {
+		t.Fatal(err)
+	}
+	m.Reset()
+	if cap(m.scratch) == 0 || cap(m.PicMD5s) == 0 {
+		t.Errorf("after a usual message: scratch %d, pictures %d bytes kept; want both kept", cap(m.scratch), cap(m.PicMD5s))
+	}
+	big := "<xml><Content>" + strings.Repeat("&amp;", 12<<10) + "</Content><SendPicsInfo><PicList>" +
+		strings.Repeat("<item/>", 2000) + "</PicList></SendPicsInfo></xml>"
+	if err := m.Parse([]byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	m.Reset()
+	if cap(m.scratch) > maxKeptScratch || cap(m.PicMD5s) > maxKeptPictures {
+		t.Errorf("after a large message: scratch %d bytes, %d pictures kept; want at most %d and %d",
+			cap(m.scratch), cap(m.PicMD5s), maxKeptScratch, maxKeptPictures)
+	}
+}
