@@ -49,7 +49,7 @@ type dedupe struct {
 	seeds  [2]maphash.Seed
 
 	mu    sync.Mutex
-	slots []dedupeSlot // len(slots)/dedupeWays buckets (one short bucket when fewer)
+	slots []dedupeSlot // len(slots)/dedupeWays buckets, or one when there are fewer slots
 	ring  []byte       // the replies; nil when disabled
 	head  uint64       // bytes ever written to the ring: the next one goes to ring[head%len]
 	seq   uint64       // stores so far, for the age of a slot
