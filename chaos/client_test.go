@@ -88,9 +88,15 @@ func (c *wxClient) send(ctx context.Context, openID string, msg []byte, now time
 // request builds the signed POST of msg as WeChat sends it at now.
 func (c *wxClient) request(ctx context.Context, msg []byte, now time.Time) (*http.Request, error) {
 	ts := strconv.FormatInt(now.Unix(), 10)
+	// 64 random bits: the replay guard refuses another message under a (timestamp, nonce)
+	// already used, and 32 bits would repeat within a second of a flood now and then.
 	var nb [8]byte
 	rand.Read(nb[:])
-	nonce := strconv.FormatUint(uint64(nb[0])<<24|uint64(nb[1])<<16|uint64(nb[2])<<8|uint64(nb[3]), 10)
+	var n uint64
+	for _, b := range nb {
+		n = n<<8 | uint64(b)
+	}
+	nonce := strconv.FormatUint(n, 10)
 	q := url.Values{"timestamp": {ts}, "nonce": {nonce}, "signature": {wechat.Signature(c.token, ts, nonce)}}
 	body := msg
 	if c.crypter != nil {

@@ -76,7 +76,7 @@ func TestMySQLKilledUnderLoad(t *testing.T) {
 	srv, dsn, db := seededDatabase(t)
 	svc := startService(t, "wxlookup", map[string]string{
 		"WXLOOKUP_MYSQL_DSN": dsn, "WXLOOKUP_TOKEN": chaosToken, "WXLOOKUP_APPID": chaosAppID,
-		"WXLOOKUP_AES_KEY": chaosKey, "WXLOOKUP_REFRESH_INTERVAL": "200ms", "WXLOOKUP_RATE_LIMIT": "0",
+		"WXLOOKUP_AES_KEY": chaosKey, "WXLOOKUP_REQUIRE_ENCRYPTION": "false", "WXLOOKUP_REFRESH_INTERVAL": "200ms", "WXLOOKUP_RATE_LIMIT": "0",
 	})
 	svc.waitReady(time.Minute)
 	plain := newClient(svc.Webhook, chaosToken, chaosAppID, "")
@@ -196,7 +196,7 @@ func TestMySQLSlowAndBlackholed(t *testing.T) {
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = time.Second, time.Second, time.Second
 	svc := startService(t, "wxlookup", map[string]string{
 		"WXLOOKUP_MYSQL_DSN": cfg.FormatDSN(), "WXLOOKUP_TOKEN": chaosToken, "WXLOOKUP_APPID": chaosAppID,
-		"WXLOOKUP_AES_KEY": chaosKey, "WXLOOKUP_REFRESH_INTERVAL": "200ms", "WXLOOKUP_RATE_LIMIT": "0",
+		"WXLOOKUP_AES_KEY": chaosKey, "WXLOOKUP_REQUIRE_ENCRYPTION": "false", "WXLOOKUP_REFRESH_INTERVAL": "200ms", "WXLOOKUP_RATE_LIMIT": "0",
 	})
 	svc.waitReady(time.Minute)
 	plain := newClient(svc.Webhook, chaosToken, chaosAppID, "")

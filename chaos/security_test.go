@@ -101,7 +101,7 @@ func TestNoSecretLeaks(t *testing.T) {
 	dsn := readOnlyDSN(t, func(q ...string) { srv.Exec(t, "", q...) }, rootDSN, "wxlookup_sec", dbPass)
 	env := map[string]string{
 		"WXLOOKUP_MYSQL_DSN": dsn, "WXLOOKUP_TOKEN": token, "WXLOOKUP_APPID": chaosAppID,
-		"WXLOOKUP_AES_KEY": aesKey, "WXLOOKUP_AES_KEY_PREVIOUS": oldKey,
+		"WXLOOKUP_AES_KEY": aesKey, "WXLOOKUP_AES_KEY_PREVIOUS": oldKey, "WXLOOKUP_REQUIRE_ENCRYPTION": "false",
 		"WXLOOKUP_WECOM_CORP_ID": "ww0123456789abcdef", "WXLOOKUP_WECOM_TOKEN": wecomToken, "WXLOOKUP_WECOM_AES_KEY": wecomKey,
 		"WXLOOKUP_ADMIN_TOKEN": adminToken, "WXLOOKUP_REFRESH_INTERVAL": "200ms",
 		"WXLOOKUP_LOG_LEVEL": "debug", "WXLOOKUP_LOG_FORMAT": "json",

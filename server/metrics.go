@@ -71,12 +71,14 @@ const (
 	reasonMethod
 	reasonHeadersTooLarge // request line and headers beyond the read buffer (431)
 	reasonTimeout         // the request did not arrive within ReadTimeout (408): slow clients
-	reasonBadRequest      // not readable as HTTP (400)
+	reasonBadRequest      // not readable as HTTP, or a parameter no WeChat request has (400)
+	reasonFieldTooLong    // an identifier, nonce or echostr over its cap (SPEC section 9)
+	reasonReplay          // another message under a (timestamp, nonce) already used
 	numReasons
 )
 
 var reasonNames = [numReasons]string{"signature", "timestamp", "decrypt", "appid", "too_large", "bad_xml", "plaintext", "method",
-	"headers_too_large", "timeout", "bad_request"}
+	"headers_too_large", "timeout", "bad_request", "field_too_long", "replay"}
 
 // metrics are the webhook's Prometheus metrics, every label combination resolved up front so
 // counting on the hot path is one atomic add.

@@ -1,10 +1,10 @@
 package server
 
 import (
+	"hash/maphash"
 	"sync"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
+	"unsafe"
 )
 
 // Default per-OpenID rate limit: a worker can ask in bursts, a stuck client cannot flood.
@@ -13,33 +13,51 @@ const (
 	DefaultRateBurst     = 10
 )
 
+// DefaultRateCapacity is how many senders the rate limiter tracks at once: far more than
+// a plant's workers, so that in normal use no sender is ever forgotten before it is idle.
+const DefaultRateCapacity = 1 << 16
+
+// limiterWays is how many slots share a bucket: a sender may sit in any slot of the bucket
+// its hash selects.
+const limiterWays = 8
+
 // limiter is a per-OpenID rate limit (the generic cell rate algorithm: one theoretical
-// arrival time per OpenID). It allocates nothing per message. Safe for concurrent use.
+// arrival time, TAT, per OpenID). Safe for concurrent use; it allocates nothing per
+// message.
 //
-// OpenIDs are kept in two generations, so forgetting idle ones costs nothing per message
-// and never holds the lock for long (a sweep of a map with 200,000 OpenIDs held every
-// sender up for 50ms):
+// Its memory is fixed whatever arrives, bound() bytes: DefaultRateCapacity slots of 16
+// bytes, 1 MiB. A slot holds a 64-bit hash of the OpenID under a seed drawn at random
+// when the process starts (two OpenIDs sharing a hash would share a limit; a sender sees
+// no hash and cannot aim for another's) and its TAT. Slots are grouped in buckets of
+// limiterWays by hash.
 //
-//  1. allow looks an OpenID up in cur, then in prev, and writes it to cur;
-//  2. every period, prev is dropped and cur becomes prev;
-//  3. so an OpenID dropped was last seen more than a period ago, and as the period exceeds
-//     tolerance+interval its arrival time has passed: it is back to a full burst, exactly
-//     as if it were still there.
+// When a new sender finds its bucket full, the slot with the earliest TAT goes. Forgetting
+// a sender gives it a full burst again, so:
 //
-// OpenIDs are keyed by their 64-bit xxhash; two OpenIDs sharing a hash would share a limit,
-// which among a plant's users is as good as impossible.
+//  1. a slot whose TAT has passed is free: forgetting it changes nothing;
+//  2. otherwise the earliest TAT is the sender furthest from its limit, so the least is
+//     given away: at most a burst's worth of messages;
+//  3. a sender at its limit has a TAT at least tolerance ahead, later than anyone who sent
+//     fewer messages recently. Newcomers, however many, cannot push it out: only senders
+//     that are themselves at their limit can, and then only when a whole bucket is made of
+//     them. The limit guards against stuck clients, which this keeps limited; a flood of
+//     distinct senders each at its limit is a flood the limit was never going to stop.
 type limiter struct {
 	interval  int64 // nanoseconds between admitted messages at the steady rate
 	tolerance int64 // how far ahead of now the arrival time may run: (burst-1) intervals
-	period    int64 // nanoseconds between generations
+	seed      maphash.Seed
 
-	mu        sync.Mutex
-	cur, prev map[uint64]int64 // theoretical arrival time by OpenID hash
-	rotated   int64
+	mu    sync.Mutex
+	slots []limiterSlot
+}
+
+type limiterSlot struct {
+	key uint64 // hash of the OpenID; 0: empty
+	tat int64  // theoretical arrival time, unix nanoseconds
 }
 
 // newLimiter returns a limiter admitting perMinute messages a minute per OpenID with bursts
-// of burst, or nil (no limit) when perMinute is 0.
+// of burst, tracking DefaultRateCapacity senders, or nil (no limit) when perMinute is 0.
 func newLimiter(perMinute, burst int) *limiter {
 	if perMinute <= 0 {
 		return nil
@@ -48,9 +66,13 @@ func newLimiter(perMinute, burst int) *limiter {
 		burst = 1
 	}
 	iv := int64(time.Minute) / int64(perMinute)
-	tol := iv * int64(burst-1)
-	return &limiter{interval: iv, tolerance: tol, period: max(int64(time.Minute), 2*(tol+iv)),
-		cur: make(map[uint64]int64), prev: make(map[uint64]int64)}
+	return &limiter{interval: iv, tolerance: iv * int64(burst-1), seed: maphash.MakeSeed(),
+		slots: make([]limiterSlot, DefaultRateCapacity)}
+}
+
+// bound is the most memory l holds, in bytes, whatever arrives.
+func (l *limiter) bound() int {
+	return len(l.slots) * int(unsafe.Sizeof(limiterSlot{}))
 }
 
 // allow reports whether a message from id at now is within the limit, and counts it.
@@ -59,32 +81,41 @@ func (l *limiter) allow(id []byte, now time.Time) bool {
 		return true
 	}
 	t := now.UnixNano()
-	h := xxhash.Sum64(id)
+	key := max(maphash.Bytes(l.seed, id), 1) // 0 marks an empty slot
+	b := int(key % uint64(len(l.slots)/limiterWays))
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t-l.rotated > l.period {
-		l.prev, l.cur = l.cur, make(map[uint64]int64)
-		l.rotated = t
+	bucket := l.slots[b*limiterWays : (b+1)*limiterWays]
+	slot := &bucket[0]
+	found := false
+	for i := range bucket {
+		s := &bucket[i]
+		if s.key == key {
+			slot, found = s, true
+			break
+		}
+		if s.tat < slot.tat { // the earliest TAT (an empty slot's is 0) goes if id is new
+			slot = s
+		}
 	}
-	tat, ok := l.cur[h]
-	if !ok {
-		tat = l.prev[h] // 0 when unknown: a full burst
+	tat := t // unknown: a full burst
+	if found {
+		tat = max(slot.tat, t)
 	}
-	tat = max(tat, t)
 	if tat-t > l.tolerance {
 		return false
 	}
-	l.cur[h] = tat + l.interval
+	*slot = limiterSlot{key: key, tat: tat + l.interval}
 	return true
 }
 
-// entries is how many OpenIDs the limiter holds, for tests.
+// entries is how many senders the limiter holds, for tests.
 func (l *limiter) entries() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := len(l.cur)
-	for h := range l.prev {
-		if _, ok := l.cur[h]; !ok {
+	n := 0
+	for _, s := range l.slots {
+		if s.key != 0 {
 			n++
 		}
 	}

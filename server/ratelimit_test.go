@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -32,8 +33,8 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
-// TestLimiterManyOpenIDs: a burst from many OpenIDs is admitted (each within its own
-// limit), and idle OpenIDs are swept so the table does not grow without bound.
+// TestLimiterManyOpenIDs: a burst from many OpenIDs is admitted, each within its own
+// limit.
 func TestLimiterManyOpenIDs(t *testing.T) {
 	l := newLimiter(30, 10)
 	t0 := time.Unix(1_700_000_000, 0)
@@ -52,11 +53,56 @@ func TestLimiterManyOpenIDs(t *testing.T) {
 	if refused != 0 {
 		t.Fatalf("%d messages within their burst refused", refused)
 	}
-	// Two generations later only the OpenID still sending is remembered.
-	l.allow([]byte("late"), t0.Add(2*time.Minute))
-	l.allow([]byte("late"), t0.Add(4*time.Minute))
-	if n := l.entries(); n != 1 {
-		t.Fatalf("after the sweep %d OpenIDs remain, want 1", n)
+}
+
+// TestLimiterBoundedMemory: 100,000 distinct senders (SPEC section 9: distinct senders
+// cannot grow it) leave the limiter holding at most DefaultRateCapacity senders, and the
+// live heap grows by no more than its stated bound (1 MiB).
+func TestLimiterBoundedMemory(t *testing.T) {
+	before := liveHeap()
+	l := newLimiter(DefaultRatePerMinute, DefaultRateBurst)
+	if b := l.bound(); b > 1<<20 {
+		t.Errorf("bound %d bytes, over the 1 MiB the doc states", b)
+	}
+	t0 := time.Unix(1_700_000_000, 0)
+	id := make([]byte, 128)
+	for i := range 100_000 {
+		copy(id, fmt.Sprintf("o%027d", i))
+		if !l.allow(id, t0.Add(time.Duration(i)*time.Microsecond)) {
+			t.Fatalf("sender %d refused its first message", i)
+		}
+	}
+	if n := l.entries(); n > DefaultRateCapacity {
+		t.Errorf("%d senders held, over DefaultRateCapacity (%d)", n, DefaultRateCapacity)
+	}
+	growth := int64(liveHeap()) - int64(before)
+	if growth > int64(l.bound())+256<<10 {
+		t.Errorf("live heap grew by %d bytes for 100,000 senders, over the bound of %d", growth, l.bound())
+	}
+	runtime.KeepAlive(l)
+}
+
+// TestLimiterLimitedSenderStaysLimited: a sender at its limit stays limited however many
+// other senders arrive after it: eviction takes the senders furthest from their limit
+// first, and newcomers with one message each are nearer to it than a stuck client.
+func TestLimiterLimitedSenderStaysLimited(t *testing.T) {
+	l := newLimiter(30, 10)
+	t0 := time.Unix(1_700_000_000, 0)
+	stuck := []byte("oStuck")
+	for range 10 {
+		l.allow(stuck, t0)
+	}
+	if l.allow(stuck, t0) {
+		t.Fatalf("11th message of a burst allowed")
+	}
+	id := make([]byte, 28)
+	for i := range 100_000 {
+		copy(id, fmt.Sprintf("o%027d", i))
+		now := t0.Add(time.Duration(i) * 10 * time.Microsecond) // a second in all
+		l.allow(id, now)
+		if i%10_000 == 9_999 && l.allow(stuck, now) {
+			t.Fatalf("the stuck sender got through after %d other senders", i+1)
+		}
 	}
 }
 

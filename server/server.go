@@ -26,6 +26,9 @@ const (
 	DefaultPath          = "/wx"
 	DefaultWeComPath     = "/wecom"
 	DefaultTimestampSkew = 5 * time.Minute
+	// MaxTimestampSkew is the largest TimestampSkew accepted: a wider window keeps a
+	// captured request good for longer, and the replay guard's bindings with it.
+	MaxTimestampSkew = time.Hour
 	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
 	MaxBodyBytes = 64 << 10
 	// DefaultReadTimeout is how long a client may take to send a whole request; a slower
@@ -35,19 +38,23 @@ const (
 
 // Config is the webhook's configuration. Zero values take the defaults above.
 type Config struct {
-	Path              string // Official Account webhook path
-	Token             string // Official Account token (required)
-	AppID             string // checked against the receive id of decrypted messages; "" accepts any
-	AESKey            string // EncodingAESKey (43 characters); "" disables safe mode
-	AESKeyPrevious    string // the key before the last rotation, tried when AESKey fails
-	RequireEncryption bool   // refuse plaintext messages
+	Path           string // Official Account webhook path
+	Token          string // Official Account token (required)
+	AppID          string // checked against the receive id of decrypted messages; "" accepts any
+	AESKey         string // EncodingAESKey (43 characters); "" disables safe mode
+	AESKeyPrevious string // the key before the last rotation, tried when AESKey fails
+	// RequireEncryption refuses plaintext POSTs (403, reason plaintext). cmd/wxlookup sets
+	// it when an AES key is configured unless WXLOOKUP_REQUIRE_ENCRYPTION=false; here it is
+	// what it says, and New logs which way it is.
+	RequireEncryption bool
 
 	WeComPath   string // WeCom callback path
 	WeComCorpID string // WeCom corp id (the receive id); the WeCom route is off unless set
 	WeComToken  string
 	WeComAESKey string
 
-	// TimestampSkew is the largest |now − timestamp| accepted; negative disables the check.
+	// TimestampSkew is the largest |now − timestamp| accepted: 0 takes
+	// DefaultTimestampSkew, otherwise it must be positive and at most MaxTimestampSkew.
 	TimestampSkew time.Duration
 	DedupeWindow  time.Duration // 0 takes DefaultDedupeWindow; negative disables dedupe
 	ReadTimeout   time.Duration // 0 takes DefaultReadTimeout
@@ -75,6 +82,7 @@ type Server struct {
 	m       *metrics
 	ans     *answerer
 	dedupe  *dedupe
+	replay  *replayGuard
 	oa      *wechat.Crypter // nil without an AES key
 	wecom   *wechat.Crypter // nil without WeCom
 	srv     *fasthttp.Server
@@ -124,7 +132,8 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 		log:     cfg.Logger,
 		now:     cfg.Now,
 		m:       newMetrics(cfg.Registerer),
-		dedupe:  newDedupe(cfg.DedupeWindow, DefaultDedupeCapacity),
+		dedupe:  newDedupe(cfg.DedupeWindow, DefaultDedupeCapacity, DefaultDedupeRingBytes),
+		replay:  newReplayGuard(cfg.TimestampSkew, DefaultReplayCapacity),
 		rejects: newLogLimiter(10, time.Second),
 	}
 	s.ans = &answerer{tmpl: tmpl, lookup: lookup, allowed: cfg.Allowed,
@@ -139,6 +148,7 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 			return nil, fmt.Errorf("server: WXLOOKUP_WECOM_AES_KEY: %w", err)
 		}
 	}
+	s.logTrust()
 	s.free = make(chan *work, freeWorks)
 	s.srv = &fasthttp.Server{
 		Handler:                      s.Handler(),
@@ -168,6 +178,8 @@ func (c *Config) validate() error {
 		return errors.New("server: WXLOOKUP_AES_KEY_PREVIOUS is set without WXLOOKUP_AES_KEY")
 	case c.RequireEncryption && c.AESKey == "":
 		return errors.New("server: WXLOOKUP_REQUIRE_ENCRYPTION needs WXLOOKUP_AES_KEY")
+	case c.TimestampSkew < 0 || c.TimestampSkew > MaxTimestampSkew:
+		return fmt.Errorf("server: WXLOOKUP_TIMESTAMP_SKEW %s: must be positive and at most %s", c.TimestampSkew, MaxTimestampSkew)
 	}
 	if c.WeComCorpID != "" {
 		switch {
@@ -182,6 +194,23 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// logTrust logs, at start-up, the settings that decide which requests are trusted: whether
+// plaintext POSTs are accepted, and a warning when decrypted messages' AppID is not
+// checked.
+func (s *Server) logTrust() {
+	plaintext := "accepted (no WXLOOKUP_AES_KEY)"
+	switch {
+	case s.cfg.AESKey != "" && s.cfg.RequireEncryption:
+		plaintext = "refused (WXLOOKUP_REQUIRE_ENCRYPTION=true)"
+	case s.cfg.AESKey != "":
+		plaintext = "accepted (WXLOOKUP_REQUIRE_ENCRYPTION=false)"
+	}
+	s.log.Info("webhook: message encryption", "plaintext", plaintext, "timestamp_skew", s.cfg.TimestampSkew.String())
+	if s.cfg.AESKey != "" && s.cfg.AppID == "" {
+		s.log.Warn("webhook: WXLOOKUP_APPID is not set: the AppID inside decrypted messages is not checked")
+	}
 }
 
 // Serve answers webhook requests on ln until Shutdown. It returns nil after Shutdown.

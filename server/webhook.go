@@ -41,10 +41,20 @@ func (s *Server) getWork() *work {
 	}
 }
 
+// maxKeptBuffer is the most capacity a pooled work's buffer keeps for the next request:
+// far more than a WeChat message or reply needs. A buffer an unusual request grew further
+// is let go, so that the free list holds at most freeWorks small works.
+const maxKeptBuffer = 16 << 10
+
 // putWork resets w, so that it refers to no request's buffers, and returns it.
 func (s *Server) putWork(w *work) {
 	w.msg.Reset()
 	w.inner.Reset()
+	for _, b := range [...]*[]byte{&w.plain, &w.content, &w.key, &w.id, &w.reply, &w.envelope, &w.ts} {
+		if cap(*b) > maxKeptBuffer {
+			*b = nil
+		}
+	}
 	select {
 	case s.free <- w:
 	default:
@@ -80,7 +90,12 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 }
 
 // serveOA handles the Official Account route: URL verification and messages in plaintext,
-// compatible and safe mode.
+// compatible and safe mode. The checks run in this order, each refusing the request on
+// failure: method; the URL signature; the timestamp; the nonce's form. Then a
+// verification echoes echostr, and a message is read: encrypted, its envelope alone is
+// parsed, msg_signature checked and the ciphertext decrypted before the replay guard
+// sees the message and the message is parsed; plaintext, it is refused when encryption is
+// required, else goes to the replay guard and is parsed.
 func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
 	args := ctx.QueryArgs()
 	ts, nonce := args.Peek("timestamp"), args.Peek("nonce")
@@ -93,43 +108,48 @@ func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, routeOA, kindFor(ctx), reasonSignature, nil)
 		return
 	}
-	if !s.timestampOK(ts) {
+	now := s.now()
+	t, ok := s.timestamp(ts, now)
+	if !ok {
 		s.reject(ctx, routeOA, kindFor(ctx), reasonTimestamp, nil)
 		return
 	}
+	if r, ok := nonceProblem(nonce); !ok {
+		s.reject(ctx, routeOA, kindFor(ctx), r, nil)
+		return
+	}
 	if ctx.IsGet() {
-		s.m.requests[routeOA][kindVerify][outcomeVerified].Inc()
-		ctx.SetContentType("text/plain; charset=utf-8")
-		ctx.SetBody(args.Peek("echostr"))
+		s.echo(ctx, routeOA, args.Peek("echostr"))
 		return
 	}
 
 	w := s.getWork()
 	defer s.putWork(w)
-	if err := w.msg.Parse(ctx.PostBody()); err != nil {
-		s.reject(ctx, routeOA, kindNone, reasonBadXML, err)
-		return
-	}
-	m := &w.msg
-	var dec wechat.Decrypted
-	encrypted := string(args.Peek("encrypt_type")) == "aes"
-	if encrypted {
-		var r reason
-		var err error
-		if dec, r, err = s.decrypt(w, s.oa, token, ts, nonce, args.Peek("msg_signature")); err != nil {
+	body := ctx.PostBody()
+	if string(args.Peek("encrypt_type")) == "aes" {
+		dec, r, err := s.open(w, s.oa, token, ts, nonce, args.Peek("msg_signature"), body)
+		if err != nil {
 			s.reject(ctx, routeOA, kindNone, r, err)
 			return
 		}
-		m = &w.inner
-	} else if s.cfg.RequireEncryption {
-		s.reject(ctx, routeOA, kindOf(m), reasonPlaintext, nil)
+		if s.read(ctx, w, &w.inner, routeOA, t, nonce, dec.Msg, now) {
+			s.respond(ctx, w, &w.inner, routeOA, s.oa, dec, true, nonce, now)
+		}
 		return
 	}
-	s.respond(ctx, w, m, routeOA, s.oa, dec, encrypted, nonce)
+	if s.cfg.RequireEncryption {
+		s.reject(ctx, routeOA, kindNone, reasonPlaintext, nil)
+		return
+	}
+	if s.read(ctx, w, &w.msg, routeOA, t, nonce, body, now) {
+		s.respond(ctx, w, &w.msg, routeOA, nil, wechat.Decrypted{}, false, nonce, now)
+	}
 }
 
 // serveWeCom handles the WeCom route: URL verification with an encrypted echostr, and
-// messages, which WeCom always encrypts.
+// messages, which WeCom always encrypts. The order is serveOA's, with msg_signature in
+// place of the URL signature: a message's envelope alone is parsed before msg_signature
+// is checked.
 func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx) {
 	args := ctx.QueryArgs()
 	ts, nonce, msgSig := args.Peek("timestamp"), args.Peek("nonce"), args.Peek("msg_signature")
@@ -137,8 +157,14 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, routeWeCom, kindNone, reasonMethod, nil)
 		return
 	}
-	if !s.timestampOK(ts) {
+	now := s.now()
+	t, ok := s.timestamp(ts, now)
+	if !ok {
 		s.reject(ctx, routeWeCom, kindFor(ctx), reasonTimestamp, nil)
+		return
+	}
+	if r, ok := nonceProblem(nonce); !ok {
+		s.reject(ctx, routeWeCom, kindFor(ctx), r, nil)
 		return
 	}
 	if ctx.IsGet() {
@@ -147,31 +173,56 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx) {
 			s.reject(ctx, routeWeCom, kindVerify, reasonFor(err), err)
 			return
 		}
-		s.m.requests[routeWeCom][kindVerify][outcomeVerified].Inc()
-		ctx.SetContentType("text/plain; charset=utf-8")
-		ctx.SetBody(plain)
+		s.echo(ctx, routeWeCom, plain)
 		return
 	}
 
 	w := s.getWork()
 	defer s.putWork(w)
-	if err := w.msg.Parse(ctx.PostBody()); err != nil {
-		s.reject(ctx, routeWeCom, kindNone, reasonBadXML, err)
-		return
-	}
-	dec, r, err := s.decrypt(w, s.wecom, s.cfg.WeComToken, ts, nonce, msgSig)
+	dec, r, err := s.open(w, s.wecom, s.cfg.WeComToken, ts, nonce, msgSig, ctx.PostBody())
 	if err != nil {
 		s.reject(ctx, routeWeCom, kindNone, r, err)
 		return
 	}
-	s.respond(ctx, w, &w.inner, routeWeCom, s.wecom, dec, true, nonce)
+	if s.read(ctx, w, &w.inner, routeWeCom, t, nonce, dec.Msg, now) {
+		s.respond(ctx, w, &w.inner, routeWeCom, s.wecom, dec, true, nonce, now)
+	}
 }
 
-// decrypt checks the msg_signature over the envelope's Encrypt, decrypts it and parses the
-// inner message into w.inner. On failure it returns the rejection reason.
-func (s *Server) decrypt(w *work, c *wechat.Crypter, token string, ts, nonce, msgSig []byte) (wechat.Decrypted, reason, error) {
+// maxEchoBytes caps the echostr a URL verification echoes (SPEC section 9).
+const maxEchoBytes = 128
+
+// echo answers a URL verification that passed its signature check with echostr (for
+// WeCom, the decrypted one). What is echoed is WeChat's random number in practice; to be
+// sure nothing else is reflected, it must be at most maxEchoBytes of printable ASCII
+// (longer: 400 field_too_long; another byte: 400 bad_request), and goes out as text/plain
+// that browsers must not sniff.
+func (s *Server) echo(ctx *fasthttp.RequestCtx, rt route, echostr []byte) {
+	if len(echostr) > maxEchoBytes {
+		s.reject(ctx, rt, kindVerify, reasonFieldTooLong, nil)
+		return
+	}
+	for _, c := range echostr {
+		if c < 0x20 || c > 0x7e {
+			s.reject(ctx, rt, kindVerify, reasonBadRequest, nil)
+			return
+		}
+	}
+	s.m.requests[rt][kindVerify][outcomeVerified].Inc()
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
+	ctx.SetBody(echostr)
+}
+
+// open reads an encrypted request: it parses the envelope in body (nothing else of it),
+// checks the msg_signature over its Encrypt and decrypts it. On failure it returns the
+// rejection reason.
+func (s *Server) open(w *work, c *wechat.Crypter, token string, ts, nonce, msgSig, body []byte) (wechat.Decrypted, reason, error) {
 	if c == nil {
 		return wechat.Decrypted{}, reasonDecrypt, errors.New("server: encrypted message but no WXLOOKUP_AES_KEY configured")
+	}
+	if err := w.msg.ParseEnvelope(body); err != nil {
+		return wechat.Decrypted{}, reasonFor(err), err
 	}
 	enc := w.msg.Encrypt
 	if len(enc) == 0 {
@@ -188,17 +239,28 @@ func (s *Server) decrypt(w *work, c *wechat.Crypter, token string, ts, nonce, ms
 	if err != nil {
 		return dec, reasonFor(err), err
 	}
-	if err := w.inner.Parse(dec.Msg); err != nil {
-		return dec, reasonBadXML, err
-	}
 	return dec, 0, nil
+}
+
+// read passes the message msg of a signed request with timestamp t and nonce through the
+// replay guard and parses it into m. It reports whether the request goes on; if not, it
+// has been refused.
+func (s *Server) read(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt route, t int64, nonce, msg []byte, now time.Time) bool {
+	if !s.replay.check(rt, t, nonce, msg, now) {
+		s.reject(ctx, rt, kindNone, reasonReplay, nil)
+		return false
+	}
+	if err := m.Parse(msg); err != nil {
+		s.reject(ctx, rt, kindNone, reasonFor(err), err)
+		return false
+	}
+	return true
 }
 
 // respond answers the message m: a retry within the dedupe window gets the stored reply,
 // anything else is answered afresh and stored. Encrypted messages get an encrypted reply
 // with the key that decrypted them.
-func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt route, c *wechat.Crypter, dec wechat.Decrypted, encrypted bool, nonce []byte) {
-	now := s.now()
+func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt route, c *wechat.Crypter, dec wechat.Decrypted, encrypted bool, nonce []byte, now time.Time) {
 	k := kindOf(m)
 	w.id = appendIdentity(w.id[:0], rt, m)
 
@@ -234,16 +296,18 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, r
 }
 
 // appendIdentity appends what makes a message the same message when WeChat retries it:
-// the MsgId, or for events (which have none) sender, time, event and key.
+// account, sender and MsgId, or for events (which have none) account, sender, time, event
+// and key. The fields are capped (wechat.MaxUserNameBytes, …), so the identity is under a
+// kilobyte; the dedupe window keeps only its hash.
 func appendIdentity(dst []byte, rt route, m *wechat.Message) []byte {
 	dst = append(dst, byte(rt))
 	dst = append(dst, m.ToUserName...)
 	dst = append(dst, 0)
+	dst = append(dst, m.FromUserName...)
+	dst = append(dst, 0)
 	if len(m.MsgID) > 0 {
 		return append(dst, m.MsgID...)
 	}
-	dst = append(dst, m.FromUserName...)
-	dst = append(dst, 0)
 	dst = strconv.AppendInt(dst, m.CreateTime, 10)
 	dst = append(dst, 0)
 	dst = append(dst, m.MsgType...)
@@ -253,20 +317,18 @@ func appendIdentity(dst []byte, rt route, m *wechat.Message) []byte {
 	return append(dst, m.EventKey...)
 }
 
-// timestampOK reports whether the request's timestamp is within the configured skew.
-func (s *Server) timestampOK(ts []byte) bool {
-	if s.cfg.TimestampSkew < 0 {
-		return true
-	}
+// timestamp parses the request's timestamp ts and reports whether it is within the
+// configured skew of now.
+func (s *Server) timestamp(ts []byte, now time.Time) (int64, bool) {
 	t, ok := parseUnix(ts)
 	if !ok {
-		return false
+		return 0, false
 	}
-	d := s.now().Unix() - t
+	d := now.Unix() - t
 	if d < 0 {
 		d = -d
 	}
-	return d <= int64(s.cfg.TimestampSkew/time.Second)
+	return t, d <= int64(s.cfg.TimestampSkew/time.Second)
 }
 
 // parseUnix parses a timestamp of at most 18 decimal digits (any plausible one) without
@@ -288,7 +350,7 @@ func parseUnix(b []byte) (int64, bool) {
 func (s *Server) reject(ctx *fasthttp.RequestCtx, rt route, k kind, r reason, err error) {
 	status := fasthttp.StatusForbidden
 	switch r {
-	case reasonBadXML, reasonDecrypt:
+	case reasonBadXML, reasonDecrypt, reasonFieldTooLong, reasonBadRequest:
 		status = fasthttp.StatusBadRequest
 	case reasonTooLarge:
 		status = fasthttp.StatusRequestEntityTooLarge
@@ -309,6 +371,7 @@ func (s *Server) reject(ctx *fasthttp.RequestCtx, rt route, k kind, r reason, er
 		s.log.Warn("webhook: request rejected", attrs...)
 	}
 	ctx.Error(fasthttp.StatusMessage(status), status)
+	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff") // after Error, which resets the headers
 }
 
 // reasonFor maps a wechat error to its rejection reason.
@@ -320,6 +383,8 @@ func reasonFor(err error) reason {
 		return reasonAppID
 	case errors.Is(err, wechat.ErrMalformed):
 		return reasonBadXML
+	case errors.Is(err, wechat.ErrFieldTooLong):
+		return reasonFieldTooLong
 	}
 	return reasonDecrypt
 }

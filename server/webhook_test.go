@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"wxlookup/internal/logtest"
 	"wxlookup/internal/metrictest"
 	"wxlookup/wechat"
 )
@@ -105,11 +107,23 @@ func (c *client) query(ts, nonce string, extra url.Values) string {
 	return q.Encode()
 }
 
-// post sends an inbound message XML the way WeChat would in the client's mode.
+var nonceSeq atomic.Int64
+
+// freshNonce returns a nonce no other request of the test binary used, as WeChat sends a
+// fresh one with each request.
+func freshNonce() string { return strconv.FormatInt(1_320_000_000+nonceSeq.Add(1), 10) }
+
+// post sends an inbound message XML the way WeChat would in the client's mode, with a
+// fresh nonce.
 func (c *client) post(path string, msg []byte) response {
 	c.tb.Helper()
+	return c.postNonce(path, msg, freshNonce())
+}
+
+// postNonce is post with the nonce given.
+func (c *client) postNonce(path string, msg []byte, nonce string) response {
+	c.tb.Helper()
 	ts := strconv.FormatInt(c.now.Unix(), 10)
-	nonce := "1320562132"
 	extra := url.Values{}
 	body := msg
 	if c.crypter != nil {
@@ -122,7 +136,7 @@ func (c *client) post(path string, msg []byte) response {
 			body = wechat.AppendWeComRequestEnvelope(nil, []byte(c.crypter.ReceiveID), []byte("1000002"), enc)
 		case c.mode == "compat":
 			extra.Set("encrypt_type", "aes")
-			body = append(bytes.TrimSuffix(bytes.TrimSpace(msg), []byte("</xml>")), "<Encrypt><![CDATA["...)
+			body = append(bytes.Clone(bytes.TrimSuffix(bytes.TrimSpace(msg), []byte("</xml>"))), "<Encrypt><![CDATA["...)
 			body = append(append(body, enc...), "]]></Encrypt></xml>"...)
 		default:
 			extra.Set("encrypt_type", "aes")
@@ -354,7 +368,7 @@ func TestWebhookBadInput(t *testing.T) {
 			return plain.do(http.MethodPost, "/wx?"+sign(future, "1", nil), textXML("?18-546"))
 		}, 403, "timestamp"},
 		{"broken XML", func() response {
-			return plain.do(http.MethodPost, "/wx?"+sign(nowTS, "1", nil), []byte("<xml><ToUserName><![CDATA[gh"))
+			return plain.do(http.MethodPost, "/wx?"+sign(nowTS, freshNonce(), nil), []byte("<xml><ToUserName><![CDATA[gh"))
 		}, 400, "bad_xml"},
 		{"oversize body", func() response {
 			return declareOversize(t, ts.url, "/wx?"+sign(nowTS, "1", nil), MaxBodyBytes+1)
@@ -533,6 +547,8 @@ func TestConfigErrorsNameSetting(t *testing.T) {
 		{"previous without current", Config{Token: "t", AESKeyPrevious: testKey}, "WXLOOKUP_AES_KEY_PREVIOUS"},
 		{"require without key", Config{Token: "t", RequireEncryption: true}, "WXLOOKUP_REQUIRE_ENCRYPTION"},
 		{"wecom without token", Config{Token: "t", WeComCorpID: "ww1", WeComAESKey: testKey}, "WXLOOKUP_WECOM_TOKEN"},
+		{"negative skew", Config{Token: "t", TimestampSkew: -1}, "WXLOOKUP_TIMESTAMP_SKEW"},
+		{"skew over an hour", Config{Token: "t", TimestampSkew: time.Hour + time.Second}, "WXLOOKUP_TIMESTAMP_SKEW"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -564,8 +580,8 @@ func plainURI(now time.Time) string {
 	return "/wx?signature=" + wechat.Signature(testToken, ts, "77") + "&timestamp=" + ts + "&nonce=77&openid=oUser"
 }
 
-// TestHandlerAllocations: the plaintext hot path (signature, parse, lookup, render) stays
-// within a constant number of allocations per request.
+// TestHandlerAllocations: the plaintext hot path (signature, replay guard, parse, lookup,
+// render) allocates nothing once warm.
 func TestHandlerAllocations(t *testing.T) {
 	s, err := New(Config{Token: testToken, DedupeWindow: -1, RatePerMinute: -1}, mapLookup(t, demoRows))
 	if err != nil {
@@ -582,35 +598,94 @@ func TestHandlerAllocations(t *testing.T) {
 		ctx.Response.Reset()
 		h(ctx)
 	})
-	if n > 1 {
-		t.Fatalf("handler allocates %v times per request, want at most 1", n)
+	if n != 0 {
+		t.Fatalf("handler allocates %v times per request, want 0", n)
 	}
 }
 
+// BenchmarkHandlerPlaintext: 1,024 messages, each with its own nonce as WeChat sends
+// them, in turn; after the first round every message is a retry answered from the dedupe
+// window, as a replayed request is.
 func BenchmarkHandlerPlaintext(b *testing.B) {
-	s, err := New(Config{Token: testToken, RatePerMinute: -1}, mapLookup(b, demoRows))
+	s, err := New(Config{Token: testToken, RatePerMinute: -1, Logger: slog.New(slog.DiscardHandler)}, mapLookup(b, demoRows))
 	if err != nil {
 		b.Fatal(err)
 	}
 	h := s.Handler()
 	now := time.Now()
+	ts := strconv.FormatInt(now.Unix(), 10)
 	msgs := make([][]byte, 1024)
+	uris := make([]string, len(msgs))
 	for i := range msgs {
 		msgs[i] = wechat.AppendTextMessage(nil, []byte("gh_test"), []byte("oUser"), now.Unix(), []byte("?18-546"), int64(i))
+		nonce := strconv.Itoa(1_000_000 + i)
+		uris[i] = "/wx?signature=" + wechat.Signature(testToken, ts, nonce) + "&timestamp=" + ts + "&nonce=" + nonce + "&openid=oUser"
 	}
-	ctx := handlerRequest(b, plainURI(now), msgs[0])
+	ctx := handlerRequest(b, uris[0], msgs[0])
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
+		ctx.Request.SetRequestURI(uris[i%len(msgs)])
 		ctx.Request.SetBody(msgs[i%len(msgs)])
 		ctx.Response.Reset()
 		h(ctx)
+		if ctx.Response.StatusCode() != http.StatusOK {
+			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		i++
+	}
+}
+
+// BenchmarkHandlerPlaintextFresh: every request a new message with a new nonce, 4,096 of
+// them a second, so the replay guard binds and the dedupe window stores on every request.
+// After 65,536 requests a new server takes over (outside the timing), so no request is a
+// retry.
+func BenchmarkHandlerPlaintextFresh(b *testing.B) {
+	const n, perSecond = 1 << 16, 4096
+	start := time.Now()
+	clock := start
+	newHandler := func() fasthttp.RequestHandler {
+		s, err := New(Config{Token: testToken, RatePerMinute: -1, Now: func() time.Time { return clock },
+			Logger: slog.New(slog.DiscardHandler)}, mapLookup(b, demoRows))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s.Handler()
+	}
+	h := newHandler()
+	msgs := make([][]byte, n)
+	uris := make([]string, n)
+	for i := range msgs {
+		now := start.Add(time.Duration(i/perSecond) * time.Second)
+		ts := strconv.FormatInt(now.Unix(), 10)
+		msgs[i] = wechat.AppendTextMessage(nil, []byte("gh_test"), []byte("oUser"), now.Unix(), []byte("?18-546"), int64(i))
+		nonce := strconv.Itoa(1_000_000 + i)
+		uris[i] = "/wx?signature=" + wechat.Signature(testToken, ts, nonce) + "&timestamp=" + ts + "&nonce=" + nonce + "&openid=oUser"
+	}
+	ctx := handlerRequest(b, uris[0], msgs[0])
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == n {
+			b.StopTimer()
+			h, i = newHandler(), 0
+			b.StartTimer()
+		}
+		clock = start.Add(time.Duration(i/perSecond) * time.Second)
+		ctx.Request.SetRequestURI(uris[i])
+		ctx.Request.SetBody(msgs[i])
+		ctx.Response.Reset()
+		h(ctx)
+		if ctx.Response.StatusCode() != http.StatusOK {
+			b.Fatalf("request %d: status %d: %s", i, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
 		i++
 	}
 }
 
 func BenchmarkHandlerSafe(b *testing.B) {
-	s, err := New(Config{Token: testToken, AppID: testAppID, AESKey: testKey, RatePerMinute: -1}, mapLookup(b, demoRows))
+	s, err := New(Config{Token: testToken, AppID: testAppID, AESKey: testKey, RatePerMinute: -1,
+		Logger: slog.New(slog.DiscardHandler)}, mapLookup(b, demoRows))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -639,8 +714,8 @@ func TestDrain(t *testing.T) {
 	defer hc.CloseIdleConnections()
 	post := func() *http.Response {
 		t.Helper()
-		now := strconv.FormatInt(time.Now().Unix(), 10)
-		q := "?signature=" + wechat.Signature(testToken, now, "1") + "&timestamp=" + now + "&nonce=1"
+		now, nonce := strconv.FormatInt(time.Now().Unix(), 10), freshNonce()
+		q := "?signature=" + wechat.Signature(testToken, now, nonce) + "&timestamp=" + now + "&nonce=" + nonce
 		resp, err := hc.Post(ts.url+"/wx"+q, "text/xml", bytes.NewReader(textXML("?18-546")))
 		if err != nil {
 			t.Fatal(err)
@@ -880,6 +955,546 @@ func TestParseUnix(t *testing.T) {
 		got, ok := parseUnix([]byte(tt.in))
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("parseUnix(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// textFrom is a text message from the sender from, with fields as given (nil: the default).
+func textFrom(from, msgID string) []byte {
+	return []byte(`<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[` + from +
+		`]]></FromUserName><CreateTime>` + strconv.FormatInt(time.Now().Unix(), 10) +
+		`</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[?18-546]]></Content><MsgId>` + msgID + `</MsgId></xml>`)
+}
+
+// modeClients are a plaintext, a safe-mode, a compatible-mode and a WeCom client against
+// a server with safeConfig.
+func modeClients(tb testing.TB, base string, now time.Time) []struct {
+	name string
+	c    client
+	path string
+} {
+	return []struct {
+		name string
+		c    client
+		path string
+	}{
+		{"plaintext", client{tb: tb, base: base, token: testToken, mode: "plain", now: now}, "/wx"},
+		{"safe", client{tb: tb, base: base, token: testToken, mode: "safe", now: now, crypter: mustCrypter(tb, testToken, testAppID, testKey, "")}, "/wx"},
+		{"compatible", client{tb: tb, base: base, token: testToken, mode: "compat", now: now, crypter: mustCrypter(tb, testToken, testAppID, testKey, "")}, "/wx"},
+		{"wecom", client{tb: tb, base: base, token: wecomToken, wecom: true, now: now, crypter: mustCrypter(tb, wecomToken, testCorpID, testKey, "")}, "/wecom"},
+	}
+}
+
+// TestWebhookFieldCaps: an identifier over its cap (SPEC section 9) is refused with 400
+// and rejected_total{reason="field_too_long"} in every mode, before anything is stored;
+// at the cap it is answered. The rejections are logged, rate-limited, without the value.
+func TestWebhookFieldCaps(t *testing.T) {
+	var logs logtest.Buffer
+	now := time.Now()
+	cfg := safeConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	cfg.Now = func() time.Time { return now } // one log-limiter period for the whole test
+	cfg.RatePerMinute = -1
+	ts := startServer(t, cfg, mapLookup(t, demoRows))
+	long := strings.Repeat("o", 20<<10) // compatible mode sends it twice, once encrypted: 48 KB
+	tests := []struct {
+		name   string
+		msg    []byte
+		status int
+		reason string // "" for an answer
+	}{
+		{"FromUserName at the cap", textFrom(strings.Repeat("o", wechat.MaxUserNameBytes), "1"), 200, ""},
+		{"FromUserName over the cap", textFrom(strings.Repeat("o", wechat.MaxUserNameBytes+1), "2"), 400, "field_too_long"},
+		{"FromUserName of 20 KB", textFrom(long, "3"), 400, "field_too_long"},
+		{"MsgId of 21 digits", textFrom("oUser", strings.Repeat("9", wechat.MaxMsgIDDigits+1)), 400, "field_too_long"},
+		{"MsgId not a number", textFrom("oUser", "12ab"), 400, "bad_xml"},
+		{"EventKey over the cap", eventXML("CLICK", strings.Repeat("k", wechat.MaxEventBytes+1), now.Unix()), 400, "field_too_long"},
+		{"Event over the cap", eventXML(strings.Repeat("e", wechat.MaxEventBytes+1), "", now.Unix()), 400, "field_too_long"},
+	}
+	for _, mc := range modeClients(t, ts.url, now) {
+		for _, tt := range tests {
+			t.Run(mc.name+"/"+tt.name, func(t *testing.T) {
+				before := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "field_too_long")
+				c := mc.c
+				c.tb = t
+				r := c.post(mc.path, tt.msg)
+				if r.status != tt.status {
+					t.Fatalf("got status %d (%.80s), want %d", r.status, r.body, tt.status)
+				}
+				want := 0.0
+				if tt.reason == "field_too_long" {
+					want = 1
+				}
+				if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "field_too_long") - before; got != want {
+					t.Errorf("rejected{field_too_long} rose by %v, want %v", got, want)
+				}
+				if tt.reason == "" && !strings.Contains(string(r.reply.Content), "车体新厂房3号") {
+					t.Errorf("got %q, want the answer", r.reply.Content)
+				}
+			})
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	var rejected int
+	for _, l := range lines {
+		if strings.Contains(l, "reason=field_too_long") {
+			rejected++
+		}
+		if len(l) > 2000 {
+			t.Errorf("a log line of %d bytes: the value must not be logged: %.200s…", len(l), l)
+		}
+	}
+	if rejected == 0 || rejected > 10 {
+		t.Errorf("%d log lines with reason=field_too_long, want 1 to 10 (rate-limited)", rejected)
+	}
+}
+
+// TestWebhookXMLRules: NUL, invalid UTF-8 and a repeated field are 400 bad_xml in every
+// mode (SPEC section 9).
+func TestWebhookXMLRules(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	now := time.Now()
+	tests := []struct {
+		name string
+		msg  []byte
+	}{
+		{"NUL in Content", []byte("<xml><ToUserName>gh_test</ToUserName><FromUserName>oUser</FromUserName><MsgType>text</MsgType><Content>?18-546\x00</Content><MsgId>1</MsgId></xml>")},
+		{"invalid UTF-8 in FromUserName", []byte("<xml><ToUserName>gh_test</ToUserName><FromUserName>o\xffUser</FromUserName><MsgType>text</MsgType><Content>?18-546</Content><MsgId>2</MsgId></xml>")},
+		{"FromUserName twice", []byte("<xml><ToUserName>gh_test</ToUserName><FromUserName>oUser</FromUserName><FromUserName>oOther</FromUserName><MsgType>text</MsgType><Content>?18-546</Content><MsgId>3</MsgId></xml>")},
+		{"MsgId and MsgID", []byte("<xml><ToUserName>gh_test</ToUserName><FromUserName>oUser</FromUserName><MsgType>text</MsgType><Content>?18-546</Content><MsgId>4</MsgId><MsgID>5</MsgID></xml>")},
+	}
+	for _, mc := range modeClients(t, ts.url, now) {
+		for _, tt := range tests {
+			t.Run(mc.name+"/"+tt.name, func(t *testing.T) {
+				before := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "bad_xml")
+				c := mc.c
+				c.tb = t
+				if r := c.post(mc.path, tt.msg); r.status != http.StatusBadRequest {
+					t.Fatalf("got status %d (%.80s), want 400", r.status, r.body)
+				}
+				if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "bad_xml") - before; got != 1 {
+					t.Errorf("rejected{bad_xml} rose by %v, want 1", got)
+				}
+			})
+		}
+	}
+}
+
+// TestWebhookSignatureBeforeBody: an encrypted POST (WeCom, safe and compatible mode) has
+// its msg_signature checked before anything but the envelope is read, so a body with a
+// bad msg_signature is 403 signature whatever else it holds; with a good one, the
+// envelope's other elements are never read.
+func TestWebhookSignatureBeforeBody(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	now := time.Now()
+	nowTS := strconv.FormatInt(now.Unix(), 10)
+	long := strings.Repeat("o", 20<<10)
+	type route struct {
+		name, path, token, receiveID string
+		extra                        url.Values
+	}
+	routes := []route{
+		{"wecom", "/wecom", wecomToken, testCorpID, url.Values{}},
+		{"safe", "/wx", testToken, testAppID, url.Values{"encrypt_type": {"aes"}}},
+	}
+	// envelope wraps the ciphertext of inner with other elements around it.
+	envelope := func(enc []byte, around string) []byte {
+		return []byte("<xml><ToUserName>gh_test</ToUserName>" + around + "<Encrypt><![CDATA[" + string(enc) + "]]></Encrypt>" + around + "</xml>")
+	}
+	tests := []struct {
+		name     string
+		inner    []byte
+		around   string
+		goodSig  bool
+		status   int
+		reason   string
+		wantBody string
+	}{
+		{"bad signature, over-long FromUserName around", textXML("?18-546"), "<FromUserName>" + long + "</FromUserName>", false, 403, "signature", ""},
+		{"bad signature, repeated fields around", textXML("?18-546"), "<MsgId>1</MsgId><MsgId>x</MsgId>", false, 403, "signature", ""},
+		{"bad signature, inner not XML", []byte("<xml><Content>\x00"), "", false, 403, "signature", ""},
+		{"good signature, over-long and repeated fields around are not read", textXML("?18-546"), "<FromUserName>" + long + "</FromUserName><MsgId>1</MsgId>", true, 200, "", "车体新厂房3号"},
+		{"good signature, inner not XML", []byte("<xml><Content>\x00"), "", true, 400, "bad_xml", ""},
+		{"good signature, inner FromUserName over the cap", textFrom(long[:wechat.MaxUserNameBytes+1], "7"), "", true, 400, "field_too_long", ""},
+	}
+	for _, rt := range routes {
+		crypter := mustCrypter(t, rt.token, rt.receiveID, testKey, "")
+		c := client{tb: t, base: ts.url, token: rt.token, wecom: rt.name == "wecom", now: now, crypter: crypter}
+		for _, tt := range tests {
+			t.Run(rt.name+"/"+tt.name, func(t *testing.T) {
+				var random [16]byte
+				enc := crypter.Current.Encrypt(nil, tt.inner, []byte(rt.receiveID), &random)
+				nonce := freshNonce()
+				extra := url.Values{"msg_signature": {wechat.MsgSignature(rt.token, nowTS, nonce, string(enc))}}
+				if !tt.goodSig {
+					extra.Set("msg_signature", wechat.MsgSignature("wrong", nowTS, nonce, string(enc)))
+				}
+				for k, v := range rt.extra {
+					extra[k] = v
+				}
+				var before float64
+				if tt.reason != "" {
+					before = metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason)
+				}
+				c.tb = t
+				r := c.do(http.MethodPost, rt.path+"?"+c.query(nowTS, nonce, extra), envelope(enc, tt.around))
+				if r.status != tt.status {
+					t.Fatalf("got status %d (%.80s), want %d", r.status, r.body, tt.status)
+				}
+				if tt.reason != "" {
+					if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason) - before; got != 1 {
+						t.Errorf("rejected{%s} rose by %v, want 1", tt.reason, got)
+					}
+				}
+				if tt.wantBody != "" && !strings.Contains(string(r.reply.Content), tt.wantBody) {
+					t.Errorf("got %q, want the answer", r.reply.Content)
+				}
+			})
+		}
+	}
+}
+
+// TestWebhookReplay: a (timestamp, nonce) is bound to the first message signed with it
+// (SPEC section 9). The same message again is a retry, answered with the first reply; any
+// other message with the same timestamp and nonce is 403 replay — in every mode.
+func TestWebhookReplay(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	now := time.Now()
+	for _, mc := range modeClients(t, ts.url, now) {
+		t.Run(mc.name, func(t *testing.T) {
+			c := mc.c
+			c.tb = t
+			nonce := freshNonce()
+			msg := textXML("?18-546")
+			first := c.postNonce(mc.path, msg, nonce)
+			if first.status != http.StatusOK {
+				t.Fatalf("first: got %d %s, want 200", first.status, first.body)
+			}
+			dups := metrictest.Value(t, ts.reg, "wxlookup_duplicates_total")
+			again := c.postNonce(mc.path, msg, nonce) // encrypted afresh in the encrypted modes
+			want, got := first.body, again.body
+			if c.crypter != nil {
+				want, got = first.inner, again.inner
+			}
+			if again.status != http.StatusOK || !bytes.Equal(got, want) {
+				t.Errorf("retry: got %d\n%s\nwant 200 and the first reply\n%s", again.status, got, want)
+			}
+			if got := metrictest.Value(t, ts.reg, "wxlookup_duplicates_total") - dups; got != 1 {
+				t.Errorf("duplicates rose by %v, want 1", got)
+			}
+			// Another body under the same timestamp and nonce: a forgery with a captured URL.
+			before := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "replay")
+			forged := wechat.AppendTextMessage(nil, []byte("gh_test"), []byte("oIntruder"), now.Unix(), []byte("?A7-001"), 6000000000+msgSeq.Add(1))
+			if r := c.postNonce(mc.path, forged, nonce); r.status != http.StatusForbidden {
+				t.Errorf("another body with the same timestamp and nonce: got %d %q, want 403", r.status, r.reply.Content)
+			}
+			if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", "replay") - before; got != 1 {
+				t.Errorf("rejected{replay} rose by %v, want 1", got)
+			}
+			// The same body with a new nonce is a new request.
+			if r := c.post(mc.path, forged); r.status != http.StatusOK {
+				t.Errorf("with a fresh nonce: got %d, want 200", r.status)
+			}
+		})
+	}
+}
+
+// TestWebhookNonce: a nonce must be 1 to 32 letters or digits (SPEC section 9): longer is
+// 400 field_too_long; any other character (or none) is 400 bad_request, since nothing
+// WeChat or WeCom sends has one. The rule holds for URL verification too.
+func TestWebhookNonce(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	now := time.Now()
+	nowTS := strconv.FormatInt(now.Unix(), 10)
+	c := client{tb: t, base: ts.url, token: testToken, mode: "plain", now: now}
+	tests := []struct {
+		name   string
+		nonce  string
+		status int
+		reason string
+	}{
+		{"32 letters and digits", strings.Repeat("aZ9", 10) + "xy", 200, ""},
+		{"33 characters", strings.Repeat("1", 33), 400, "field_too_long"},
+		{"a kilobyte", strings.Repeat("1", 1024), 400, "field_too_long"},
+		{"a hyphen", "1234-5678", 400, "bad_request"},
+		{"a space", "1234 5678", 400, "bad_request"},
+		{"non-ASCII", "１２３", 400, "bad_request"},
+		{"NUL", "12\x0034", 400, "bad_request"},
+		{"empty", "", 400, "bad_request"},
+	}
+	for _, tt := range tests {
+		for _, method := range []string{http.MethodPost, http.MethodGet} {
+			t.Run(method+"/"+tt.name, func(t *testing.T) {
+				var before float64
+				if tt.reason != "" {
+					before = metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason)
+				}
+				var r response
+				if method == http.MethodPost {
+					r = c.postNonce("/wx", textXML("?18-546"), tt.nonce)
+				} else {
+					r = c.do(method, "/wx?"+c.query(nowTS, tt.nonce, url.Values{"echostr": {"42"}}), nil)
+				}
+				if r.status != tt.status {
+					t.Fatalf("got %d %.80q, want %d", r.status, r.body, tt.status)
+				}
+				if tt.reason != "" {
+					if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason) - before; got != 1 {
+						t.Errorf("rejected{%s} rose by %v, want 1", tt.reason, got)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestWebhookEchostr: the OA echostr is echoed only when it is at most 128 printable ASCII
+// characters, as text/plain that browsers must not sniff; longer is 400 field_too_long,
+// anything else 400 bad_request. WeCom's decrypted echostr follows the same rule.
+func TestWebhookEchostr(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	now := time.Now()
+	nowTS := strconv.FormatInt(now.Unix(), 10)
+	c := client{tb: t, base: ts.url, token: testToken, now: now}
+	wc := mustCrypter(t, wecomToken, testCorpID, testKey, "")
+	get := func(route, echostr string) *http.Response {
+		t.Helper()
+		nonce := freshNonce()
+		q := c.query(nowTS, nonce, url.Values{"echostr": {echostr}})
+		if route == "/wecom" {
+			var random [16]byte
+			enc := string(wc.Current.Encrypt(nil, []byte(echostr), []byte(testCorpID), &random))
+			q = url.Values{"timestamp": {nowTS}, "nonce": {nonce}, "echostr": {enc},
+				"msg_signature": {wechat.MsgSignature(wecomToken, nowTS, nonce, enc)}}.Encode()
+		}
+		resp, err := http.Get(ts.url + route + "?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	tests := []struct {
+		name    string
+		echostr string
+		status  int
+		reason  string
+	}{
+		{"digits", "5837397749", 200, ""},
+		{"128 printable characters", strings.Repeat("<a>", 42) + "!~", 200, ""},
+		{"markup is echoed as text", "<script>alert(1)</script>", 200, ""},
+		{"129 characters", strings.Repeat("1", 129), 400, "field_too_long"},
+		{"2 KB", strings.Repeat("1", 2<<10), 400, "field_too_long"},
+		{"non-ASCII", "中文", 400, "bad_request"},
+		{"control character", "12\n34", 400, "bad_request"},
+		{"NUL", "12\x0034", 400, "bad_request"},
+	}
+	for _, route := range []string{"/wx", "/wecom"} {
+		for _, tt := range tests {
+			t.Run(route+"/"+tt.name, func(t *testing.T) {
+				var before float64
+				if tt.reason != "" {
+					before = metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason)
+				}
+				resp := get(route, tt.echostr)
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != tt.status {
+					t.Fatalf("got %d %.80q, want %d", resp.StatusCode, body, tt.status)
+				}
+				if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+					t.Errorf("X-Content-Type-Options: got %q, want %q", got, "nosniff")
+				}
+				if got := resp.Header.Get("Content-Type"); !strings.HasPrefix(got, "text/plain") {
+					t.Errorf("Content-Type: got %q, want text/plain", got)
+				}
+				if tt.status == 200 && string(body) != tt.echostr {
+					t.Errorf("got body %q, want %q", body, tt.echostr)
+				}
+				if tt.reason != "" {
+					if got := metrictest.Value(t, ts.reg, "wxlookup_rejected_total", "reason", tt.reason) - before; got != 1 {
+						t.Errorf("rejected{%s} rose by %v, want 1", tt.reason, got)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestNewLogsTrustSettings: the start-up log says whether plaintext POSTs are refused, and
+// warns when the AppID inside decrypted messages goes unchecked.
+func TestNewLogsTrustSettings(t *testing.T) {
+	tests := []struct {
+		name   string
+		cfg    Config
+		want   []string
+		absent []string
+	}{
+		{"no AES key", Config{Token: testToken}, []string{`plaintext="accepted (no WXLOOKUP_AES_KEY)"`}, []string{"WXLOOKUP_APPID"}},
+		{"AES key, encryption required", Config{Token: testToken, AppID: testAppID, AESKey: testKey, RequireEncryption: true},
+			[]string{`plaintext="refused (WXLOOKUP_REQUIRE_ENCRYPTION=true)"`}, []string{"WXLOOKUP_APPID"}},
+		{"AES key, plaintext allowed", Config{Token: testToken, AppID: testAppID, AESKey: testKey},
+			[]string{`plaintext="accepted (WXLOOKUP_REQUIRE_ENCRYPTION=false)"`}, []string{"WXLOOKUP_APPID"}},
+		{"AES key without AppID", Config{Token: testToken, AESKey: testKey, RequireEncryption: true},
+			[]string{"level=WARN", "WXLOOKUP_APPID is not set", "not checked"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs logtest.Buffer
+			cfg := tt.cfg
+			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			if _, err := New(cfg, mapLookup(t, demoRows)); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(logs.String(), w) {
+					t.Errorf("log lacks %q:\n%s", w, logs.String())
+				}
+			}
+			for _, a := range tt.absent {
+				if strings.Contains(logs.String(), a) {
+					t.Errorf("log has %q:\n%s", a, logs.String())
+				}
+			}
+		})
+	}
+}
+
+// FuzzWebhook drives the whole handler with signed requests built from the fuzz input, so
+// the fuzzer gets past the signatures: a plaintext, safe-mode, compatible-mode or WeCom
+// POST whose message is body, or a URL verification echoing echostr; flags in mode
+// tamper with the msg_signature, send body itself as the encrypted envelope, and reuse
+// the fuzzed nonce instead of a fresh one. Whatever arrives, the handler must not panic
+// (it would answer 500), must not answer 5xx, and must answer with a status in the
+// allowed set; the same request sent again must get the same status, and in plaintext the
+// same bytes.
+func FuzzWebhook(f *testing.F) {
+	now := time.Unix(1_714_036_504, 0)
+	for _, m := range [][]byte{
+		textXML("?18-546"),
+		textXML("?18-546 A7-001，99-404"),
+		eventXML("subscribe", "qrscene_7", now.Unix()),
+		eventXML("CLICK", strings.Repeat("k", 300), now.Unix()),
+		textFrom(strings.Repeat("o", 200), "1"),
+		textFrom("oUser", "123456789012345678901"),
+		[]byte("<xml><FromUserName>a</FromUserName><FromUserName>b</FromUserName></xml>"),
+		[]byte("<xml><Content>\x00</Content></xml>"),
+		[]byte("<xml><ToUserName>gh</ToUserName><Encrypt>AAAA</Encrypt></xml>"),
+		[]byte("not xml"),
+		nil,
+	} {
+		for mode := range 6 {
+			f.Add(uint8(mode), m, "1320562132", "5837397749")
+		}
+	}
+	f.Add(uint8(0|16), textXML("?1"), "bad nonce!", "")
+	f.Add(uint8(4|16), []byte(nil), strings.Repeat("9", 40), strings.Repeat("e", 200))
+	f.Add(uint8(1|8), textXML("?1"), "1", "")
+	f.Add(uint8(3|32), []byte("<xml><Encrypt>e</Encrypt></xml>"), "1", "")
+
+	// The clock moves a second every 1,000 requests, as at a busy plant, so the replay
+	// guard's bindings expire and it never fills up.
+	var requests, clock atomic.Int64
+	clock.Store(now.Unix())
+	cfg := safeConfig()
+	cfg.Now = func() time.Time { return time.Unix(clock.Load(), 0) }
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.RatePerMinute = -1
+	s, err := New(cfg, mapLookup(f, demoRows))
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := s.Handler()
+	oa := mustCrypter(f, testToken, testAppID, testKey, "")
+	wc := mustCrypter(f, wecomToken, testCorpID, testKey, "")
+	allowed := map[int]bool{200: true, 400: true, 403: true}
+
+	f.Fuzz(func(t *testing.T, mode uint8, body []byte, nonce, echostr string) {
+		clock.Store(now.Unix() + requests.Add(1)/1000)
+		ts := strconv.FormatInt(clock.Load(), 10)
+		if mode&16 == 0 {
+			nonce = freshNonce()
+		}
+		q := url.Values{"timestamp": {ts}, "nonce": {nonce}}
+		path, method := "/wx", fasthttp.MethodPost
+		token, c := testToken, oa
+		switch mode % 6 {
+		case 0: // plaintext
+		case 1: // safe
+			q.Set("encrypt_type", "aes")
+		case 2: // compatible
+			q.Set("encrypt_type", "aes")
+		case 3:
+			path, token, c = "/wecom", wecomToken, wc
+		case 4:
+			method = fasthttp.MethodGet
+			q.Set("echostr", echostr)
+		case 5:
+			path, method, token, c = "/wecom", fasthttp.MethodGet, wecomToken, wc
+		}
+		if path == "/wx" {
+			q.Set("signature", wechat.Signature(token, ts, nonce))
+		}
+		enc := c.Current.Encrypt(nil, body, []byte(c.ReceiveID), new([16]byte))
+		switch mode % 6 {
+		case 1, 3:
+			if mode&32 == 0 {
+				body = wechat.AppendRequestEnvelope(nil, []byte("gh_test"), enc)
+			} else {
+				var env wechat.Message
+				if env.ParseEnvelope(body) == nil {
+					enc = env.Encrypt
+				}
+			}
+		case 2:
+			body = append(append(bytes.Clone(body), "<Encrypt>"...), enc...)
+			body = append(body, "</Encrypt></xml>"...)
+		case 5:
+			enc = c.Current.Encrypt(nil, []byte(echostr), []byte(c.ReceiveID), new([16]byte))
+			q.Set("echostr", string(enc))
+		}
+		if mode%6 != 0 && mode%6 != 4 {
+			sig := wechat.MsgSignature(token, ts, nonce, string(enc))
+			if mode&8 != 0 {
+				sig = wechat.MsgSignature("tampered", ts, nonce, string(enc))
+			}
+			q.Set("msg_signature", sig)
+		}
+		send := func() (int, []byte) {
+			ctx := handlerRequest(t, path+"?"+q.Encode(), body)
+			ctx.Request.Header.SetMethod(method)
+			h(ctx)
+			return ctx.Response.StatusCode(), bytes.Clone(ctx.Response.Body())
+		}
+		status, reply := send()
+		if !allowed[status] {
+			t.Fatalf("mode %d: status %d (%q), want one of 200, 400, 403", mode, status, reply)
+		}
+		again, replyAgain := send()
+		if again != status {
+			t.Fatalf("mode %d: the same request again got %d, first %d", mode, again, status)
+		}
+		if mode%6 == 0 && status == 200 && !bytes.Equal(reply, replyAgain) {
+			t.Fatalf("plaintext retry: got\n%s\nwant the first reply\n%s", replyAgain, reply)
+		}
+	})
+}
+
+// TestWorkBuffersBounded: a request far larger than WeChat's leaves no buffer of that size
+// in the pool of request scratch space, so 512 pooled works cannot hold 512 bodies.
+func TestWorkBuffersBounded(t *testing.T) {
+	ts := startServer(t, safeConfig(), mapLookup(t, demoRows))
+	c := client{tb: t, base: ts.url, token: testToken, mode: "safe", now: time.Now(), crypter: mustCrypter(t, testToken, testAppID, testKey, "")}
+	big := "?18-546 " + strings.Repeat("&amp;", 8<<10) // 40 KB, rewritten in scratch space
+	msg := wechat.AppendTextMessage(nil, []byte("gh_test"), []byte("oUser"), time.Now().Unix(), []byte(big), 6000000000+msgSeq.Add(1))
+	msg = bytes.Replace(msg, []byte("<![CDATA["+big+"]]>"), []byte(big), 1)
+	if r := c.post("/wx", msg); r.status != http.StatusOK {
+		t.Fatalf("got %d %.80s, want 200", r.status, r.body)
+	}
+	w := ts.getWork()
+	for name, b := range map[string][]byte{"plain": w.plain, "content": w.content, "key": w.key, "id": w.id,
+		"reply": w.reply, "envelope": w.envelope} {
+		if cap(b) > maxKeptBuffer {
+			t.Errorf("%s keeps %d bytes, want at most %d", name, cap(b), maxKeptBuffer)
 		}
 	}
 }

@@ -25,9 +25,17 @@ var (
 	// Account, the CorpID of a WeCom corporation) is not the one the Crypter expects.
 	ErrAppID = errors.New("wechat: receive id mismatch")
 
-	// ErrMalformed is returned by Message.Parse when the input is not a well-formed XML
-	// document with an <xml> root element, or a number field is not a number.
+	// ErrMalformed is returned by Message.Parse and Message.ParseEnvelope when the input is
+	// not a well-formed XML document with an <xml> root element, holds a character XML
+	// forbids (NUL and other control characters, invalid UTF-8), gives a field twice, or
+	// has a number field that is not a number.
 	ErrMalformed = errors.New("wechat: malformed XML")
+
+	// ErrFieldTooLong is returned by Message.Parse and Message.ParseEnvelope when an
+	// identifier field is longer than its cap: ToUserName or FromUserName over
+	// MaxUserNameBytes, MsgId over MaxMsgIDDigits, Event or EventKey over MaxEventBytes. It
+	// is distinct from ErrMalformed: the document is XML, but not one WeChat sends.
+	ErrFieldTooLong = errors.New("wechat: field too long")
 
 	// ErrKey is returned by ParseKey and NewCrypter when an EncodingAESKey is not 43
 	// characters of base64 decoding to 32 bytes.

@@ -2,6 +2,7 @@ package wechat
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"unicode/utf8"
 )
@@ -82,16 +83,43 @@ type Message struct {
 	scratch []byte // text that had to be rewritten (entities, CRLF, several pieces)
 }
 
+// Caps of the identifier fields (SPEC section 9). Message.Parse refuses a longer value
+// with ErrFieldTooLong, so a caller may keep or hash these fields knowing their size.
+// WeChat's own values are far shorter: an OpenID is 28 bytes, a gh_ account 15, a MsgId
+// a 64-bit number.
+const (
+	// MaxUserNameBytes caps ToUserName and FromUserName.
+	MaxUserNameBytes = 128
+	// MaxMsgIDDigits caps MsgId, which must also be decimal digits only.
+	MaxMsgIDDigits = 20
+	// MaxEventBytes caps Event and EventKey.
+	MaxEventBytes = 256
+)
+
 // maxDepth bounds element nesting. WeChat nests four deep (<xml><SendPicsInfo><PicList>
 // <item><PicMd5Sum>); anything far deeper is not a WeChat message, and a fixed bound keeps
 // the parser's element stack off the heap.
 const maxDepth = 32
 
-// Reset clears every field, keeping the scratch space for the next Parse.
+// Reset keeps at most this much of a Message's scratch space and picture list for the next
+// Parse: far more than any message WeChat sends needs. More, grown by an unusual document,
+// is let go, so that a Message kept for reuse does not hold a body's worth of memory.
+const (
+	maxKeptScratch  = 16 << 10
+	maxKeptPictures = 64
+)
+
+// Reset clears every field, keeping the scratch space for the next Parse (up to a limit).
 func (m *Message) Reset() {
 	scratch := m.scratch[:0]
+	if cap(scratch) > maxKeptScratch {
+		scratch = nil
+	}
 	clear(m.PicMD5s) // drop references into the previous input
 	pics := m.PicMD5s[:0]
+	if cap(pics) > maxKeptPictures {
+		pics = nil
+	}
 	*m = Message{scratch: scratch, PicMD5s: pics}
 }
 
@@ -100,12 +128,28 @@ func (m *Message) Reset() {
 // declaration, comments and white space. Elements Message has no field for are skipped,
 // whatever they contain, so a new event type parses as a generic event with its Event
 // and EventKey. A DOCTYPE is refused (WeChat never sends one, and refusing it rules out
-// entity expansion). Parse returns an error wrapping ErrMalformed, with the byte offset of
-// the problem, for anything else; it never panics. See Message for how long the fields
-// stay valid.
+// entity expansion), and so is a document with a character XML forbids anywhere in it
+// (NUL and the other control characters but tab, line feed and carriage return; U+FFFE,
+// U+FFFF; invalid UTF-8), or with a field given twice (two <FromUserName>, or <MsgId> and
+// <MsgID>: which one would count?). Parse returns an error wrapping ErrMalformed, with the
+// byte offset of the problem, for any of these, and one wrapping ErrFieldTooLong for an
+// identifier over its cap (MaxUserNameBytes, MaxMsgIDDigits, MaxEventBytes); it never
+// panics. See Message for how long the fields stay valid.
 func (m *Message) Parse(data []byte) error {
 	m.Reset()
 	p := parser{data: data, m: m}
+	return p.parse()
+}
+
+// ParseEnvelope is Parse restricted to the envelope of an encrypted message: it fills only
+// ToUserName, Encrypt and AgentID, and skips every other element unread, as Parse skips
+// elements it does not model. A server uses it to find the ciphertext whose msg_signature
+// it must check before it reads anything else the body says. The document is checked as
+// by Parse (well-formed, no forbidden character, no envelope field twice, ToUserName
+// within its cap), with the same errors.
+func (m *Message) ParseEnvelope(data []byte) error {
+	m.Reset()
+	p := parser{data: data, m: m, envelope: true}
 	return p.parse()
 }
 
@@ -199,7 +243,30 @@ const (
 	fHQMusicURL
 	fArticleCount
 	fKfAccount
+	numFields
 )
+
+// The parser keeps the fields it has seen as bits of a uint64.
+var _ [64 - numFields]struct{} // fails to compile when there are more than 64 fields
+
+// limits holds the caps of SPEC section 9 by field: the most bytes a value may have, and
+// whether it must be decimal digits. A field without an entry is bounded only by the
+// document.
+var limits = [numFields]struct {
+	max    int
+	digits bool
+}{
+	fToUserName:   {max: MaxUserNameBytes},
+	fFromUserName: {max: MaxUserNameBytes},
+	fMsgID:        {max: MaxMsgIDDigits, digits: true},
+	fEvent:        {max: MaxEventBytes},
+	fEventKey:     {max: MaxEventBytes},
+}
+
+// isEnvelopeField reports whether ParseEnvelope reads field f.
+func isEnvelopeField(f field) bool {
+	return f == fToUserName || f == fEncrypt || f == fAgentID
+}
 
 // child returns what the element name means inside an element of scope parent. Names
 // compare case-sensitively, as XML names do. The switches on string(name) do not
@@ -439,6 +506,21 @@ func (m *Message) bytesField(f field) *[]byte {
 	return nil
 }
 
+// set stores the value v of leaf element f, named name, that ends at byte at; it
+// enforces f's limits first.
+func (p *parser) set(at int, name []byte, f field, v []byte) error {
+	if l := limits[f]; l.max > 0 {
+		if len(v) > l.max {
+			return fmt.Errorf("%w: <%s> has %d bytes, at most %d allowed, at byte %d",
+				ErrFieldTooLong, clip(name), len(v), l.max, at)
+		}
+		if l.digits && !allDigits(v) {
+			return p.errorf(at, "<%s> %q is not a decimal number", clip(name), clip(v))
+		}
+	}
+	return p.m.set(f, v)
+}
+
 // set stores the value of leaf element f.
 func (m *Message) set(f field, v []byte) error {
 	switch f {
@@ -494,11 +576,13 @@ type frame struct {
 // is a fixed array and values are recorded as offsets, so parsing allocates only when the
 // Message's scratch space or PicMD5s must grow.
 type parser struct {
-	data  []byte
-	pos   int
-	m     *Message
-	depth int
-	stack [maxDepth]frame
+	data     []byte
+	pos      int
+	m        *Message
+	envelope bool // ParseEnvelope: read only the envelope's fields
+	depth    int
+	stack    [maxDepth]frame
+	seen     uint64 // bit f is set once field f has been read (PicMD5: in this <item>)
 
 	// The value of the leaf element being read. A leaf's text may come in several
 	// pieces (text, CDATA sections, text again, split by comments or skipped child
@@ -514,6 +598,9 @@ func (p *parser) errorf(at int, format string, args ...any) error {
 }
 
 func (p *parser) parse() error {
+	if i := badChar(p.data); i >= 0 {
+		return p.errorf(i, "character XML does not allow (NUL, control character or invalid UTF-8)")
+	}
 	if bytes.HasPrefix(p.data, []byte("\xef\xbb\xbf")) {
 		p.pos = 3
 	}
@@ -603,12 +690,22 @@ func (p *parser) open(at int, tok token) error {
 	if parent != sIgnore && parent != sLeaf { // text fields skip child elements, as encoding/xml does
 		sc, f = child(parent, p.data[tok.s:tok.e])
 	}
-	if sc == sPicItem {
+	if p.envelope && !isEnvelopeField(f) {
+		sc, f = sIgnore, fNone
+	}
+	switch sc {
+	case sPicItem:
 		p.m.PicMD5s = append(p.m.PicMD5s, nil)
+		p.seen &^= 1 << fPicMD5 // each picture has its own checksum
+	case sLeaf:
+		if p.seen&(1<<f) != 0 {
+			return p.errorf(at, "element <%s> repeats a field given before", clip(p.data[tok.s:tok.e]))
+		}
+		p.seen |= 1 << f
 	}
 	if tok.selfClosing {
 		if sc == sLeaf {
-			return p.m.set(f, p.data[at:at:at])
+			return p.set(at, p.data[tok.s:tok.e], f, p.data[at:at:at])
 		}
 		return nil
 	}
@@ -642,7 +739,7 @@ func (p *parser) close(at int, tok token) error {
 	default:
 		v = p.data[at:at:at] // empty, but not nil: the element was there
 	}
-	return p.m.set(top.field, v)
+	return p.set(at, p.data[top.nameStart:top.nameEnd], top.field, v)
 }
 
 // text checks a run of character data (or the inside of a CDATA section) and, when it
@@ -918,6 +1015,54 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// badChar returns the offset of the first byte of d that does not start a character XML
+// 1.0 allows, encoded as valid UTF-8 — NUL and the other control characters but tab, line
+// feed and carriage return, U+FFFE, U+FFFF, surrogates, invalid or overlong sequences — or
+// -1 when there is none. Eight bytes at a time are skipped while they are all printable
+// ASCII, so a WeChat message costs a few nanoseconds.
+func badChar(d []byte) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	i := 0
+	for i < len(d) {
+		if i+8 <= len(d) {
+			x := binary.LittleEndian.Uint64(d[i:])
+			// A byte below 0x20 or at or above 0x80 sets its high bit in one of the two
+			// terms; otherwise all eight are printable ASCII.
+			if (x-0x20*ones)&^x&highs == 0 && x&highs == 0 {
+				i += 8
+				continue
+			}
+		}
+		c := d[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
+				return i
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(d[i:])
+		if r == utf8.RuneError && n == 1 || !isXMLChar(r) {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// allDigits reports whether b is all ASCII decimal digits (true when b is empty).
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // isXMLChar reports whether XML 1.0 allows r in a document.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // fieldsOf flattens the exported fields of m that are set into names and values, so a
@@ -317,9 +318,14 @@ var parseTests = []struct {
 		want: map[string]string{},
 	},
 	{
-		name: "repeated element: last wins",
-		xml:  `<xml><Content>first</Content><Content>second</Content><MsgId>1</MsgId><MsgID>2</MsgID></xml>`,
-		want: map[string]string{"Content": "second", "MsgID": "2"},
+		name: "an element Message does not model may repeat",
+		xml:  `<xml><Status>a</Status><Status>b</Status><Articles><item><Title>t1</Title></item><item><Title>t2</Title></item></Articles><Content>c</Content></xml>`,
+		want: map[string]string{"Content": "c"},
+	},
+	{
+		name: "MsgId at the cap: 20 digits",
+		xml:  `<xml><MsgId>18446744073709551615</MsgId><MsgType>text</MsgType></xml>`,
+		want: map[string]string{"MsgID": "18446744073709551615", "MsgType": "text"},
 	},
 	{
 		name: "pic items without checksum",
@@ -510,6 +516,30 @@ func TestParseMalformed(t *testing.T) {
 		{name: "CreateTime overflows", xml: `<xml><CreateTime>9223372036854775808</CreateTime></xml>`},
 		{name: "Count sign only", xml: `<xml><SendPicsInfo><Count>-</Count></SendPicsInfo></xml>`},
 		{name: "nested too deep", xml: "<xml>" + strings.Repeat("<a>", maxDepth) + strings.Repeat("</a>", maxDepth) + "</xml>"},
+		// Characters XML forbids, anywhere in the document (SPEC section 9: 400 bad_xml).
+		{name: "NUL in a field", xml: "<xml><FromUserName>o\x00x</FromUserName></xml>"},
+		{name: "NUL in CDATA", xml: "<xml><Content><![CDATA[a\x00]]></Content></xml>"},
+		{name: "NUL in a skipped element", xml: "<xml><Foo>\x00</Foo></xml>"},
+		{name: "NUL in an attribute", xml: "<xml a=\"\x00\"></xml>"},
+		{name: "NUL in a comment", xml: "<xml><!-- \x00 --></xml>"},
+		{name: "control character", xml: "<xml><Content>a\x01b</Content></xml>"},
+		{name: "invalid UTF-8 in a field", xml: "<xml><FromUserName><![CDATA[o\xff]]></FromUserName></xml>"},
+		{name: "truncated UTF-8 sequence", xml: "<xml><Content>\xe4\xb8</Content></xml>"},
+		{name: "UTF-8 of a surrogate", xml: "<xml><Content>\xed\xa0\x80</Content></xml>"},
+		{name: "overlong UTF-8", xml: "<xml><Content>\xc0\xaf</Content></xml>"},
+		{name: "U+FFFE", xml: "<xml><Content>\xef\xbf\xbe</Content></xml>"},
+		{name: "invalid UTF-8 in an element name", xml: "<xml><Con\xfftent>a</Con\xfftent></xml>"},
+		// A field given twice is not a WeChat message: which one would count?
+		{name: "FromUserName twice", xml: `<xml><FromUserName>a</FromUserName><FromUserName>b</FromUserName></xml>`},
+		{name: "Content twice", xml: `<xml><Content>first</Content><Content>second</Content></xml>`},
+		{name: "MsgId and MsgID", xml: `<xml><MsgId>1</MsgId><MsgID>2</MsgID></xml>`},
+		{name: "self-closing element repeated", xml: `<xml><EventKey/><EventKey>k</EventKey></xml>`},
+		{name: "field twice in a container", xml: `<xml><ScanCodeInfo><ScanType>a</ScanType><ScanType>b</ScanType></ScanCodeInfo></xml>`},
+		{name: "field in two containers", xml: `<xml><SendPicsInfo><Count>1</Count></SendPicsInfo><SendPicsInfo><Count>2</Count></SendPicsInfo></xml>`},
+		{name: "checksum twice in one picture", xml: `<xml><SendPicsInfo><PicList><item><PicMd5Sum>a</PicMd5Sum><PicMd5Sum>b</PicMd5Sum></item></PicList></SendPicsInfo></xml>`},
+		{name: "MsgId not digits", xml: `<xml><MsgId>12a</MsgId></xml>`},
+		{name: "MsgId with a sign", xml: `<xml><MsgId>-12</MsgId></xml>`},
+		{name: "MsgId with white space", xml: `<xml><MsgId> 12</MsgId></xml>`},
 	}
 	var m Message
 	for _, tt := range tests {
@@ -810,14 +840,18 @@ func agreeWithOracle(tb testing.TB, m *Message, o *oracleMessage) {
 	one("KfAccount", m.KfAccount, kf)
 }
 
-// FuzzParse checks that Parse never panics, fails only with ErrMalformed, gives the same
-// answer on a reused Message, and, for every document that both it and encoding/xml
-// accept, finds the same field values as encoding/xml.
+// FuzzParse checks that Parse never panics, fails only with ErrMalformed or
+// ErrFieldTooLong, gives the same answer on a reused Message, and, for every document that
+// both it and encoding/xml accept, finds the same field values as encoding/xml.
+//
+// It also checks what SPEC section 9 asks of every accepted document (checkLimits: fields
+// within their caps, no character XML forbids, valid UTF-8), and that ParseEnvelope
+// accepts it too and finds the same envelope fields.
 //
 // The two legitimately disagree on which documents to accept, so only common ground is
 // compared. encoding/xml accepts and Parse refuses: text or markup before the root
-// element or after it, a DOCTYPE, attributes not separated by white space. Parse accepts
-// and encoding/xml refuses: invalid UTF-8 and control characters in text, names that are
+// element or after it, a DOCTYPE, attributes not separated by white space, a field given
+// twice, an identifier over its cap. Parse accepts and encoding/xml refuses: names that are
 // not XML names, "--" in comments, XML declarations of other versions and encodings, and
 // unescaped "<" in attribute values (Parse skips attributes). Namespace prefixes are left
 // out (see hasPrefixedName).
@@ -833,16 +867,38 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`<xml xmlns="urn:x"><Content xmlns="urn:y">a</Content><Video><MediaId>v</MediaId></Video><MediaId>m</MediaId></xml>`))
 	f.Add([]byte(`<xml><SendPicsInfo><PicList><item><PicMd5Sum>a</PicMd5Sum><PicMd5Sum>b</PicMd5Sum></item></PicList></SendPicsInfo>` +
 		`<SendPicsInfo><PicList><item/></PicList></SendPicsInfo></xml>`))
+	f.Add([]byte("<xml><FromUserName><![CDATA[o\xff]]></FromUserName><Content>\x00</Content></xml>"))
+	f.Add([]byte(`<xml><FromUserName>a</FromUserName><FromUserName>b</FromUserName><MsgId>1</MsgId><MsgID>2</MsgID></xml>`))
+	f.Add([]byte("<xml><ToUserName>" + strings.Repeat("t", MaxUserNameBytes+1) + "</ToUserName><MsgId>" + strings.Repeat("9", MaxMsgIDDigits+1) + "</MsgId></xml>"))
+	f.Add([]byte(`<xml><ToUserName>gh</ToUserName><FromUserName>o</FromUserName><Encrypt>e</Encrypt><AgentID>1</AgentID><Content>c</Content></xml>`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m Message
 		err := m.Parse(data)
+		var env Message
+		envErr := env.ParseEnvelope(data)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("Parse: got error %v, want ErrMalformed", err)
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrFieldTooLong) {
+				t.Fatalf("Parse: got error %v, want ErrMalformed or ErrFieldTooLong", err)
+			}
+			if envErr != nil && !errors.Is(envErr, ErrMalformed) && !errors.Is(envErr, ErrFieldTooLong) {
+				t.Fatalf("ParseEnvelope: got error %v, want ErrMalformed or ErrFieldTooLong", envErr)
 			}
 			return
 		}
 		want := fieldsOf(t, &m)
+		checkLimits(t, want)
+
+		// The envelope of a message Parse accepts is accepted, with the same values.
+		if envErr != nil {
+			t.Fatalf("ParseEnvelope: got %v on a document Parse accepts", envErr)
+		}
+		wantEnv := map[string]string{}
+		for _, k := range []string{"ToUserName", "Encrypt", "AgentID"} {
+			if v, ok := want[k]; ok {
+				wantEnv[k] = v
+			}
+		}
+		checkFields(t, fieldsOf(t, &env), wantEnv)
 
 		// A dirty, reused Message gives the same answer.
 		var dirty Message
@@ -862,6 +918,30 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// checkLimits fails the test if a parsed field breaks a rule of SPEC section 9: an
+// identifier over its cap, a character XML forbids, invalid UTF-8.
+func checkLimits(tb testing.TB, fields map[string]string) {
+	tb.Helper()
+	caps := map[string]int{"ToUserName": MaxUserNameBytes, "FromUserName": MaxUserNameBytes,
+		"MsgID": MaxMsgIDDigits, "Event": MaxEventBytes, "EventKey": MaxEventBytes}
+	for name, v := range fields {
+		if c, ok := caps[name]; ok && len(v) > c {
+			tb.Errorf("%s: %d bytes, over its cap of %d", name, len(v), c)
+		}
+		if !utf8.ValidString(v) {
+			tb.Errorf("%s: invalid UTF-8 %q", name, v)
+		}
+		for _, r := range v {
+			if !isXMLChar(r) {
+				tb.Errorf("%s: character %U that XML forbids", name, r)
+			}
+		}
+	}
+	if id := fields["MsgID"]; strings.Trim(id, "0123456789") != "" {
+		tb.Errorf("MsgID %q is not digits", id)
+	}
+}
+
 // BenchmarkParseTextEncodingXML is the baseline Parse replaces: encoding/xml into a
 // struct of strings, the seed design of SPEC section 8.
 func BenchmarkParseTextEncodingXML(b *testing.B) {
@@ -877,5 +957,134 @@ func BenchmarkParseTextEncodingXML(b *testing.B) {
 		if err := xml.Unmarshal(textMessage, &v); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestParseFieldCaps: an identifier field over its cap (SPEC section 9) fails Parse with
+// ErrFieldTooLong, however the value is written; at the cap it parses.
+func TestParseFieldCaps(t *testing.T) {
+	cdata := func(el string, n int) string {
+		return "<xml><" + el + "><![CDATA[" + strings.Repeat("o", n) + "]]></" + el + "></xml>"
+	}
+	tests := []struct {
+		name string
+		xml  string
+		want error // nil: parses
+	}{
+		{"ToUserName at the cap", cdata("ToUserName", MaxUserNameBytes), nil},
+		{"ToUserName over the cap", cdata("ToUserName", MaxUserNameBytes+1), ErrFieldTooLong},
+		{"FromUserName at the cap", cdata("FromUserName", MaxUserNameBytes), nil},
+		{"FromUserName over the cap", cdata("FromUserName", MaxUserNameBytes+1), ErrFieldTooLong},
+		{"FromUserName of 60 KB", cdata("FromUserName", 60<<10), ErrFieldTooLong},
+		{"FromUserName over the cap through entities", "<xml><FromUserName>" + strings.Repeat("&amp;", MaxUserNameBytes+1) + "</FromUserName></xml>", ErrFieldTooLong},
+		{"FromUserName over the cap in pieces", "<xml><FromUserName>" + strings.Repeat("<![CDATA[oooo]]>", MaxUserNameBytes/4+1) + "</FromUserName></xml>", ErrFieldTooLong},
+		{"Event at the cap", cdata("Event", MaxEventBytes), nil},
+		{"Event over the cap", cdata("Event", MaxEventBytes+1), ErrFieldTooLong},
+		{"EventKey at the cap", cdata("EventKey", MaxEventBytes), nil},
+		{"EventKey over the cap", cdata("EventKey", MaxEventBytes+1), ErrFieldTooLong},
+		{"MsgId of 20 digits", "<xml><MsgId>" + strings.Repeat("9", MaxMsgIDDigits) + "</MsgId></xml>", nil},
+		{"MsgId of 21 digits", "<xml><MsgId>" + strings.Repeat("9", MaxMsgIDDigits+1) + "</MsgId></xml>", ErrFieldTooLong},
+		{"MsgID of 21 digits", "<xml><MsgID>" + strings.Repeat("1", MaxMsgIDDigits+1) + "</MsgID></xml>", ErrFieldTooLong},
+		{"MsgId of 60 KB", "<xml><MsgId>" + strings.Repeat("1", 60<<10) + "</MsgId></xml>", ErrFieldTooLong},
+		{"MsgId empty", "<xml><MsgId></MsgId></xml>", nil},
+		{"MsgId of letters", "<xml><MsgId>abc</MsgId></xml>", ErrMalformed},
+		{"Content is not capped below the body", cdata("Content", 60<<10), nil},
+		{"an element Message does not model is not capped", cdata("Status", 60<<10), nil},
+		{"FromUserName inside an unmodelled element is not read", "<xml><Foo>" + strings.TrimSuffix(strings.TrimPrefix(cdata("FromUserName", 1000), "<xml>"), "</xml>") + "</Foo></xml>", nil},
+	}
+	var m Message
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := m.Parse([]byte(tt.xml))
+			switch {
+			case tt.want == nil && err != nil:
+				t.Fatalf("got error %v, want nil", err)
+			case tt.want != nil && !errors.Is(err, tt.want):
+				t.Fatalf("got error %v, want %v", err, tt.want)
+			case tt.want == ErrFieldTooLong && errors.Is(err, ErrMalformed):
+				t.Fatalf("got %v, which is also ErrMalformed: the server could not tell the reasons apart", err)
+			}
+			if err != nil && len(err.Error()) > 200 {
+				t.Errorf("error message is %d bytes long, want it short (it is logged): %.80q…", len(err.Error()), err.Error())
+			}
+		})
+	}
+}
+
+// TestParseEnvelope: ParseEnvelope reads only what identifies and carries the ciphertext
+// (ToUserName, Encrypt, AgentID), so that nothing else in a body is read before its
+// msg_signature is checked; the document must still be well-formed XML.
+func TestParseEnvelope(t *testing.T) {
+	long := strings.Repeat("o", 60<<10)
+	tests := []struct {
+		name string
+		xml  string
+		want map[string]string
+		err  error
+	}{
+		{
+			name: "safe mode envelope",
+			xml:  `<xml><ToUserName><![CDATA[gh_10f6c3c3ac5a]]></ToUserName><Encrypt><![CDATA[hyzAe4Ozm]]></Encrypt></xml>`,
+			want: map[string]string{"ToUserName": "gh_10f6c3c3ac5a", "Encrypt": "hyzAe4Ozm"},
+		},
+		{
+			name: "WeCom envelope",
+			xml:  `<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName><Encrypt><![CDATA[RypEvHKD8Q]]></Encrypt><AgentID><![CDATA[218]]></AgentID></xml>`,
+			want: map[string]string{"ToUserName": "wx5823bf96d3bd56c7", "Encrypt": "RypEvHKD8Q", "AgentID": "218"},
+		},
+		{
+			name: "compatible mode: the plaintext fields are not read",
+			xml:  head + `<MsgType>text</MsgType><Content>c</Content><MsgId>1</MsgId><Encrypt>e</Encrypt></xml>`,
+			want: map[string]string{"ToUserName": "gh_6b9aa8a6f1e2", "Encrypt": "e"},
+		},
+		{
+			name: "over-long and repeated fields outside the envelope are not read",
+			xml:  `<xml><FromUserName>` + long + `</FromUserName><FromUserName>x</FromUserName><MsgId>abc</MsgId><Event>` + long + `</Event><Encrypt>e</Encrypt></xml>`,
+			want: map[string]string{"Encrypt": "e"},
+		},
+		{name: "ToUserName over the cap", xml: `<xml><ToUserName>` + long + `</ToUserName><Encrypt>e</Encrypt></xml>`, err: ErrFieldTooLong},
+		{name: "Encrypt twice", xml: `<xml><Encrypt>a</Encrypt><Encrypt>b</Encrypt></xml>`, err: ErrMalformed},
+		{name: "NUL outside the envelope fields", xml: "<xml><Encrypt>e</Encrypt><Foo>\x00</Foo></xml>", err: ErrMalformed},
+		{name: "not XML", xml: `<xml><Encrypt>e</Encrypt>`, err: ErrMalformed},
+	}
+	var m Message
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := m.ParseEnvelope([]byte(tt.xml))
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("got error %v, want %v", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want nil", err)
+			}
+			checkFields(t, fieldsOf(t, &m), tt.want)
+		})
+	}
+}
+
+// TestResetLetsLargeScratchGo: Reset keeps the scratch space and picture list of usual
+// messages for the next Parse, but lets go of what an unusual document grew them to, so
+// a Message reused from a pool does not hold on to a body's worth of memory.
+func TestResetLetsLargeScratchGo(t *testing.T) {
+	var m Message
+	if err := m.Parse([]byte(`<xml><Content>a&amp;b</Content><SendPicsInfo><PicList><item/><item/></PicList></SendPicsInfo></xml>`)); err != nil {
+		t.Fatal(err)
+	}
+	m.Reset()
+	if cap(m.scratch) == 0 || cap(m.PicMD5s) == 0 {
+		t.Errorf("after a usual message: scratch %d, pictures %d bytes kept; want both kept", cap(m.scratch), cap(m.PicMD5s))
+	}
+	big := "<xml><Content>" + strings.Repeat("&amp;", 12<<10) + "</Content><SendPicsInfo><PicList>" +
+		strings.Repeat("<item/>", 2000) + "</PicList></SendPicsInfo></xml>"
+	if err := m.Parse([]byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	m.Reset()
+	if cap(m.scratch) > maxKeptScratch || cap(m.PicMD5s) > maxKeptPictures {
+		t.Errorf("after a large message: scratch %d bytes, %d pictures kept; want at most %d and %d",
+			cap(m.scratch), cap(m.PicMD5s), maxKeptScratch, maxKeptPictures)
 	}
 }

@@ -322,10 +322,19 @@ func FuzzReplyRoundTrip(f *testing.F) {
 	f.Add([]byte("u"), []byte("a"), int64(1), bytes.Repeat([]byte("车"), 700))
 	f.Add([]byte("u"), []byte("a"), int64(1), append(bytes.Repeat([]byte("a"), MaxTextBytes-4), "😀😀"...))
 	f.Add([]byte("u"), []byte("a"), int64(1), append(bytes.Repeat([]byte("a"), MaxTextBytes-3), "\x80\x80\x80\x80"...))
+	f.Add(bytes.Repeat([]byte("o"), MaxUserNameBytes+1), []byte("a"), int64(1), []byte("x"))
 	f.Fuzz(func(t *testing.T, to, from []byte, createTime int64, content []byte) {
 		out := AppendTextReply(nil, to, from, createTime, content)
 		var m Message
-		if err := m.Parse(out); err != nil {
+		err := m.Parse(out)
+		if len(wantCDATAText(to)) > MaxUserNameBytes || len(wantCDATAText(from)) > MaxUserNameBytes {
+			// Names over the cap render, but do not parse back.
+			if !errors.Is(err, ErrFieldTooLong) {
+				t.Fatalf("Parse of a reply with a name over the cap: got %v, want ErrFieldTooLong", err)
+			}
+			return
+		}
+		if err != nil {
 			t.Fatalf("Parse(%q): %v", out, err)
 		}
 		wantContent := wantCDATAText(wantTruncated(content, MaxTextBytes))

@@ -31,7 +31,11 @@ type Config struct {
 	AppID             string
 	AESKey            string
 	AESKeyPrevious    string
-	RequireEncryption bool
+	RequireEncryption bool // unset: true exactly when an AES key is set (see validate)
+
+	// requireEncryptionSet records that WXLOOKUP_REQUIRE_ENCRYPTION was given, so that an
+	// explicit false is told from the unset default.
+	requireEncryptionSet bool
 
 	WeComPath   string
 	WeComCorpID string
@@ -130,7 +134,10 @@ var settings = []setting{
 	{key: "appid", parse: str(func(c *Config) *string { return &c.AppID })},
 	{key: "aes_key", parse: str(func(c *Config) *string { return &c.AESKey }), secret: true},
 	{key: "aes_key_previous", parse: str(func(c *Config) *string { return &c.AESKeyPrevious }), secret: true},
-	{key: "require_encryption", parse: boolean(func(c *Config) *bool { return &c.RequireEncryption })},
+	{key: "require_encryption", parse: func(c *Config, v string) error {
+		c.requireEncryptionSet = true
+		return boolean(func(c *Config) *bool { return &c.RequireEncryption })(c, v)
+	}},
 	{key: "wecom_path", parse: str(func(c *Config) *string { return &c.WeComPath })},
 	{key: "wecom_corp_id", parse: str(func(c *Config) *string { return &c.WeComCorpID })},
 	{key: "wecom_token", parse: str(func(c *Config) *string { return &c.WeComToken }), secret: true},
@@ -313,6 +320,15 @@ func (c *Config) validate() error {
 	}
 	if c.WeComAESKey != "" && len(c.WeComAESKey) != 43 {
 		return fmt.Errorf("config: WXLOOKUP_WECOM_AES_KEY must be 43 characters, got %d", len(c.WeComAESKey))
+	}
+	if !c.requireEncryptionSet {
+		c.RequireEncryption = c.AESKey != ""
+	}
+	if c.RequireEncryption && c.AESKey == "" {
+		return errors.New("config: WXLOOKUP_REQUIRE_ENCRYPTION is true but WXLOOKUP_AES_KEY is not set")
+	}
+	if c.TimestampSkew <= 0 || c.TimestampSkew > server.MaxTimestampSkew {
+		return fmt.Errorf("config: WXLOOKUP_TIMESTAMP_SKEW %s: must be more than 0 and at most %s", c.TimestampSkew, server.MaxTimestampSkew)
 	}
 	if c.RefreshInterval <= 0 {
 		return errors.New("config: WXLOOKUP_REFRESH_INTERVAL must be positive")

@@ -86,6 +86,11 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad file duration", "refresh_interval: fast\n", nil, "refresh_interval"},
 		{"allow table without mysql", "", map[string]string{"WXLOOKUP_ALLOW_TABLE": "wx_allow"}, "WXLOOKUP_ALLOW_TABLE"},
 		{"bad log format", "", map[string]string{"WXLOOKUP_LOG_FORMAT": "xml"}, "WXLOOKUP_LOG_FORMAT"},
+		{"skew of zero", "", map[string]string{"WXLOOKUP_TIMESTAMP_SKEW": "0"}, "WXLOOKUP_TIMESTAMP_SKEW"},
+		{"skew of 0s", "", map[string]string{"WXLOOKUP_TIMESTAMP_SKEW": "0s"}, "WXLOOKUP_TIMESTAMP_SKEW"},
+		{"skew over an hour", "", map[string]string{"WXLOOKUP_TIMESTAMP_SKEW": "61m"}, "WXLOOKUP_TIMESTAMP_SKEW"},
+		{"skew of zero in the file", "timestamp_skew: 0\n", nil, "WXLOOKUP_TIMESTAMP_SKEW"},
+		{"encryption required without a key", "", map[string]string{"WXLOOKUP_REQUIRE_ENCRYPTION": "true"}, "WXLOOKUP_REQUIRE_ENCRYPTION"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,4 +162,44 @@ func FuzzConfigFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLoadConfigTrustDefaults: WXLOOKUP_REQUIRE_ENCRYPTION defaults to true when an AES
+// key is set and false otherwise, and only an explicit false lets plaintext in beside a
+// key; WXLOOKUP_TIMESTAMP_SKEW takes any value in (0, 1h].
+func TestLoadConfigTrustDefaults(t *testing.T) {
+	const key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	tests := []struct {
+		name    string
+		env     map[string]string
+		require bool
+		skew    time.Duration
+	}{
+		{"no key", nil, false, 5 * time.Minute},
+		{"a key", map[string]string{"WXLOOKUP_AES_KEY": key}, true, 5 * time.Minute},
+		{"a key, explicitly not required", map[string]string{"WXLOOKUP_AES_KEY": key, "WXLOOKUP_REQUIRE_ENCRYPTION": "false"}, false, 5 * time.Minute},
+		{"a key, explicitly required", map[string]string{"WXLOOKUP_AES_KEY": key, "WXLOOKUP_REQUIRE_ENCRYPTION": "true"}, true, 5 * time.Minute},
+		{"no key, explicitly not required", map[string]string{"WXLOOKUP_REQUIRE_ENCRYPTION": "false"}, false, 5 * time.Minute},
+		{"skew of a second", map[string]string{"WXLOOKUP_TIMESTAMP_SKEW": "1s"}, false, time.Second},
+		{"skew of an hour", map[string]string{"WXLOOKUP_TIMESTAMP_SKEW": "1h"}, false, time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := LoadConfig("", envOf(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RequireEncryption != tt.require {
+				t.Errorf("RequireEncryption: got %v, want %v", c.RequireEncryption, tt.require)
+			}
+			if c.TimestampSkew != tt.skew {
+				t.Errorf("TimestampSkew: got %s, want %s", c.TimestampSkew, tt.skew)
+			}
+		})
+	}
+	// The file can say it too.
+	path := writeFile(t, "c.yaml", "aes_key: "+key+"\nrequire_encryption: false\n")
+	if c, err := LoadConfig(path, envOf(nil)); err != nil || c.RequireEncryption {
+		t.Errorf("require_encryption: false in the file: got %v %v, want false", c.RequireEncryption, err)
+	}
 }

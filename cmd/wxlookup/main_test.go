@@ -138,6 +138,7 @@ func TestEndToEndMySQL(t *testing.T) {
 	cfg.WeComCorpID, cfg.WeComToken, cfg.WeComAESKey = e2eCorp, "wecom-e2e", e2eKey
 	cfg.AdminToken = "admin-secret"
 	cfg.RefreshInterval = 200 * time.Millisecond
+	cfg.requireEncryptionSet = true // WXLOOKUP_REQUIRE_ENCRYPTION=false: the plaintext asker too
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}

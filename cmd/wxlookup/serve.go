@@ -152,9 +152,6 @@ func (m *Main) Run(ctx context.Context) error {
 		Templates: cfg.Templates, ValueColumns: cfg.ValueColumns,
 		Logger: m.Logger.With("component", "webhook"), Registerer: m.Registry,
 	}
-	if cfg.TimestampSkew == 0 {
-		sc.TimestampSkew = -1 // "0 disables"
-	}
 	if cfg.RateLimit == 0 {
 		sc.RatePerMinute = -1
 	}

@@ -232,6 +232,7 @@ func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPI
 	env := []string{
 		"WXLOOKUP_LISTEN=127.0.0.1:0", "WXLOOKUP_ADMIN_LISTEN=127.0.0.1:0",
 		"WXLOOKUP_TOKEN=" + benchToken, "WXLOOKUP_APPID=" + benchAppID, "WXLOOKUP_AES_KEY=" + benchAESKey,
+		"WXLOOKUP_REQUIRE_ENCRYPTION=false", // with a key, plaintext is refused unless this says otherwise
 		"WXLOOKUP_MYSQL_DSN=" + h.db.ro, "WXLOOKUP_ADMIN_TOKEN=" + benchAdminToken,
 		"WXLOOKUP_LOG_LEVEL=info", "WXLOOKUP_CONFIG=",
 		// The 5-minute reconcile (a key scan of every row) would land in whichever run is
@@ -341,7 +342,7 @@ func (h *harness) setup() {
 		report.KV{Key: "generator", Value: fmt.Sprintf("engine %s: %d thread(s) for the fixed-rate runs, %d for the maximum-throughput search", o.engine, o.loops, o.maxLoops)},
 		report.KV{Key: "requests", Value: fmt.Sprintf("signed WeChat text messages `?<number>`, distinct MsgIds, %d OpenIDs in turn, built before each run", o.openIDs)},
 		report.KV{Key: "keys", Value: fmt.Sprintf("Zipf s=%.2f over the %d rows (rank 0 = 18-546), %.0f%% numbers not in the table", o.zipfS, o.rows, o.unknown*100)},
-		report.KV{Key: "wxlookup", Value: "one process, `wxlookup serve` built with -trimpath, MySQL source (read-only account), refresh 1s, AES key set so plaintext and safe mode share it, defaults otherwise except WXLOOKUP_RECONCILE_INTERVAL=1h (see below)"},
+		report.KV{Key: "wxlookup", Value: "one process, `wxlookup serve` built with -trimpath, MySQL source (read-only account), refresh 1s, AES key set so plaintext and safe mode share it (WXLOOKUP_REQUIRE_ENCRYPTION=false), defaults otherwise except WXLOOKUP_RECONCILE_INTERVAL=1h (see below)"},
 		report.KV{Key: "wxlookup rate limit", Value: rl},
 		report.KV{Key: "seed baseline", Value: "net/http + encoding/xml + one prepared MySQL query per message, pool of 32 connections"},
 		report.KV{Key: "ceiling", Value: "fasthttp with wxlookup's server settings, handler answers `success`"},
