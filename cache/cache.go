@@ -77,7 +77,7 @@ type Cache struct {
 	status  statusState
 	metrics *metrics
 
-	// Test hooks, set before Start.
+	// Test hooks, set before Start (they are read without synchronisation).
 	onStep func(step string, err error) // after each loader step
 	joined func()                       // after a read-through joined its flight
 }

@@ -118,7 +118,7 @@ func (c *Cache) recovered(goroutine string, r any) {
 func (c *Cache) pollLoop(ctx context.Context) {
 	refresh := time.NewTimer(0) // the warm, at once
 	defer refresh.Stop()
-	walk := time.NewTimer(timeNever)
+	walk := time.NewTimer(c.startPass()) // a new pass (none before the warm)
 	defer walk.Stop()
 	var scan <-chan time.Time
 	if c.keys != nil {

@@ -73,6 +73,8 @@ func newMetrics(c *Cache, reg prometheus.Registerer) (*metrics, error) {
 		Name: "wxlookup_loader_panics_total",
 		Help: "Panics recovered in the cache's background goroutines, by goroutine (loader, read_through).",
 	}, []string{"goroutine"})
+	m.panics.WithLabelValues("loader")
+	m.panics.WithLabelValues("read_through")
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wxlookup_changefeed_events_total",
 		Help: "Row changes applied, by op: insert, update, delete (binlog); upsert, delete (poll).",

@@ -43,18 +43,19 @@ func TestRangeSumCatchesSwap(t *testing.T) {
 }
 
 // newRangeCache returns a started cache over n fake rows cut into ranges of 10 rows, with a
-// registry for its metrics.
-func newRangeCache(t *testing.T, n int, cfg Config) (*Cache, *fakeSource, *prometheus.Registry) {
+// registry for its metrics and its steps recorded.
+func newRangeCache(t *testing.T, n int, cfg Config) (*Cache, *fakeSource, *prometheus.Registry, *stepRecorder) {
 	t.Helper()
 	src := newFakeSource(n)
 	reg := prometheus.NewRegistry()
 	cfg.RangeRows, cfg.Registerer = 10, reg
 	c := newTestCache(t, src, cfg)
+	steps := recordSteps(c) // before Start: the hook is not synchronised
 	startReady(t, c)
 	if got := c.Status().Ranges; got != (n+9)/10 {
 		t.Fatalf("got %d ranges for %d rows, want %d", got, n, (n+9)/10)
 	}
-	return c, src, reg
+	return c, src, reg, steps
 }
 
 // TestReconcileRanges: reconcile finds what the changes did not report: a deleted row, two
@@ -78,7 +79,7 @@ func TestReconcileRanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, src, reg := newRangeCache(t, 100, Config{})
+			c, src, reg, _ := newRangeCache(t, 100, Config{})
 			tt.change(src)
 			if err := c.runStep(true); err != nil {
 				t.Fatal(err)
@@ -108,7 +109,7 @@ func TestReconcileRanges(t *testing.T) {
 		})
 	}
 	t.Run("inserted row found", func(t *testing.T) {
-		c, src, _ := newRangeCache(t, 100, Config{})
+		c, src, _, _ := newRangeCache(t, 100, Config{})
 		src.setQuiet(fakeKey(77)+"x", "new")
 		if err := c.runStep(true); err != nil {
 			t.Fatal(err)
@@ -123,7 +124,7 @@ func TestReconcileRanges(t *testing.T) {
 // TestReconcileTagsUntagged: a row inserted through the changes is untagged until the
 // walk re-reads its range; its range differs meanwhile, so that happens in the next pass.
 func TestReconcileTagsUntagged(t *testing.T) {
-	c, src, _ := newRangeCache(t, 100, Config{})
+	c, src, _, _ := newRangeCache(t, 100, Config{})
 	src.set(fakeKey(44)+"x", "new")
 	if err := c.runStep(false); err != nil {
 		t.Fatal(err)
@@ -151,7 +152,7 @@ func untaggedCount(t *table) int {
 // leaves its range's sums equal, so no re-read finds it; after the pass, Source.Get
 // confirms it is gone. Live untagged rows are kept.
 func TestReconcileConfirmsUntagged(t *testing.T) {
-	c, src, reg := newRangeCache(t, 100, Config{})
+	c, src, reg, _ := newRangeCache(t, 100, Config{})
 	src.set(fakeKey(44)+"x", "short-lived")
 	src.set(fakeKey(66)+"x", "lives")
 	if err := c.runStep(false); err != nil {
@@ -179,7 +180,7 @@ func TestReconcileConfirmsUntagged(t *testing.T) {
 // TestReconcileSplitsGrownRange: a range that grew is cut again by its re-read, so that a
 // range stays about RangeRows rows.
 func TestReconcileSplitsGrownRange(t *testing.T) {
-	c, src, _ := newRangeCache(t, 100, Config{})
+	c, src, _, _ := newRangeCache(t, 100, Config{})
 	for i := range 25 {
 		src.setQuiet(fmt.Sprintf("%s-%02d", fakeKey(50), i), "new")
 	}
@@ -201,7 +202,7 @@ func TestReconcileSplitsGrownRange(t *testing.T) {
 // the re-read passed them) are caught by the next refresh and pass; nothing is lost, and a
 // row deleted meanwhile goes at the next pass.
 func TestReconcileDuringChanges(t *testing.T) {
-	c, src, _ := newRangeCache(t, 100, Config{})
+	c, src, _, _ := newRangeCache(t, 100, Config{})
 	src.delQuiet(fakeKey(21)) // makes range 2 differ
 	src.with(func(f *fakeSource) {
 		f.readRangeHook = func() {
@@ -241,7 +242,7 @@ func TestReconcileDuringChanges(t *testing.T) {
 // TestReconcileReadRangeFails: a re-read that fails deletes nothing, and its range is
 // re-read next time without comparing.
 func TestReconcileReadRangeFails(t *testing.T) {
-	c, src, _ := newRangeCache(t, 100, Config{})
+	c, src, _, _ := newRangeCache(t, 100, Config{})
 	src.delQuiet(fakeKey(12))
 	src.with(func(f *fakeSource) { f.readRangeErr = errors.New("connection reset") })
 	if err := c.runStep(true); err == nil || !strings.Contains(err.Error(), "connection reset") {
@@ -264,8 +265,7 @@ func TestReconcileReadRangeFails(t *testing.T) {
 // every ReconcileInterval/ranges, and a deleted row goes within about a pass.
 func TestReconcileWalk(t *testing.T) {
 	const interval = 300 * time.Millisecond
-	c, src, _ := newRangeCache(t, 100, Config{ReconcileInterval: interval})
-	steps := recordSteps(c)
+	c, src, _, steps := newRangeCache(t, 100, Config{ReconcileInterval: interval})
 	src.delQuiet(fakeKey(95))
 	var checks []time.Time
 	for len(checks) < 10 {
@@ -294,6 +294,30 @@ func TestReconcileWalk(t *testing.T) {
 		t.Errorf("got %d re-reads, want 1", got)
 	}
 	for c.Status().LastReconcile.IsZero() { // the step after the last range ends the pass
+		steps.next(t, func(ev stepEvent) bool { return ev.step == "reconcile" })
+	}
+}
+
+// TestReconcileWalkSurvivesPanic: a panic in the middle of the walk (here in the source's
+// Checksum) restarts the loader, and the walk goes on.
+func TestReconcileWalkSurvivesPanic(t *testing.T) {
+	c, src, reg, steps := newRangeCache(t, 100, Config{ReconcileInterval: 100 * time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	src.with(func(f *fakeSource) { f.panics = "Checksum" })
+	// The walk's first step panics; the loader starts again with a refresh.
+	steps.next(t, func(ev stepEvent) bool { return ev.step == "refresh" })
+	if got := metrictest.Value(t, reg, "wxlookup_loader_panics_total", "goroutine", "loader"); got == 0 {
+		t.Fatal("the loader started again without a panic")
+	}
+	src.delQuiet(fakeKey(50))
+	src.with(func(f *fakeSource) { f.panics = "" })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, _, found, _ := lookup(c, fakeKey(50)); !found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the walk did not go on after the panic")
+		}
 		steps.next(t, func(ev stepEvent) bool { return ev.step == "reconcile" })
 	}
 }
