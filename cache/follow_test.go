@@ -99,6 +99,32 @@ func TestFollowReconnects(t *testing.T) {
 	}
 }
 
+// TestFollowReplayIsHarmless: changes delivered again (a feed that resumes before the
+// cursor it was given, or changes both in the snapshot and after the position) end in
+// the same table: each key at its last committed row.
+func TestFollowReplayIsHarmless(t *testing.T) {
+	c, src, _, steps, _ := newFollowCache(t, 10, Config{MaxBackoff: 10 * time.Millisecond})
+	src.with(func(f *fakeSource) { f.drop, f.replay = 3, 2 })
+	src.set(fakeKey(1), "v1")
+	src.del(fakeKey(1))
+	src.set(fakeKey(1), "v3")
+	src.set("NEW-1", "a")
+	src.del("NEW-1")
+	src.set(fakeKey(2), "v1")
+	src.set(fakeKey(2), "v2")
+	awaitChange(t, c, steps, "7")
+	src.with(func(f *fakeSource) { f.drop, f.replay = 0, 0 })
+	mustFind(t, c, fakeKey(1), "["+fakeKey(1)+"] v3")
+	mustMiss(t, c, "new-1")
+	mustFind(t, c, fakeKey(2), "["+fakeKey(2)+"] v2")
+	if st := c.Status(); st.Entries != 10 || !st.Complete {
+		t.Errorf("got %d entries, complete %v; want 10, true", st.Entries, st.Complete)
+	}
+	if got := src.follows.Load(); got < 3 {
+		t.Errorf("got %d Follow calls, want several (the feed dropped every 3 changes)", got)
+	}
+}
+
 // TestFollowOutageBacksOff: while the feed cannot be followed, the loader retries within
 // the back-off's cap, the log says so once per back-off step, and the changes made
 // meanwhile are applied once it can.

@@ -31,6 +31,7 @@ type fakeSource struct {
 	grew    chan struct{} // closed (and replaced) when log grows
 	purged  int           // cursors below this are gone: Follow wraps ErrResnapshot
 	drop    int           // if > 0, Follow fails after delivering this many changes
+	replay  int           // Follow starts this many changes before its cursor
 	changed func() time.Time
 
 	snapshotErr, changesErr, keysErr, getErr, checksumErr, readRangeErr, positionErr, followErr error
@@ -341,9 +342,9 @@ func (f *fakeSource) Position(ctx context.Context) (string, error) {
 	return strconv.Itoa(len(f.log)), ctx.Err()
 }
 
-// Follow delivers the log from cursor, then waits for more until ctx is done. It fails as
-// the knobs say: followErr at once, ErrResnapshot for a purged cursor, a lost connection
-// after drop changes.
+// Follow delivers the log from cursor (replay changes earlier, if asked), then waits for
+// more until ctx is done. It fails as the knobs say: followErr at once, ErrResnapshot for
+// a purged cursor, a lost connection after drop changes.
 func (f *fakeSource) Follow(ctx context.Context, cursor string, fn func(Change) error) error {
 	f.enter("Follow", &f.follows)
 	f.following.Add(1)
@@ -352,6 +353,9 @@ func (f *fakeSource) Follow(ctx context.Context, cursor string, fn func(Change) 
 	if err != nil {
 		return fmt.Errorf("fake follow: bad cursor %q", cursor)
 	}
+	f.mu.Lock()
+	i = max(i-f.replay, 0)
+	f.mu.Unlock()
 	delivered := 0
 	for {
 		f.mu.Lock()
