@@ -36,7 +36,8 @@ const (
 	ModePoll = "poll"
 	// ModeBinlog follows a Follower's stream of committed changes (WXLOOKUP_CHANGE_FEED=binlog).
 	ModeBinlog = "binlog"
-	// ModeCSV polls like ModePoll a source that reports its deletes itself (a CSV file).
+	// ModeCSV is ModePoll for a source that reports its deletes itself (a CSV file); it
+	// differs only in the name Status.Mode shows.
 	ModeCSV = "csv"
 )
 

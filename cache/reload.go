@@ -176,9 +176,8 @@ func (c *Cache) load(ctx context.Context) (wm time.Time, loaded bool, err error)
 	}
 	if again {
 		c.log.Info("cache: the table fits WXLOOKUP_CACHE_MAX_BYTES now; loading it again to hold all of it")
-		wm2, _, err2 := c.loadOnce(ctx)
-		if !errors.Is(err2, errSnapshot) { // else the first load stands
-			wm, err = wm2, err2
+		if wm, _, err = c.loadOnce(ctx); errors.Is(err, errSnapshot) {
+			return wm, false, err // its ranges are stale: a snapshot is needed again
 		}
 	}
 	return wm, true, err

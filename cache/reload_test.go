@@ -248,6 +248,43 @@ func TestReloadRegainsCompleteness(t *testing.T) {
 	}
 }
 
+// TestReloadRewritesFills: a row held as a read-through fill (which expires) and then
+// delivered by a snapshot is held without expiry afterwards, so that a complete table
+// cannot lose it.
+func TestReloadRewritesFills(t *testing.T) {
+	src := newFakeSource(300)
+	c := newTestCache(t, src, Config{MaxBytes: 40 << 10})
+	startReady(t, c)
+	tbl := c.cur.Load()
+	filled := -1
+	for i := range 300 {
+		gets := src.gets.Load()
+		mustFind(t, c, fakeKey(i), fakeLine(i))
+		if src.gets.Load() > gets && tbl.fills.n > 0 {
+			filled = i
+			break
+		}
+	}
+	if filled < 0 {
+		t.Fatal("no row was read through and kept")
+	}
+	for i := range 300 {
+		if i%3 != 0 && i != filled {
+			src.delQuiet(fakeKey(i))
+		}
+	}
+	if err := c.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Status().Complete {
+		t.Fatal("the table does not fit after the deletes")
+	}
+	key := Key(fakeKey(filled))
+	if ttl, found := tbl.rc.GetTTL(hashKey([]byte(key))); !found || ttl != 0 {
+		t.Errorf("got ttl %v (found %v) for the row once filled, want no expiry", ttl, found)
+	}
+}
+
 // heapObjects reads the bytes of heap objects, live or not yet swept, without stopping
 // the world.
 func heapObjects(s []rtmetrics.Sample) uint64 {

@@ -181,13 +181,15 @@ func (t *table) get(h uint64, key []byte) *entry {
 //
 // With g non-nil (a snapshot or a range re-read delivered p), the entry joins g and g's
 // sum counts p. A row the table does not hold yet is left out, when the table is
-// incomplete, if it would exceed the budget (g's sum still counts it: the source has it). With g nil (a change), the row stays in
-// the key range of the entry it replaces, whose sum moves by the difference, if that
-// entry held the same stored key; otherwise it joins the untagged entries.
+// incomplete, if it would exceed the budget (g's sum still counts it: the source has it).
+// With g nil (a change), the row stays in the key range of the entry it replaces, whose
+// sum moves by the difference, if that entry held the same stored key; otherwise it joins
+// the untagged entries.
 //
 // A row identical to the entry held (same stored key, same line) keeps that entry: only its
 // group and checksum change. So a snapshot allocates only for rows that changed, and the
-// overlap window's re-deliveries do not churn ristretto or void read-through fills.
+// overlap window's re-deliveries do not churn ristretto or void read-through fills. A
+// read-through fill is written again all the same, to hold it without its expiry.
 func (t *table) upsert(p *prepared, g *group) (held bool, cost int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -198,7 +200,7 @@ func (t *table) upsert(p *prepared, g *group) (held bool, cost int64) {
 	h := t.hash(key)
 	old := t.currentLocked(h).findString(key)
 	e := old
-	if !p.holds(old) {
+	if !p.holds(old) || old.grp == t.fills {
 		e = nil
 		cost = p.cost()
 		if old == nil && g != nil && !t.complete.Load() && t.bytes.Load()+cost > t.budget {
