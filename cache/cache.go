@@ -1,10 +1,13 @@
 // Package cache holds the lookup table in memory and keeps it in step with a Source.
 //
-// A Cache answers Lookup from a ristretto cache without I/O; a background loader (Start)
-// warms it from Source.Snapshot, refreshes it from Source.Changes every RefreshInterval,
-// and removes deleted rows with a Source.Keys scan every ReconcileInterval. A table that
-// fits Config.MaxBytes is held completely (verified), so a miss is a definitive "not
-// found"; a larger one is cached partially and misses read through Source.Get.
+// A Cache answers Lookup from one ristretto cache without I/O. A background loader (Start)
+// streams Source.Snapshot into it, then applies the changes: in poll mode it asks a Poller
+// every RefreshInterval and reconciles key ranges of a RangeSource by checksum to find
+// deleted rows; in binlog mode it follows a Follower's stream of committed changes. A
+// reload streams a new snapshot into the same table and sweeps what it did not deliver.
+// A table that fits Config.MaxBytes is held completely (verified), so a miss is a
+// definitive "not found"; a larger one is cached partially and misses read through
+// Source.Get.
 package cache
 
 import (
@@ -36,24 +39,36 @@ type Cache struct {
 	log    *slog.Logger
 	source string // Status.Source
 
-	// cur is the table Lookup reads; nil until the first warm completes and after Close.
+	// How changes arrive (Config.Mode): one of poller and follower is set. Of the polled
+	// source's reconcile interfaces, ranges wins over keys.
+	poller   Poller
+	follower Follower
+	ranges   RangeSource
+	keys     KeyLister
+
+	// cur is the table Lookup reads, from New until Close (nil after).
 	cur       atomic.Pointer[table]
-	ready     chan struct{} // closed when the first warm completes
+	warmed    atomic.Bool   // the first load has completed: Lookup answers
+	ready     chan struct{} // closed when warmed turns true
 	readyOnce sync.Once
 
-	// Counters that survive table swaps.
-	hits, misses atomic.Uint64
-	stats        counters
+	hits, misses, notFound atomic.Uint64
+	stats                  counters
 
-	// The loader. srcMu is held around source work by the loader and Reload, so a reload
-	// never interleaves with a refresh; Lookup never takes it.
+	// The loader goroutine (loader.go). Source work and the table's loader writes happen
+	// only on it; Reload and the test kicks ask it.
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	startOnce sync.Once
-	srcMu     sync.Mutex
-	watermark time.Time // guarded by srcMu
-	closed    bool      // guarded by srcMu
+	started   atomic.Bool
+	closeOnce sync.Once
+	kicks     chan kick
+	// followMu guards the interruption of a blocked Follow by a kick (follow.go).
+	followMu     sync.Mutex
+	followCancel context.CancelFunc
+	loop         loopState // owned by the loader goroutine
+	scratch      prepared  // the loader goroutine's row buffer
 
 	// Read-through (incomplete tables only).
 	flight singleflight.Group
@@ -62,14 +77,14 @@ type Cache struct {
 	status  statusState
 	metrics *metrics
 
-	// Test hooks, set before Start.
-	kicks  chan kick                    // run a loader step now
+	// Test hooks, set before Start (they are read without synchronisation).
 	onStep func(step string, err error) // after each loader step
 	joined func()                       // after a read-through joined its flight
 }
 
-// New returns a Cache reading src, or an error naming the first invalid setting in cfg (or
-// a metric that cannot be registered). It starts nothing: call Start.
+// New returns a Cache reading src, or an error naming the first invalid setting in cfg, a
+// source that cannot serve cfg.Mode, or a metric that cannot be registered. It starts
+// nothing: call Start.
 func New(src Source, cfg Config) (*Cache, error) {
 	if src == nil {
 		return nil, errors.New("cache: nil Source")
@@ -78,37 +93,51 @@ func New(src Source, cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cache{
 		src:    src,
 		cfg:    cfg,
 		log:    cfg.Logger,
 		source: fmt.Sprintf("%T", src),
 		ready:  make(chan struct{}),
-		ctx:    ctx,
-		cancel: cancel,
 		sem:    make(chan struct{}, cfg.ReadThroughLimit),
-		kicks:  make(chan kick),
+		kicks:  make(chan kick, kickQueue),
+		loop:   loopState{needLoad: true, fails: make(map[string]*failState)},
 	}
 	if s, ok := src.(fmt.Stringer); ok {
 		c.source = fmt.Sprint(s)
 	}
+	if cfg.Mode == ModeBinlog {
+		if c.follower, _ = src.(Follower); c.follower == nil {
+			return nil, fmt.Errorf("cache: Mode %q (WXLOOKUP_CHANGE_FEED) needs a source that follows a change feed; %s does not", cfg.Mode, c.source)
+		}
+	} else {
+		if c.poller, _ = src.(Poller); c.poller == nil {
+			return nil, fmt.Errorf("cache: Mode %q (WXLOOKUP_CHANGE_FEED) needs a source that can be polled for changes; %s cannot", cfg.Mode, c.source)
+		}
+		if c.ranges, _ = src.(RangeSource); c.ranges == nil {
+			c.keys, _ = src.(KeyLister)
+		}
+	}
+	t, err := newTable(cfg.MaxBytes, &c.stats)
+	if err != nil {
+		return nil, err
+	}
+	if c.ranges != nil {
+		// A fill belongs to no key range, so reconcile cannot find it deleted: it expires.
+		t.fillTTL = cfg.ReconcileInterval
+	}
+	t.overBudget = func(t *table) { c.logOverBudget(t.entries.Load(), t.bytes.Load()) }
+	c.cur.Store(t)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if c.metrics, err = newMetrics(c, cfg.Registerer); err != nil {
-		cancel()
+		c.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-// Ready reports whether the first warm (or Reload) has completed; once true it stays true.
-func (c *Cache) Ready() bool {
-	select {
-	case <-c.ready:
-		return true
-	default:
-		return false
-	}
-}
+// Ready reports whether the first warm has completed; once true it stays true.
+func (c *Cache) Ready() bool { return c.warmed.Load() }
 
 // WaitReady blocks until the first warm has completed (nil) or ctx is done (its error).
 func (c *Cache) WaitReady(ctx context.Context) error {
@@ -128,8 +157,11 @@ func (c *Cache) WaitReady(ctx context.Context) error {
 // exceeds MaxBytes) reads through the source within ReadThroughTimeout and may return its
 // error, ErrBusy, or a context error. Before the first warm, and after Close, err is
 // ErrNotReady. A hit and a complete-mode miss allocate nothing. Safe for concurrent use,
-// including during Reload: a key held before a swap is found throughout it.
+// including during a reload: a key held before it and not deleted by it is found throughout.
 func (c *Cache) Lookup(ctx context.Context, key []byte) (line []byte, canonicalKey string, found bool, err error) {
+	if !c.warmed.Load() {
+		return nil, "", false, ErrNotReady
+	}
 	h := hashKey(key)
 	t := c.acquire(h)
 	if t == nil {
@@ -139,20 +171,21 @@ func (c *Cache) Lookup(ctx context.Context, key []byte) (line []byte, canonicalK
 	complete := t.complete.Load()
 	absent := e == nil && !complete && t.absent(key, c.cfg.Now().UnixNano())
 	t.release(h)
-	if e != nil {
+	switch {
+	case e != nil:
 		c.hits.Add(1)
 		return e.line, e.canon, true, nil
-	}
-	c.misses.Add(1)
-	if complete || absent {
+	case complete || absent:
+		c.notFound.Add(1) // served from memory: not a miss
 		return nil, "", false, nil
 	}
+	c.misses.Add(1)
 	return c.readThrough(ctx, key)
 }
 
-// acquire returns the current table with the caller registered as its reader (nil if there
-// is none); the caller must call release(h) when done with it, and must not do I/O in
-// between. See table.retire for why a retired table is never used.
+// acquire returns the table with the caller registered as its reader (nil after Close);
+// the caller must call release(h) when done with it, and must not do I/O in between. See
+// table.retire for why a closed table is never used.
 func (c *Cache) acquire(h uint64) *table {
 	for {
 		t := c.cur.Load()
@@ -163,40 +196,80 @@ func (c *Cache) acquire(h uint64) *table {
 		if c.cur.Load() == t {
 			return t
 		}
-		t.release(h) // swapped meanwhile: retire may be waiting for us; use the new one
+		t.release(h) // closed meanwhile: retire may be waiting for us
 	}
 }
 
-// swap makes t the table Lookup reads and retires the previous one. The caller holds
-// srcMu.
-func (c *Cache) swap(t *table) {
-	old := c.cur.Swap(t)
-	if old != nil {
-		old.retire()
+// release ends a Lookup's use of t begun by Cache.acquire.
+func (t *table) release(h uint64) {
+	t.readers[h%readerShards].n.Add(-1)
+	if t.retired.Load() {
+		t.checkDrained()
 	}
 }
 
-// Close stops the loader, waits for it and for running read-through queries, and closes the
-// ristretto caches. Lookup returns ErrNotReady afterwards. Close is safe to call more than
-// once and returns the first error encountered while stopping (nil in practice).
+// checkDrained signals drained once no reader is inside a retired table.
+func (t *table) checkDrained() {
+	var n int64
+	for i := range t.readers {
+		n += t.readers[i].n.Load()
+	}
+	if n == 0 {
+		t.drainOnce.Do(func() { close(t.drained) })
+	}
+}
+
+// retire closes t once every Lookup that acquired it has released it (Close). The caller
+// must have made the Cache's table nil first.
+//
+// Why this is safe (Cache.acquire is the other half):
+//  1. A reader increments its shard, then re-reads the Cache's table, and only uses t if
+//     t is still there.
+//  2. retire runs after the table was taken away and sets retired before summing the
+//     shards.
+//  3. Go's atomics are sequentially consistent, so for any reader either its increment is
+//     seen by the sum (and its release, which then sees retired, re-checks the sum), or its
+//     re-read comes after the swap and it backs off without using t.
+//
+// So when the sum reaches zero no reader is, or will be, inside t, and closing ristretto
+// (which empties it and closes channels a Get may send on) cannot make a Lookup panic.
+func (t *table) retire() {
+	t.retired.Store(true)
+	t.checkDrained()
+	<-t.drained
+	t.rc.Close()
+}
+
+// markReady makes Lookup answer, once the first load has completed.
+func (c *Cache) markReady() {
+	c.readyOnce.Do(func() {
+		c.warmed.Store(true)
+		close(c.ready)
+	})
+}
+
+// Close stops the loader (interrupting a source call in progress, a change feed included),
+// waits for it and for running read-through queries, and closes the ristretto cache.
+// Lookup returns ErrNotReady afterwards. Close is safe to call more than once and returns
+// the first error encountered while stopping (nil in practice).
 func (c *Cache) Close() error {
-	c.cancel() // stops the loop and aborts source calls, including a Reload in progress
+	c.cancel()
 	c.wg.Wait()
-
-	c.srcMu.Lock() // a Reload still in progress finishes (aborted) before we close tables
-	defer c.srcMu.Unlock()
-	if c.closed {
-		return nil
-	}
-	c.closed = true
-	// Every read-through query holds a slot of sem; taking them all waits for those still
-	// running (they were cancelled above) and makes later ones fail fast.
-	for range cap(c.sem) {
-		c.sem <- struct{}{}
-	}
-	if old := c.cur.Swap(nil); old != nil {
-		old.retire()
-	}
-	c.metrics.unregister()
+	c.closeOnce.Do(func() {
+		// Every read-through query holds a slot of sem; taking them all waits for those
+		// still running (they were cancelled above) and makes later ones fail fast.
+		for range cap(c.sem) {
+			c.sem <- struct{}{}
+		}
+		if t := c.cur.Swap(nil); t != nil {
+			t.retire()
+		}
+		if c.metrics != nil {
+			c.metrics.unregister()
+		}
+	})
 	return nil
 }
+
+// timeNever is a duration for timers that should not fire.
+const timeNever = time.Duration(1<<63 - 1)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +56,15 @@ func newTestCache(tb testing.TB, src Source, cfg Config) *Cache {
 		}
 	})
 	return c
+}
+
+// runStep runs a refresh (and, with reconcile, a whole reconcile pass) now on the loader
+// goroutine and returns its error.
+func (c *Cache) runStep(reconcile bool) error {
+	if reconcile {
+		return c.Reconcile(context.Background())
+	}
+	return c.Refresh(context.Background())
 }
 
 // startReady starts c and waits for its first warm.
@@ -109,6 +117,8 @@ func TestNewValidates(t *testing.T) {
 		{"read-through limit", Config{ReadThroughLimit: -1}, "ReadThroughLimit"},
 		{"negative ttl", Config{NegativeTTL: -1}, "NegativeTTL"},
 		{"max backoff", Config{MaxBackoff: -1}, "MaxBackoff"},
+		{"mode", Config{Mode: "kafka"}, "WXLOOKUP_CHANGE_FEED"},
+		{"range rows", Config{RangeRows: -1}, "RangeRows"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,6 +145,26 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := New(nil, Config{}); err == nil {
 		t.Error("New(nil source) succeeded")
+	}
+	sources := []struct {
+		name string
+		src  Source
+		mode string
+	}{
+		{"binlog needs a Follower", pollSource{src}, ModeBinlog},
+		{"poll needs a Poller", struct{ Source }{src}, ModePoll},
+	}
+	for _, tt := range sources {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(tt.src, Config{Mode: tt.mode})
+			if err == nil {
+				c.Close()
+				t.Fatalf("New accepted a source that cannot serve mode %q", tt.mode)
+			}
+			if !strings.Contains(err.Error(), "WXLOOKUP_CHANGE_FEED") {
+				t.Errorf("got %q, want it to name WXLOOKUP_CHANGE_FEED", err)
+			}
+		})
 	}
 }
 
@@ -197,8 +227,9 @@ func TestWarm100k(t *testing.T) {
 	if got := src.gets.Load(); got != 0 {
 		t.Errorf("complete cache asked the source %d times, want 0", got)
 	}
-	if st := c.Status(); st.Hits != n+1 || st.Misses != 1 {
-		t.Errorf("hits %d misses %d, want %d 1", st.Hits, st.Misses, n+1)
+	// A definitive not-found is served from memory: not a miss.
+	if st := c.Status(); st.Hits != n+1 || st.NotFound != 1 || st.Misses != 0 {
+		t.Errorf("got hits %d, not found %d, misses %d; want %d, 1, 0", st.Hits, st.NotFound, st.Misses, n+1)
 	}
 }
 
@@ -224,92 +255,35 @@ func TestLookupAllocs(t *testing.T) {
 	}
 }
 
-// TestReloadUnderLookups swaps tables while readers look up every loaded key: none may
-// miss, and the counters carry over.
-func TestReloadUnderLookups(t *testing.T) {
-	const n = 5000
-	src := newFakeSource(n)
-	c := newTestCache(t, src, Config{})
-	startReady(t, c)
-	mustFind(t, c, fakeKey(1), fakeLine(1))
-	before := c.Status()
-
-	var (
-		stop    atomic.Bool
-		wg      sync.WaitGroup
-		lookups atomic.Int64
-		bad     atomic.Value
-	)
-	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := context.Background()
-			keys := make([][]byte, n)
-			for i := range keys {
-				keys[i] = []byte(Key(fakeKey(i)))
-			}
-			for i := g; !stop.Load(); i = (i + 7) % n {
-				line, _, found, err := c.Lookup(ctx, keys[i])
-				lookups.Add(1)
-				if err != nil || !found || string(line) != fakeLine(i) {
-					bad.Store(string(keys[i]))
-					return
-				}
-			}
-		}()
-	}
-	for range 5 {
-		if err := c.Reload(context.Background()); err != nil {
-			t.Fatalf("Reload: %v", err)
-		}
-	}
-	stop.Store(true)
-	wg.Wait()
-	if k := bad.Load(); k != nil {
-		t.Fatalf("Lookup(%q) missed during a reload", k)
-	}
-	after := c.Status()
-	if want := before.Hits + uint64(lookups.Load()); after.Hits != want {
-		t.Errorf("hits after reloads %d, want %d (counters must survive swaps)", after.Hits, want)
-	}
-	if !after.Complete || after.Entries != n || after.LastReload.IsZero() {
-		t.Errorf("after reloads: %+v", after)
-	}
-	if got := src.snapshots.Load(); got != 6 {
-		t.Errorf("%d snapshots, want 6 (warm + 5 reloads)", got)
-	}
-}
-
-// TestRetireWaitsForReaders checks the other half of the swap: a table is not closed while
-// a Lookup is inside it.
-func TestRetireWaitsForReaders(t *testing.T) {
+// TestCloseWaitsForReaders: Close does not close the ristretto cache while a Lookup is
+// inside it.
+func TestCloseWaitsForReaders(t *testing.T) {
 	src := newFakeSource(10)
 	c := newTestCache(t, src, Config{})
 	startReady(t, c)
-	old := c.cur.Load()
+	tbl := c.cur.Load()
 	h := hashKey([]byte(Key(fakeKey(1))))
-	if got := c.acquire(h); got != old {
-		t.Fatal("acquire did not return the current table")
+	if got := c.acquire(h); got != tbl {
+		t.Fatal("acquire did not return the table")
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := c.Reload(context.Background()); err != nil {
-			t.Errorf("Reload: %v", err)
-		}
+		c.Close()
 	}()
 	select {
 	case <-done:
-		t.Fatal("Reload closed a table a reader was inside")
+		t.Fatal("Close closed a table a reader was inside")
 	case <-time.After(100 * time.Millisecond): // a negative check: it must keep waiting
 	}
-	if e := old.get(h, []byte(Key(fakeKey(1)))); e == nil {
-		t.Error("the acquired table lost its entries during the swap")
+	if e := tbl.get(h, []byte(Key(fakeKey(1)))); e == nil || string(e.line) != fakeLine(1) {
+		t.Errorf("the acquired table lost its entry during Close: %+v", e)
 	}
-	old.release(h)
+	tbl.release(h)
 	<-done
-	mustFind(t, c, fakeKey(1), fakeLine(1))
+	if _, _, _, err := lookup(c, fakeKey(1)); !errors.Is(err, ErrNotReady) {
+		t.Errorf("Lookup after Close: got err %v, want ErrNotReady", err)
+	}
 }
 
 func TestCloseStopsEverything(t *testing.T) {

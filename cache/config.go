@@ -14,9 +14,11 @@ const (
 	DefaultMaxBytes = 512 << 20
 	// DefaultRefreshInterval is the incremental refresh period (WXLOOKUP_REFRESH_INTERVAL).
 	DefaultRefreshInterval = time.Second
-	// DefaultReconcileInterval is the period of the key scan that removes deleted rows
-	// (WXLOOKUP_RECONCILE_INTERVAL).
-	DefaultReconcileInterval = 5 * time.Minute
+	// DefaultReconcileInterval is the period of one reconcile pass over every key range,
+	// which finds rows deleted from a polled database (WXLOOKUP_RECONCILE_INTERVAL).
+	DefaultReconcileInterval = 10 * time.Second
+	// DefaultRangeRows is how many rows a key range of the reconcile holds when cut.
+	DefaultRangeRows = 4096
 	// DefaultReadThroughTimeout is the hard deadline of one read-through query.
 	DefaultReadThroughTimeout = 300 * time.Millisecond
 	// DefaultReadThroughLimit is the number of read-through queries allowed at once.
@@ -27,6 +29,18 @@ const (
 	DefaultMaxBackoff = 30 * time.Second
 )
 
+// Modes: how changes reach the cache after the snapshot (Config.Mode, Status.Mode).
+const (
+	// ModePoll asks a Poller for the rows changed every RefreshInterval, and reconciles
+	// by key ranges (RangeSource) to find deleted rows (WXLOOKUP_CHANGE_FEED=poll).
+	ModePoll = "poll"
+	// ModeBinlog follows a Follower's stream of committed changes (WXLOOKUP_CHANGE_FEED=binlog).
+	ModeBinlog = "binlog"
+	// ModeCSV is ModePoll for a source that reports its deletes itself (a CSV file); it
+	// differs only in the name Status.Mode shows.
+	ModeCSV = "csv"
+)
+
 // Config configures a Cache. A zero field means the matching Default constant; a negative
 // one is invalid. The cmd package fills it from flags, the config file and the environment.
 type Config struct {
@@ -35,12 +49,20 @@ type Config struct {
 	// a miss is a definitive "not found"; a larger one is cached partially and misses read
 	// through the source.
 	MaxBytes int64
-	// RefreshInterval is the period of incremental refreshes (Source.Changes). It also caps
+	// RefreshInterval is the period of incremental refreshes (Poller.Changes). It also caps
 	// the retry back-off, so the loader recovers within one interval of the source's return.
 	RefreshInterval time.Duration
-	// ReconcileInterval is the period of the key scan (Source.Keys) that removes rows deleted
-	// from the source.
+	// Mode is how changes reach the cache after the snapshot: ModePoll (the zero value),
+	// ModeBinlog or ModeCSV. ModeBinlog needs a source that is a Follower, the others a
+	// Poller. Status.Mode reports it.
+	Mode string
+	// ReconcileInterval is the period of one reconcile pass (poll modes): every key range
+	// of a RangeSource is compared with its checksum once per pass, one range every
+	// ReconcileInterval/ranges, so the database sees a small, steady load. A source that is
+	// only a KeyLister has all its keys read once per pass instead.
 	ReconcileInterval time.Duration
+	// RangeRows is how many rows a key range holds when a snapshot or a re-read cuts it.
+	RangeRows int
 	// ReadThroughTimeout is the hard deadline of a read-through Source.Get.
 	ReadThroughTimeout time.Duration
 	// ReadThroughLimit bounds concurrent read-through queries; a miss that finds every slot
@@ -48,8 +70,8 @@ type Config struct {
 	ReadThroughLimit int
 	// NegativeTTL is how long a read-through "not found" is answered from memory.
 	NegativeTTL time.Duration
-	// MaxBackoff caps the delay between retries of a failed loader step (the refresh
-	// interval caps it further; see Cache.Start).
+	// MaxBackoff caps the delay between retries of a failed loader step, a reconnect of
+	// the change feed included (the refresh interval caps it further; see Cache.Start).
 	MaxBackoff time.Duration
 	// Render appends the reply line stored for a row (the server's "found" template already
 	// applied) to dst and returns the extended slice, as the append functions of strconv
@@ -97,6 +119,19 @@ func (cfg Config) withDefaults() (Config, error) {
 		case *d.d < 0:
 			return cfg, fmt.Errorf("cache: %s must be positive, got %s", d.name, *d.d)
 		}
+	}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = ModePoll
+	case ModePoll, ModeBinlog, ModeCSV:
+	default:
+		return cfg, fmt.Errorf("cache: Mode (WXLOOKUP_CHANGE_FEED) must be %q, %q or %q, got %q", ModePoll, ModeBinlog, ModeCSV, cfg.Mode)
+	}
+	switch {
+	case cfg.RangeRows == 0:
+		cfg.RangeRows = DefaultRangeRows
+	case cfg.RangeRows < 0:
+		return cfg, fmt.Errorf("cache: RangeRows must be positive, got %d", cfg.RangeRows)
 	}
 	switch {
 	case cfg.ReadThroughLimit == 0:

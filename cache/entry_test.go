@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -24,139 +25,190 @@ func TestDefaultRender(t *testing.T) {
 	}
 }
 
-// newEntryCase is one row for TestNewEntry.
-type newEntryCase struct {
-	name      string
-	row       Row
-	key       string
-	shareKey  bool // the normalised key is the stored key's string
-	extraCost int  // bytes beyond line, key and overhead
+// prep returns row r prepared with DefaultRender.
+func prep(r Row) *prepared {
+	p := new(prepared)
+	p.prepare(r, DefaultRender)
+	return p
 }
 
 func TestNewEntry(t *testing.T) {
-	tests := []newEntryCase{
+	tests := []struct {
+		name      string
+		row       Row
+		key       string
+		shareKey  bool // the normalised key is the stored key's string
+		extraCost int  // bytes beyond line, key and overhead
+	}{
 		{"already normal", Row{Key: "18-546", Values: []string{"v"}}, "18-546", true, 0},
 		{"upper case", Row{Key: "A7-001", Values: []string{"v"}}, "a7-001", false, len("A7-001")},
 		{"full width", Row{Key: "Ａ７", Values: []string{"v"}}, "a7", false, len("Ａ７")},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name+"/heap", func(t *testing.T) { checkNewEntry(t, tt, nil) })
-		t.Run(tt.name+"/slab", func(t *testing.T) { checkNewEntry(t, tt, new(slab)) })
+		t.Run(tt.name, func(t *testing.T) {
+			p := prep(tt.row)
+			e := newEntry(p)
+			if e.key != tt.key || e.canon != tt.row.Key {
+				t.Fatalf("got key %q canon %q, want %q %q", e.key, e.canon, tt.key, tt.row.Key)
+			}
+			line := string(DefaultRender(nil, tt.row))
+			if string(e.line) != line || cap(e.line) != len(e.line) {
+				t.Errorf("got line %q (cap %d), want %q with no spare capacity", e.line, cap(e.line), line)
+			}
+			if (unsafe.StringData(e.key) == unsafe.StringData(e.canon)) != tt.shareKey {
+				t.Errorf("key shares the stored key's bytes: got %v, want %v", !tt.shareKey, tt.shareKey)
+			}
+			want := int32(len(e.line) + len(e.key) + entryOverhead + tt.extraCost)
+			if e.cost != want || int64(e.cost) != p.cost() {
+				t.Errorf("got cost %d (prepared says %d), want %d", e.cost, p.cost(), want)
+			}
+			if e.sum != RowSum(tt.row.Key, tt.row.Values) {
+				t.Errorf("got sum %d, want RowSum %d", e.sum, RowSum(tt.row.Key, tt.row.Values))
+			}
+			// The entry owns its bytes: neither the row nor the prepared buffer is kept.
+			if unsafe.StringData(e.canon) == unsafe.StringData(tt.row.Key) {
+				t.Error("the entry keeps the row's key string (and with it the row's memory)")
+			}
+			p.prepare(Row{Key: "ZZ-999", Values: []string{"something else entirely"}}, DefaultRender)
+			if string(e.line) != line || e.key != tt.key || e.canon != tt.row.Key {
+				t.Errorf("reusing the prepared buffer changed the entry: %q %q %q", e.key, e.canon, e.line)
+			}
+		})
 	}
 }
 
-func checkNewEntry(t *testing.T, tt newEntryCase, sl *slab) {
-	scratch := make([]byte, 0, 64)
-	e, scratch := newEntry(tt.row, DefaultRender, scratch, sl)
-	if e.key != tt.key || e.canon != tt.row.Key {
-		t.Fatalf("key %q canon %q, want %q %q", e.key, e.canon, tt.key, tt.row.Key)
+// TestPreparedHolds: a row is held by an entry with the same stored key and line, whatever
+// its checksum; the row's own Sum is used when the source gives one.
+func TestPreparedHolds(t *testing.T) {
+	e := newEntry(prep(Row{Key: "A7-001", Values: []string{"x", "y"}}))
+	tests := []struct {
+		name string
+		row  Row
+		want bool
+	}{
+		{"same", Row{Key: "A7-001", Values: []string{"x", "y"}}, true},
+		{"other sum, same line", Row{Key: "A7-001", Values: []string{"x", "y"}, Sum: 7}, true},
+		{"other value", Row{Key: "A7-001", Values: []string{"x", "z"}}, false},
+		{"other spelling of the key", Row{Key: "a7-001", Values: []string{"x", "y"}}, false},
 	}
-	line := string(DefaultRender(nil, tt.row))
-	if string(e.line) != line || cap(e.line) != len(e.line) {
-		t.Errorf("line %q (cap %d), want %q with no spare capacity", e.line, cap(e.line), line)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := prep(tt.row)
+			if got := p.holds(e); got != tt.want {
+				t.Errorf("got holds %v, want %v", got, tt.want)
+			}
+			if tt.row.Sum != 0 && p.sum != tt.row.Sum {
+				t.Errorf("got sum %d, want the row's %d", p.sum, tt.row.Sum)
+			}
+		})
 	}
-	if (unsafe.StringData(e.key) == unsafe.StringData(e.canon)) != tt.shareKey {
-		t.Errorf("key shares the stored key's bytes: %v, want %v", !tt.shareKey, tt.shareKey)
+	if prep(Row{Key: "k"}).holds(nil) {
+		t.Error("a row is held by no entry")
 	}
-	want := int64(len(e.line) + len(e.key) + entryOverhead + tt.extraCost)
-	if e.cost != want {
-		t.Errorf("cost %d, want %d", e.cost, want)
+}
+
+// TestPrepareAllocs: comparing a row with what is held costs no allocation.
+func TestPrepareAllocs(t *testing.T) {
+	row := Row{Key: "A7-001", Values: []string{"车体新厂房3号"}}
+	e := newEntry(prep(row))
+	var p prepared
+	p.prepare(row, DefaultRender)
+	if n := testing.AllocsPerRun(100, func() {
+		p.prepare(row, DefaultRender)
+		if !p.holds(e) {
+			t.Fatal("not held")
+		}
+	}); n != 0 {
+		t.Errorf("got %v allocations to prepare and compare a row, want 0", n)
 	}
-	// The entry owns its bytes: neither the row nor the reused scratch is kept.
-	if unsafe.StringData(e.canon) == unsafe.StringData(tt.row.Key) {
-		t.Error("the entry keeps the row's key string (and with it the row's memory)")
+	if n := testing.AllocsPerRun(100, func() { RowSum(row.Key, row.Values) }); n != 0 {
+		t.Errorf("got %v allocations in RowSum, want 0", n)
 	}
-	for i := range scratch[:cap(scratch)] {
-		scratch[:cap(scratch)][i] = '#'
+}
+
+// TestNewEntryAllocations pins the layout: an entry is its struct and one block of bytes.
+func TestNewEntryAllocations(t *testing.T) {
+	p := prep(Row{Key: "A7-001", Values: []string{"车体新厂房3号"}})
+	if n := testing.AllocsPerRun(100, func() { newEntry(p) }); n != 2 {
+		t.Errorf("got %v allocations in newEntry, want 2 (the entry and its bytes)", n)
 	}
-	// A second entry from the same slab must not share the first one's bytes.
-	if sl != nil {
-		newEntry(Row{Key: "ZZ-999", Values: []string{"other"}}, DefaultRender, nil, sl)
+}
+
+func TestGroup(t *testing.T) {
+	var g, h group
+	a, b, c := &entry{key: "a"}, &entry{key: "b"}, &entry{key: "c"}
+	for _, e := range []*entry{a, b, c} {
+		g.link(e)
 	}
-	if string(e.line) != line || e.key != tt.key || e.canon != tt.row.Key {
-		t.Errorf("later writes changed the entry: %q %q %q", e.key, e.canon, e.line)
+	keys := func(g *group) string {
+		var s []string
+		for e := g.head; e != nil; e = e.gnext {
+			if e.grp != g {
+				t.Fatalf("entry %q in group %p says it is in %p", e.key, g, e.grp)
+			}
+			s = append(s, e.key)
+		}
+		return strings.Join(s, ",")
+	}
+	if got := keys(&g); got != "c,b,a" || g.n != 3 {
+		t.Fatalf("got %q (n %d), want c,b,a (3)", got, g.n)
+	}
+	g.unlink(b)
+	h.link(b)
+	if keys(&g) != "c,a" || keys(&h) != "b" || g.n != 2 || h.n != 1 {
+		t.Fatalf("after a move: got %q and %q", keys(&g), keys(&h))
+	}
+	a2 := &entry{key: "a2"}
+	g.replace(a, a2)
+	if keys(&g) != "c,a2" || a.grp != nil || g.n != 2 {
+		t.Fatalf("after replace: got %q, a.grp %p", keys(&g), a.grp)
+	}
+	g.unlink(c)
+	g.unlink(a2)
+	if g.head != nil || g.n != 0 {
+		t.Errorf("emptied group: head %v n %d", g.head, g.n)
 	}
 }
 
 func TestChain(t *testing.T) {
+	var g group
 	a := &entry{key: "a", cost: 1}
 	b := &entry{key: "b", cost: 2, next: a}
 	c := &entry{key: "c", cost: 4, next: b}
+	for _, e := range []*entry{a, b, c} {
+		g.link(e)
+	}
 	if got := chainCost(c); got != 7 {
-		t.Errorf("chainCost = %d, want 7", got)
+		t.Errorf("got chainCost %d, want 7", got)
 	}
 	if c.find([]byte("a")) != a || c.findString("b") != b || c.find([]byte("x")) != nil {
 		t.Error("find does not walk the chain")
 	}
 	rest := without(c, "b")
 	if rest.findString("b") != nil || rest.findString("a") == nil || rest.findString("c") == nil || chainCost(rest) != 5 {
-		t.Errorf("without(b) = %+v", rest)
+		t.Errorf("got without(b) = %+v", rest)
 	}
 	if c.next != b || b.next != a {
 		t.Error("without modified the original chain")
 	}
-	if without(a, "a") != nil {
+	// The copies took their originals' places in the group; b is left for the caller.
+	for _, k := range []string{"a", "c"} {
+		if e := rest.findString(k); e.grp != &g {
+			t.Errorf("the copy of %q is not in the group", k)
+		}
+	}
+	if a.grp != nil || c.grp != nil || b.grp != &g || g.n != 3 {
+		t.Errorf("got originals a %p c %p b %p, n %d; want the copies in their places", a.grp, c.grp, b.grp, g.n)
+	}
+	if without(b.next, "a") != nil {
 		t.Error("without of the only entry is not empty")
 	}
 }
 
-// TestNewEntryAllocations pins the layout: an entry is its struct and one block of bytes.
-func TestNewEntryAllocations(t *testing.T) {
-	row := Row{Key: "A7-001", Values: []string{"车体新厂房3号"}}
-	scratch := make([]byte, 0, 128)
-	if n := testing.AllocsPerRun(100, func() { _, scratch = newEntry(row, DefaultRender, scratch, nil) }); n != 2 {
-		t.Errorf("newEntry allocates %v times, want 2 (the entry and its bytes)", n)
-	}
-	sl := new(slab)
-	if n := testing.AllocsPerRun(1000, func() { _, scratch = newEntry(row, DefaultRender, scratch, sl) }); n > 0.01 {
-		t.Errorf("newEntry from a slab allocates %v times per entry, want a block now and then", n)
-	}
-}
-
-func TestSlab(t *testing.T) {
-	sl := new(slab)
-	seen := map[*entry]bool{}
-	for range 3 * slabEntries {
-		e := sl.entry()
-		if seen[e] || e.key != "" || e.line != nil || e.next != nil {
-			t.Fatalf("entry %p handed out twice or not zero: %+v", e, *e)
-		}
-		seen[e] = true
-		e.key = "used"
-	}
-	var total int
-	prev := sl.bytes(10)
-	for range 3 * slabBytes / 100 {
-		b := sl.bytes(100)
-		if len(b) != 100 || cap(b) != 100 {
-			t.Fatalf("bytes(100): len %d cap %d", len(b), cap(b))
-		}
-		for i := range b {
-			if b[i] != 0 {
-				t.Fatal("bytes not zero")
-			}
-			b[i] = 0xff
-		}
-		total += len(b)
-	}
-	if prev[0] != 0 {
-		t.Error("a later request overwrote an earlier one")
-	}
-	big := sl.bytes(slabBytes)
-	if len(big) != slabBytes || cap(big) != slabBytes {
-		t.Errorf("a large request: len %d cap %d", len(big), cap(big))
-	}
-	var none *slab
-	if e := none.entry(); e == nil || len(none.bytes(5)) != 5 {
-		t.Error("a nil slab does not allocate from the heap")
-	}
-}
-
 func BenchmarkNewEntry(b *testing.B) {
-	row := Row{Key: "18-546", Values: []string{"车体新厂房3号"}}
-	var scratch []byte
+	p := prep(Row{Key: "18-546", Values: []string{"车体新厂房3号"}})
 	b.ReportAllocs()
 	for b.Loop() {
-		_, scratch = newEntry(row, DefaultRender, scratch, nil)
+		newEntry(p)
 	}
 }

@@ -5,111 +5,249 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
+	"runtime/debug"
 	"time"
 	"unsafe"
 )
 
-// kick asks the loader loop to run a step now and report its error (tests drive time this
-// way instead of sleeping).
+// The loader is one goroutine (Start). All source work and every loader write into the
+// table happen on it, so a reload, a refresh, a range re-read and the change feed never
+// interleave; Reload and the test kicks (Refresh, Reconcile) ask it to run a step and wait
+// for the result. A panic inside it is recovered, logged with its stack, counted, and the
+// loop starts again after a back-off from where it was: Lookup never notices.
+
+// kickOp is the step a kick asks for.
+type kickOp int
+
+const (
+	kickRefresh kickOp = iota
+	kickReconcile
+	kickReload
+)
+
+// kick asks the loader goroutine to run a step now and send its error on done.
 type kick struct {
-	reconcile bool
-	done      chan error
+	op   kickOp
+	done chan error
+}
+
+// loopState is the loader goroutine's own state; nothing else touches it.
+type loopState struct {
+	// needLoad says the table needs a snapshot: before the first warm, after a failed
+	// reload, and when the change feed asked for one.
+	needLoad   bool
+	resnapshot bool      // the change feed asked for the snapshot needed
+	watermark  time.Time // poll: where the next Changes call starts
+	cursor     string    // binlog: the cursor of the last change applied
+	fails      map[string]*failState
+	walk       walkState
+	inflight   kick // the kick being run, answered if the loop panics
+}
+
+// failState counts a step's consecutive failures, for the log.
+type failState struct {
+	n    int
+	last string // the last error's text
 }
 
 // Start launches the loader goroutine: it warms the cache from Source.Snapshot (Ready turns
-// true after), then refreshes it every RefreshInterval and reconciles it every
-// ReconcileInterval until Close. Start returns at once; calls after the first do nothing.
+// true after), then applies changes (Config.Mode) until Close. Start returns at once; calls
+// after the first do nothing.
 //
-// A failed step (warm included) is logged and counted, never fatal, and retried after a
-// capped exponential back-off with jitter. The cap is the smaller of MaxBackoff and
-// RefreshInterval: a retry costs no more than the refresh that would run anyway (one
-// indexed query, or a refused connection while the database is down), so backing off past
-// the interval would only delay recovery, and SPEC 6 asks the loader to recover within one
-// interval of the source's return. The exponential start (cap/16) retries a blip quickly;
-// MaxBackoff matters when RefreshInterval is longer than it.
+// A failed step (warm included) is logged, counted and shown in Status, never fatal, and
+// retried after a capped exponential back-off with jitter. The cap is the smaller of
+// MaxBackoff and RefreshInterval: a retry costs no more than the refresh that would run
+// anyway (one indexed query, or a refused connection while the database is down), and
+// SPEC 6 asks the loader to recover within one interval of the source's return. The log
+// says that a step fails at its 1st, 2nd, 4th, 8th, … consecutive failure and whenever the
+// error's text changes, and that it recovered once.
 func (c *Cache) Start() {
 	c.startOnce.Do(func() {
 		c.status.start(c.cfg.Now())
+		c.started.Store(true)
 		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.loop(c.ctx)
-		}()
+		go c.supervise()
 	})
 }
 
-// loop is the loader goroutine. It owns the tickers; srcMu serialises its source work with
-// Reload.
-func (c *Cache) loop(ctx context.Context) {
-	refresh := time.NewTicker(c.cfg.RefreshInterval)
-	defer refresh.Stop()
-	reconcile := time.NewTicker(c.cfg.ReconcileInterval)
-	defer reconcile.Stop()
-
-	var (
-		failures     int // consecutive failed steps
-		reconcileDue bool
-		k            kick
-	)
-	for {
-		err := c.step(ctx, &reconcileDue)
-		if k.done != nil {
-			k.done <- err
-			k = kick{}
-		}
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil:
-			failures++
-			refresh.Reset(c.backoff(failures))
-		case failures > 0:
-			c.log.Info("cache: loader recovered", "failed_attempts", failures)
-			failures = 0
-			refresh.Reset(c.cfg.RefreshInterval)
-		}
+// supervise runs the loader loop until Close, starting it again after a panic.
+func (c *Cache) supervise() {
+	defer c.wg.Done()
+	for n := 1; c.runLoop(); n++ {
+		t := time.NewTimer(c.backoff(n))
 		select {
-		case <-ctx.Done():
+		case <-c.ctx.Done():
+			t.Stop()
 			return
-		case <-refresh.C:
-		case <-reconcile.C:
-			reconcileDue = true
-		case k = <-c.kicks:
-			reconcileDue = reconcileDue || k.reconcile
+		case <-t.C:
 		}
 	}
 }
 
-// runStep runs a step now on the loader goroutine and returns its error (tests).
-func (c *Cache) runStep(reconcile bool) error {
-	return c.kick(context.Background(), reconcile)
+// runLoop runs the loop of the configured mode and reports whether it panicked.
+func (c *Cache) runLoop() (panicked bool) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		c.recovered("loader", r)
+		if k := c.loop.inflight; k.done != nil {
+			k.done <- fmt.Errorf("cache: loader panicked: %v", r)
+			c.loop.inflight = kick{}
+		}
+		panicked = true
+	}()
+	if c.follower != nil {
+		c.followLoop(c.ctx)
+	} else {
+		c.pollLoop(c.ctx)
+	}
+	return false
+}
+
+// recovered logs and counts a panic recovered in goroutine (loader, read_through).
+func (c *Cache) recovered(goroutine string, r any) {
+	c.status.panics.Add(1)
+	c.metrics.panics.WithLabelValues(goroutine).Inc()
+	c.log.Error("cache: recovered from a panic", "goroutine", goroutine, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+}
+
+// pollLoop is the loader in the poll modes: warm, then a refresh every RefreshInterval and
+// the reconcile walk (reconcile.go) beside it.
+func (c *Cache) pollLoop(ctx context.Context) {
+	refresh := time.NewTimer(0) // the warm, at once
+	defer refresh.Stop()
+	walk := time.NewTimer(c.startPass()) // a new pass (none before the warm)
+	defer walk.Stop()
+	var scan <-chan time.Time
+	if c.keys != nil {
+		tick := time.NewTicker(c.cfg.ReconcileInterval)
+		defer tick.Stop()
+		scan = tick.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-refresh.C:
+			step, err := c.pollStep(ctx)
+			refresh.Reset(c.retryDelay(step, err))
+		case <-walk.C:
+			walk.Reset(c.walkStep(ctx))
+		case <-scan:
+			if !c.loop.needLoad {
+				c.run(ctx, "reconcile", c.scanKeys)
+			}
+		case k := <-c.kicks:
+			c.runKick(ctx, k)
+		}
+		if c.loop.walk.restart { // a snapshot cut new ranges: a new pass begins
+			c.loop.walk.restart = false
+			walk.Reset(c.startPass())
+		}
+	}
+}
+
+// pollStep runs the snapshot while one is needed, else a refresh, and returns the step's
+// name and error.
+func (c *Cache) pollStep(ctx context.Context) (string, error) {
+	if c.loop.needLoad {
+		step := c.loadStepName()
+		return step, c.run(ctx, step, c.pollLoad)
+	}
+	return "refresh", c.run(ctx, "refresh", c.refresh)
+}
+
+// pollLoad streams a snapshot into the table; changes are then asked for from its
+// watermark.
+func (c *Cache) pollLoad(ctx context.Context) error {
+	wm, loaded, err := c.load(ctx)
+	if loaded {
+		c.loop.watermark, c.loop.needLoad = wm, false
+		c.loop.walk.restart = true
+	} else {
+		c.loop.needLoad = true
+	}
+	return err
+}
+
+// retryDelay returns when the step after step should run: the refresh interval, or the
+// back-off after a failure.
+func (c *Cache) retryDelay(step string, err error) time.Duration {
+	if err == nil {
+		return c.cfg.RefreshInterval
+	}
+	if f := c.loop.fails[step]; f != nil && f.n > 0 {
+		return c.backoff(f.n)
+	}
+	return c.backoff(1)
 }
 
 // Refresh runs the loader's next step now instead of at the next tick, and returns its
-// error: an incremental refresh, or the warm while that has not succeeded. It waits for a
-// step in progress; it needs Start. Tests use it to observe a change without sleeping.
-func (c *Cache) Refresh(ctx context.Context) error { return c.kick(ctx, false) }
+// error: in poll mode an incremental refresh, or the snapshot while one is needed; in
+// binlog mode the snapshot while one is needed, else nothing (it interrupts the change
+// feed, which then resumes from its cursor). It waits for a step in progress; it needs
+// Start. Tests use it to observe a change without sleeping.
+func (c *Cache) Refresh(ctx context.Context) error { return c.kick(ctx, kickRefresh) }
 
-// Reconcile runs a refresh and a full key scan (which removes deleted rows) now, and
-// returns the error. It needs Start.
-func (c *Cache) Reconcile(ctx context.Context) error { return c.kick(ctx, true) }
+// Reconcile runs a refresh and then a whole reconcile pass now (every key range of a
+// RangeSource, or a key scan of a KeyLister), and returns the first error. It needs Start.
+func (c *Cache) Reconcile(ctx context.Context) error { return c.kick(ctx, kickReconcile) }
 
-func (c *Cache) kick(ctx context.Context, reconcile bool) error {
-	k := kick{reconcile: reconcile, done: make(chan error, 1)}
+// kickQueue is how many kicks may wait for the loader goroutine.
+const kickQueue = 16
+
+// kick asks the loader goroutine to run op and returns its error. The request is queued
+// first, then a change feed blocked in Follow is interrupted (see beginFollow for why in
+// this order).
+func (c *Cache) kick(ctx context.Context, op kickOp) error {
+	if !c.started.Load() {
+		return errors.New("cache: the loader is not started")
+	}
+	closed := fmt.Errorf("cache: closed: %w", ErrNotReady)
+	if c.ctx.Err() != nil {
+		return closed
+	}
+	k := kick{op: op, done: make(chan error, 1)}
 	select {
 	case c.kicks <- k:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.ctx.Done():
-		return ErrNotReady
+		return closed
 	}
+	c.interruptFollow()
 	select {
 	case err := <-k.done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-c.ctx.Done():
+		return closed
 	}
+}
+
+// runKick runs a kick's step on the loader goroutine and answers it.
+func (c *Cache) runKick(ctx context.Context, k kick) {
+	c.loop.inflight = k
+	if k.op == kickReload {
+		c.loop.needLoad = true
+	}
+	var err error
+	switch {
+	case c.follower != nil:
+		if c.loop.needLoad {
+			err = c.run(ctx, c.loadStepName(), c.followLoad)
+		}
+	default:
+		_, err = c.pollStep(ctx)
+		if err == nil && k.op == kickReconcile && !c.loop.needLoad {
+			err = c.run(ctx, "reconcile", c.reconcileNow)
+		}
+	}
+	c.loop.inflight = kick{}
+	k.done <- err
 }
 
 // backoff returns the delay before retry n (1 for the first) of a failed step: cap/16,
@@ -124,47 +262,30 @@ func (c *Cache) backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// step runs the loader's next piece of work: the warm until it succeeds, then a refresh
-// and, when due, a reconcile.
-func (c *Cache) step(ctx context.Context, reconcileDue *bool) error {
-	c.srcMu.Lock()
-	defer c.srcMu.Unlock()
-	if c.closed {
-		return nil
-	}
-	if c.cur.Load() == nil {
-		return c.run(ctx, "warm", c.loadLocked)
-	}
-	if err := c.run(ctx, "refresh", c.refreshLocked); err != nil {
-		return err
-	}
-	if *reconcileDue {
-		if err := c.run(ctx, "reconcile", c.reconcileLocked); err != nil {
-			return err
-		}
-		*reconcileDue = false
-	}
-	return nil
-}
-
-// run runs one named step and records its outcome. A context.Canceled (Close, or a Reload
-// caller giving up) is returned but not counted as an error.
+// run runs one named step and records its outcome (Status, metrics, the log). A
+// context.Canceled (Close, or a change feed interrupted by a kick) is returned but not
+// counted as an error.
 func (c *Cache) run(ctx context.Context, step string, fn func(context.Context) error) error {
 	now := c.cfg.Now()
 	c.status.attempted(now)
 	err := fn(ctx)
+	canceled := errors.Is(err, context.Canceled) && ctx.Err() != nil
 	switch {
 	case err == nil:
-		c.status.succeeded(now, step != "reconcile")
-	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		if step != "reconcile" {
+			c.status.succeeded(now)
+		}
+	case canceled:
 	default:
 		c.status.recordError(now, step, err)
 		c.metrics.stepErrors.WithLabelValues(step).Inc()
-		c.log.Error("cache: loader step failed", "step", step, "err", err)
 	}
-	if c.cur.Load() != nil {
+	if !canceled {
+		c.noteOutcome(step, err)
+	}
+	if !c.loop.needLoad {
 		// Ready only now, so that whoever waited for it sees the warm in Status too.
-		c.readyOnce.Do(func() { close(c.ready) })
+		c.markReady()
 	}
 	if c.onStep != nil {
 		c.onStep(step, err)
@@ -172,272 +293,72 @@ func (c *Cache) run(ctx context.Context, step string, fn func(context.Context) e
 	return err
 }
 
-// Reload builds a fresh cache from Source.Snapshot, verifies it, and swaps it in
-// atomically: readers never see an empty or partial cache, and hit and miss counters carry
-// over. It waits for a refresh in progress (and the refresh waits for it). It returns the
-// error that left the current cache in place, or a verification error (the new cache is
-// then in use but marked incomplete, so misses read through). While it builds, it raises
-// the process's GOGC (see rebuildGCFactor) and runs at idle priority (see background).
-// Safe for concurrent use.
-func (c *Cache) Reload(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(c.ctx, cancel) // Close aborts a reload in progress
-	defer stop()
-
-	c.srcMu.Lock()
-	defer c.srcMu.Unlock()
-	if c.closed {
-		return errors.New("cache: reload: closed")
+// noteOutcome logs a step's failure at its 1st, 2nd, 4th, 8th, … consecutive failure and
+// when the error's text changes, and its recovery once.
+func (c *Cache) noteOutcome(step string, err error) {
+	f := c.loop.fails[step]
+	if f == nil {
+		f = new(failState)
+		c.loop.fails[step] = f
 	}
-	if c.cur.Load() != nil {
-		// A table is serving: no collection until the new one replaces it, and the build
-		// takes only CPU the webhook leaves idle.
-		defer deferGC()()
-		defer background()()
+	if err == nil {
+		if f.n > 0 {
+			c.log.Info("cache: loader recovered", "step", step, "failed_attempts", f.n)
+		}
+		f.n, f.last = 0, ""
+		return
 	}
-	return c.run(ctx, "reload", c.loadLocked)
+	f.n++
+	msg := err.Error()
+	if f.n&(f.n-1) == 0 || msg != f.last {
+		c.log.Error("cache: loader step failed", "step", step, "err", err, "consecutive_failures", f.n)
+	}
+	f.last = msg
 }
 
-// newPacer is newPacer for a rebuild of this cache, which says in the log when the rebuild
-// was starved at idle priority and went back to normal priority.
-func (c *Cache) newPacer(on bool, step string) *pacer {
-	p := newPacer(on)
-	p.starved = func() {
-		restoreThreadPriority()
-		c.log.Info("cache: no idle CPU on the machine: the " + step + " goes on at normal priority, paced")
-	}
-	return p
-}
-
-// loadLocked builds a table from a snapshot and swaps it in. The caller holds srcMu.
-func (c *Cache) loadLocked(ctx context.Context) error {
-	start := time.Now()
-	t, wm, err := c.build(ctx)
-	if err != nil && t == nil {
-		return err
-	}
-	c.swap(t)
-	c.watermark = wm
-	took := time.Since(start)
-	c.status.loaded(c.cfg.Now(), took)
-	c.log.Info("cache: loaded", "entries", t.entries.Load(), "cost_bytes", t.bytes.Load(),
-		"complete", t.complete.Load(), "took", took)
-	return err
-}
-
-// build streams a snapshot into a new table. It returns the table and the snapshot's
-// watermark; with a non-nil error the table is nil, unless only its verification failed
-// (it is then usable and marked incomplete).
-//
-// Rows are first buffered, so that the table can be sized for them (ristretto's counters
-// ~10x the entries, MaxCost the budget plus headroom). If the rows outgrow the budget the
-// table is created at once as incomplete, capped at the budget, and filled until full; the
-// rest of the snapshot is only counted for the log line.
-func (c *Cache) build(ctx context.Context) (*table, time.Time, error) {
-	var (
-		buf      []*entry
-		rows     int64
-		bytes    int64
-		t        *table // non-nil once the rows outgrow the budget
-		scratch  []byte
-		buildErr error
-		pace     = c.newPacer(c.cur.Load() != nil, "reload") // a reload: leave CPU to the webhook
-		sl       = new(slab)                                 // entries side by side: see slab
-	)
-	wm, err := c.src.Snapshot(ctx, func(r Row) error {
-		rows++
-		if err := pace.tick(ctx); err != nil {
-			return err
-		}
-		if r.Deleted {
-			return nil
-		}
-		if t != nil {
-			sl = nil // the table is evicting: entries are allocated one by one
-		}
-		var e *entry
-		e, scratch = newEntry(r, c.cfg.Render, scratch, sl)
-		bytes += e.cost
-		if t != nil {
-			return putPartial(t, e)
-		}
-		buf = append(buf, e)
-		if bytes <= c.cfg.MaxBytes {
-			return nil
-		}
-		t, buildErr = newTable(int(c.cfg.MaxBytes/(bytes/int64(len(buf)))), false, c.cfg.MaxBytes, &c.stats)
-		if buildErr != nil {
-			return buildErr
-		}
-		for _, e := range buf {
-			if err := putPartial(t, e); err != nil {
-				return err
-			}
-		}
-		buf = nil
-		return nil
-	})
-	c.status.rowsLoaded.Add(uint64(rows))
-	if err != nil {
-		if t != nil {
-			t.close()
-		}
-		return nil, wm, fmt.Errorf("cache: snapshot: %w", err)
-	}
-	var verifyErr error
-	if t != nil {
-		c.logOverBudget(rows, bytes)
-	} else {
-		if t, err = newTable(len(buf), true, c.cfg.MaxBytes, &c.stats); err != nil {
-			return nil, wm, err
-		}
-		hashes, shared := hashAll(buf)
-		for i, e := range buf {
-			if err := pace.tick(ctx); err != nil {
-				t.close()
-				return nil, wm, err
-			}
-			var err error
-			if _, ok := shared[hashes[i]]; ok {
-				err = t.put(e) // a key given twice, or a hash collision: merge with what is there
-			} else {
-				err = t.putNew(e, hashes[i])
-			}
-			// A verification failure leaves the table incomplete but usable: keep filling.
-			if err != nil && verifyErr == nil {
-				verifyErr = err
-			}
-		}
-	}
-	t.overBudget = func(t *table) { c.logOverBudget(t.entries.Load(), t.bytes.Load()) }
-	if err := t.flush(); err != nil && verifyErr == nil {
-		verifyErr = err
-	}
-	return t, wm, verifyErr
-}
-
-// hashAll returns the hash of each entry's key, and the set of hashes that more than one
-// entry has (almost always empty). Sorting a copy of the hashes finds those far faster
-// than asking ristretto, for every row, what its hash already holds.
-func hashAll(entries []*entry) (hashes []uint64, shared map[uint64]struct{}) {
-	hashes = make([]uint64, len(entries))
-	for i, e := range entries {
-		hashes[i] = hashKeyString(e.key)
-	}
-	sorted := slices.Clone(hashes)
-	slices.Sort(sorted)
-	for i := 1; i < len(sorted); i++ {
-		if sorted[i] == sorted[i-1] {
-			if shared == nil {
-				shared = make(map[uint64]struct{})
-			}
-			shared[sorted[i]] = struct{}{}
-		}
-	}
-	return hashes, shared
-}
-
-// putPartial puts e into an incomplete table being filled by a snapshot, unless it is full.
-func putPartial(t *table, e *entry) error {
-	if t.bytes.Load()+e.cost > t.budget {
-		return nil
-	}
-	return t.put(e)
-}
-
-// logOverBudget says, once per occurrence, that the table no longer fits the budget.
-func (c *Cache) logOverBudget(rows, bytes int64) {
-	c.log.Warn(fmt.Sprintf("cache: the table (%d rows, %d bytes) exceeds WXLOOKUP_CACHE_MAX_BYTES (%d bytes): "+
-		"the cache is incomplete and misses read through the source", rows, bytes, c.cfg.MaxBytes),
-		"rows", rows, "bytes", bytes, "max_bytes", c.cfg.MaxBytes)
-}
-
-// refreshLocked applies the rows changed since the watermark to the current table. The
-// caller holds srcMu. The watermark only advances when the whole stream was applied and
-// verified; on error the rows are delivered again next time (applying a row is idempotent).
-func (c *Cache) refreshLocked(ctx context.Context) error {
+// refresh applies the rows changed since the watermark. The watermark only advances when
+// the whole stream was applied; on error the rows are delivered again next time (applying
+// a row is idempotent).
+func (c *Cache) refresh(ctx context.Context) error {
 	t := c.cur.Load()
-	var (
-		rows    uint64
-		scratch []byte
-		start   = time.Now()
-	)
+	var rows uint64
+	start := time.Now()
 	defer func() {
 		// A refresh should read a handful of rows in milliseconds; say so when one does not
 		// (a bulk update, or a cold database after a restart), as it delays the next.
 		if took := time.Since(start); took > c.cfg.RefreshInterval {
-			c.log.Warn("cache: slow refresh", "rows", rows, "took", took, "since", c.watermark)
+			c.log.Warn("cache: slow refresh", "rows", rows, "took", took, "since", c.loop.watermark)
 		}
 	}()
-	next, err := c.src.Changes(ctx, c.watermark, func(r Row) error {
+	next, err := c.poller.Changes(ctx, c.loop.watermark, func(r Row) error {
 		rows++
 		if r.Deleted {
-			scratch = AppendKey(scratch[:0], unsafe.Slice(unsafe.StringData(r.Key), len(r.Key)))
-			return t.del(string(scratch))
+			c.metrics.events.delete.Inc()
+		} else {
+			c.metrics.events.upsert.Inc()
 		}
-		var e *entry
-		e, scratch = newEntry(r, c.cfg.Render, scratch, nil)
-		return t.put(e)
+		c.applyRow(t, r)
+		return nil
 	})
 	c.status.rowsLoaded.Add(rows)
 	ferr := t.flush()
 	if err != nil {
-		return fmt.Errorf("cache: changes since %s: %w", c.watermark.Format(time.RFC3339Nano), err)
+		return fmt.Errorf("cache: changes since %s: %w", c.loop.watermark.Format(time.RFC3339Nano), err)
 	}
-	c.watermark = next
+	c.loop.watermark = next
 	return ferr
 }
 
-// reconcileLocked removes cached rows the source no longer has. The caller holds srcMu.
-//
-// The key scan is not a snapshot, and rows may be inserted while it runs. Such a row is not
-// at risk: the scan only judges entries stamped before it began (beginScan), and a row
-// inserted in the source after that reaches the cache through Changes (or a read-through)
-// with a newer stamp. A row deleted and re-inserted during the scan may be removed here,
-// but its re-insert is newer than the watermark, so the next refresh restores it. Keys are
-// compared by 64-bit hash to keep the scan's set small; a deleted key whose hash equals a
-// live key's would survive until that key is deleted too (odds ~n²/2⁶⁵).
-func (c *Cache) reconcileLocked(ctx context.Context) error {
-	defer background()() // the scan takes only CPU the webhook leaves idle
-	t := c.cur.Load()
-	scan := t.beginScan()
-	seen := make(map[uint64]struct{}, max(t.entries.Load(), 0))
-	var scratch []byte
-	pace := c.newPacer(true, "reconcile") // the scan runs while the cache serves: leave CPU to the webhook
-	err := c.src.Keys(ctx, func(k string) error {
-		if err := pace.tick(ctx); err != nil {
-			return err
+// applyRow writes one changed row (a refresh's, or a change feed's) into t.
+func (c *Cache) applyRow(t *table, r Row) {
+	p := &c.scratch
+	if r.Deleted {
+		p.buf = AppendKey(p.buf[:0], unsafe.Slice(unsafe.StringData(r.Key), len(r.Key)))
+		if t.remove(p.buf, r.Key) {
+			c.metrics.removed.change.Inc()
 		}
-		scratch = AppendKey(scratch[:0], unsafe.Slice(unsafe.StringData(k), len(k)))
-		seen[hashKey(scratch)] = struct{}{}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("cache: reconcile: scan keys: %w", err) // a partial scan deletes nothing
+		return
 	}
-	var gone []string
-	t.rc.IterValues(func(v *entry) (stop bool) { // holds a shard lock: collect, delete after
-		for e := v; e != nil; e = e.next {
-			if e.stamp >= scan {
-				continue
-			}
-			if _, ok := seen[hashKeyString(e.key)]; !ok {
-				gone = append(gone, e.key)
-			}
-		}
-		return false
-	})
-	for _, k := range gone {
-		if err := t.delIf(k, scan); err != nil {
-			return err
-		}
-	}
-	if err := t.flush(); err != nil {
-		return err
-	}
-	if len(gone) > 0 {
-		c.log.Info("cache: reconcile removed deleted rows", "rows", len(gone))
-	}
-	return nil
+	p.prepare(r, c.cfg.Render)
+	t.upsert(p, nil)
 }

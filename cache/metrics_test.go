@@ -31,7 +31,7 @@ func TestMetrics(t *testing.T) {
 
 	want := map[string]float64{
 		"wxlookup_cache_hits_total":                      3,
-		"wxlookup_cache_misses_total":                    2,
+		"wxlookup_cache_misses_total":                    0, // definitive not-founds, from memory
 		"wxlookup_cache_entries":                         100,
 		"wxlookup_cache_complete":                        1,
 		"wxlookup_cache_max_bytes":                       DefaultMaxBytes,
@@ -106,16 +106,21 @@ func TestMetricsReadThroughAndEvictions(t *testing.T) {
 		mustFind(t, c, fakeKey(i), fakeLine(i))
 	}
 	mustMiss(t, c, "nope-1")
+	mustMiss(t, c, "nope-1") // remembered: served from memory
 	found := metrictest.Value(t, reg, "wxlookup_cache_read_through_total", "outcome", "found")
 	if found == 0 || metrictest.Value(t, reg, "wxlookup_cache_read_through_total", "outcome", "not_found") != 1 {
 		t.Errorf("read-through outcomes: found %v", found)
+	}
+	// A miss is a lookup that asked the source; the remembered not-found is not one.
+	st := c.Status()
+	if misses := metrictest.Value(t, reg, "wxlookup_cache_misses_total"); misses != found+1 || st.Misses != uint64(misses) || st.NotFound != 1 {
+		t.Errorf("got misses %v (status %d), not found %d; want %v, 1", misses, st.Misses, st.NotFound, found+1)
 	}
 	if got := metrictest.Value(t, reg, "wxlookup_cache_cost_bytes"); got > 16<<10 {
 		t.Errorf("cost %v over the 16 KiB budget", got)
 	}
 	// Whether ristretto evicts or rejects when full depends on its admission sampling, so
 	// only the agreement of the metric with Status is asserted.
-	st := c.Status()
 	if metrictest.Value(t, reg, "wxlookup_cache_evictions_total") != float64(st.Evictions) {
 		t.Errorf("evictions: status %d, metric %v", st.Evictions, metrictest.Value(t, reg, "wxlookup_cache_evictions_total"))
 	}

@@ -2,5 +2,5 @@
 
 package cache
 
-// raceEnabled says the race detector is on (see race_test.go).
+// raceEnabled says that the race detector is on (see race_test.go).
 const raceEnabled = false

@@ -2,6 +2,6 @@
 
 package cache
 
-// raceEnabled says the race detector is on: sync.Pool then drops items at random, so
-// allocation counts of pooled paths are not exact.
+// raceEnabled says that the race detector is on. It makes sync.Pool drop items at random,
+// so ristretto's Get (which takes a buffer from a pool) allocates now and then.
 const raceEnabled = true

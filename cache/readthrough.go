@@ -14,8 +14,11 @@ import (
 //   - The query runs under a ReadThroughTimeout deadline (and is cancelled by Close). The
 //     caller also stops waiting at that deadline, or when its own ctx is done, even if the
 //     source ignores its context.
-//   - A row found is offered to the cache (ristretto's admission decides whether it stays);
-//     a "not found" is remembered for NegativeTTL beside it (table.fillNegative).
+//   - A row found is offered to the cache (ristretto's admission decides whether it stays),
+//     unless the loader wrote meanwhile (table.fill). Range reconcile cannot see a fill, so
+//     with a RangeSource a fill expires after ReconcileInterval; a change of its row
+//     replaces it, and the next snapshot sweeps it. A "not found" is remembered for
+//     NegativeTTL beside it (table.fillNegative).
 func (c *Cache) readThrough(ctx context.Context, key []byte) (line []byte, canonicalKey string, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReadThroughTimeout)
 	defer cancel()
@@ -40,8 +43,10 @@ func (c *Cache) readThrough(ctx context.Context, key []byte) (line []byte, canon
 }
 
 // query runs one read-through Source.Get for the normalised key and caches its answer. It
-// returns the row's entry, or nil for "not found".
-func (c *Cache) query(key string) (*entry, error) {
+// returns the row's entry, or nil for "not found". It runs on singleflight's goroutine,
+// where a panic (in the source, or in Config.Render) would end the process: it is
+// recovered, logged, counted, and returned as an error.
+func (c *Cache) query(key string) (e *entry, err error) {
 	select {
 	case c.sem <- struct{}{}:
 		defer func() { <-c.sem }()
@@ -49,6 +54,13 @@ func (c *Cache) query(key string) (*entry, error) {
 		c.metrics.readThrough.busy.Inc()
 		return nil, ErrBusy
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			c.recovered("read_through", r)
+			c.metrics.readThrough.failed.Inc()
+			e, err = nil, fmt.Errorf("cache: read through %q: panic: %v", key, r)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ReadThroughTimeout)
 	defer cancel()
 
@@ -56,7 +68,7 @@ func (c *Cache) query(key string) (*entry, error) {
 	// while the query runs, the answer may be older than that write, so it is not cached
 	// (the next miss asks again). See table.fill.
 	var (
-		asked *table // identifies the table; it is not used after release
+		asked *table // nil once closed; not used after release
 		since uint64
 	)
 	if t := c.acquire(0); t != nil {
@@ -83,14 +95,16 @@ func (c *Cache) query(key string) (*entry, error) {
 		return nil, fmt.Errorf("cache: read through %q: %w", key, err)
 	}
 	c.metrics.readThrough.found.Inc()
-	e, _ := newEntry(r, c.cfg.Render, nil, nil)
-	e.key = key // the source found it by this key; cache it under the same
+	var p prepared
+	p.prepare(r, c.cfg.Render)
+	p.key = []byte(key) // the source found it by this key; cache it under the same
+	e = newEntry(&p)
 	c.fill(e, asked, since)
 	return e, nil
 }
 
-// fill caches a read-through answer in the current table, unless it was swapped or written
-// by the loader since the query began.
+// fill caches a read-through answer, unless the cache was closed or the loader wrote to
+// the table since the query began (table.fill).
 func (c *Cache) fill(e *entry, asked *table, since uint64) {
 	h := hashKeyString(e.key)
 	t := c.acquire(h)

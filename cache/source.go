@@ -14,12 +14,14 @@ type Row struct {
 	Key string
 	// Values holds the mapped value columns, in configured order.
 	Values []string
-	// Deleted marks a row that a source knows to be gone (the CSV source reports deletes
-	// this way; the MySQL source cannot, and the loader's reconcile finds them instead).
+	// Deleted marks a row that a source knows to be gone (the CSV source and the binlog
+	// change feed report deletes this way; a polled database cannot, and the loader's
+	// reconcile finds them instead).
 	Deleted bool
 	// Sum is the row's checksum for range reconcile (RangeSource): the CRC-32 (IEEE) of
 	// the key and the values joined by the byte 0x1f, exactly as the source computes it on
-	// its side (see RowSum). Sources that are not RangeSources may leave it 0.
+	// its side (see RowSum). A source may leave it 0 (all do that are not RangeSources):
+	// the cache then computes RowSum itself.
 	Sum uint32
 }
 
@@ -28,35 +30,54 @@ type Row struct {
 // CRC32(CONCAT_WS(0x1f, key, v0, …)) with NULL values read as empty strings. It is safe
 // for concurrent use.
 func RowSum(key string, values []string) uint32 {
-	sep := []byte{0x1f}
 	h := crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(key), len(key)))
 	for _, v := range values {
-		h = crc32.Update(h, crc32.IEEETable, sep)
+		h = crc32.Update(h, crc32.IEEETable, unitSeparator)
 		h = crc32.Update(h, crc32.IEEETable, unsafe.Slice(unsafe.StringData(v), len(v)))
 	}
 	return h
 }
 
+// unitSeparator joins a row's fields for RowSum (a package variable, so that RowSum does
+// not allocate).
+var unitSeparator = []byte{0x1f}
+
 // ErrNotFound is returned by Source.Get when no row has the key.
 var ErrNotFound = errors.New("cache: key not found")
 
 // Source is the data the loader reads. The store package's MySQL and CSV sources satisfy it.
-// Implementations must be safe for concurrent use: the loader may call Get (read-through)
-// while a refresh runs.
+// Implementations must be safe for concurrent use: read-through calls Get while the loader
+// works. How changes arrive after the snapshot depends on Config.Mode: a Poller is asked for
+// them (poll, csv), a Follower streams them (binlog).
 type Source interface {
-	// Snapshot streams every row to fn and returns the watermark a following Changes call
-	// starts from. The watermark is taken before the first row is read, from the source's
-	// own clock, so nothing written during the snapshot is missed.
+	// Snapshot streams every row to fn, in the source's key order, and returns the watermark
+	// a following Poller.Changes call starts from. The watermark is taken before the first
+	// row is read, from the source's own clock, so nothing written during the snapshot is
+	// missed.
 	Snapshot(ctx context.Context, fn func(Row) error) (watermark time.Time, err error)
+	// Get reads one row by its normalised key: read-through when the table does not fit
+	// the cache, and confirmation of rows reconcile could not place in a key range. It
+	// returns ErrNotFound when there is none.
+	Get(ctx context.Context, key string) (Row, error)
+}
+
+// Poller is a source whose changes the loader asks for every Config.RefreshInterval (modes
+// poll and csv).
+type Poller interface {
 	// Changes streams the rows written since watermark (with whatever overlap the source
 	// needs so same-instant and late commits are not lost; a row may be delivered again)
-	// and returns the watermark for the next call.
+	// and returns the watermark for the next call. A source that knows of deletes reports
+	// them as rows with Deleted set.
 	Changes(ctx context.Context, since time.Time, fn func(Row) error) (next time.Time, err error)
-	// Keys streams every key present now; the loader removes cached keys not among them.
+}
+
+// KeyLister is a polled source that can list its keys but not checksum key ranges. For such
+// a source the loader's reconcile reads every key each Config.ReconcileInterval and removes
+// the cached rows not among them: work proportional to the table, where a RangeSource's
+// reconcile is proportional to the changes. A RangeSource is never scanned this way.
+type KeyLister interface {
+	// Keys streams every key present now.
 	Keys(ctx context.Context, fn func(key string) error) error
-	// Get reads one row by its normalised key, for read-through when the table does not fit
-	// the cache. It returns ErrNotFound when there is none.
-	Get(ctx context.Context, key string) (Row, error)
 }
 
 // KeyRange is a range of keys in the source's own key order (for MySQL, the key column's

@@ -13,6 +13,8 @@ const recentErrors = 10
 type Status struct {
 	// Source describes the source (its String method, else its type); never a password.
 	Source string
+	// Mode is how changes reach the cache: poll, binlog or csv (Config.Mode).
+	Mode string
 	// Ready reports that the first warm has completed. Complete reports that every row of
 	// the source is held, so a miss is a definitive "not found" (false: misses read through).
 	Ready, Complete bool
@@ -20,30 +22,42 @@ type Status struct {
 	// (key, canonical key, reply line and a fixed per-entry overhead); MaxBytes the budget.
 	Entries             int64
 	CostBytes, MaxBytes int64
-	// Hits and Misses count Lookups answered with a row held in memory, and all others
-	// (definitive not-found, cached not-found, read-through). They survive reloads.
-	Hits, Misses uint64
+	// Hits counts Lookups answered with a row held in memory, NotFound those answered "not
+	// found" from memory (a complete table's miss, or a remembered read-through not-found),
+	// and Misses those that had to ask the source (read-through). Hits+NotFound are the
+	// lookups served from memory.
+	Hits, NotFound, Misses uint64
 	// SetsDropped counts ristretto Sets that were dropped (and retried); Evictions counts
 	// rows evicted, which only happens when the table exceeds the budget.
 	SetsDropped, Evictions uint64
-	// RowsLoaded counts rows read from the source by warm, reloads and refreshes; Errors
-	// counts failed loader steps.
-	RowsLoaded, Errors uint64
-	// LastSuccess is when the last successful warm, refresh or reload began; LastAttempt
-	// when the last loader step began, whatever its outcome. Staleness is now − LastSuccess
-	// (now − Start while there has been none).
+	// RowsLoaded counts rows read from the source by snapshots, refreshes and the change
+	// feed; Errors counts failed loader steps; Panics counts panics recovered in the loader
+	// and read-through goroutines.
+	RowsLoaded, Errors, Panics uint64
+	// LastSuccess is when the last successful warm, refresh or reload began, or when the
+	// last change (a heartbeat included) was applied in binlog mode; LastAttempt when the
+	// last loader step began, whatever its outcome. Staleness is now − LastSuccess (now −
+	// Start while there has been none).
 	LastSuccess, LastAttempt time.Time
 	Staleness                time.Duration
-	// LastReload is when the last full load (warm or Reload) completed, ReloadDuration how
-	// long it took.
+	// LastReload is when the last snapshot (warm, reload, resnapshot) completed,
+	// ReloadDuration how long it took.
 	LastReload     time.Time
 	ReloadDuration time.Duration
+	// Ranges is the number of key ranges reconcile compares (0 without a range reconcile);
+	// LastReconcile when its last full pass ended.
+	Ranges        int
+	LastReconcile time.Time
+	// Position is, in binlog mode, the cursor of the last change applied (the position
+	// read before the snapshot until one is); Lag is now − the commit time of that change.
+	Position string
+	Lag      time.Duration
 	// RecentErrors holds the last loader errors, newest first, at most 10.
 	RecentErrors []ErrorEvent
 }
 
-// ErrorEvent is one loader error: when, in which step (warm, refresh, reconcile, reload),
-// and its message.
+// ErrorEvent is one loader error: when, in which step (warm, refresh, reconcile, reload,
+// resnapshot, follow), and its message.
 type ErrorEvent struct {
 	Time time.Time
 	Step string
@@ -54,6 +68,7 @@ type ErrorEvent struct {
 type statusState struct {
 	rowsLoaded atomic.Uint64
 	errors     atomic.Uint64
+	panics     atomic.Uint64
 
 	mu             sync.Mutex
 	started        time.Time
@@ -61,6 +76,9 @@ type statusState struct {
 	lastAttempt    time.Time
 	lastReload     time.Time
 	reloadDuration time.Duration
+	lastReconcile  time.Time
+	position       string
+	lastChange     time.Time                // commit time of the change at position
 	recent         [recentErrors]ErrorEvent // ring; next is the slot to write
 	next, n        int
 }
@@ -71,15 +89,47 @@ func (s *statusState) start(now time.Time) {
 	s.started = now
 }
 
-// succeeded records a successful step that began at began; fresh says whether it brought
-// the data up to date (a reconcile does not move LastSuccess).
-func (s *statusState) succeeded(began time.Time, fresh bool) {
-	if !fresh {
-		return
-	}
+// succeeded records a successful step that began at began.
+func (s *statusState) succeeded(began time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastSuccess = began
+}
+
+// setPosition records the change feed's position read before a snapshot that began at at.
+func (s *statusState) setPosition(cursor string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.position, s.lastChange = cursor, at
+}
+
+// applied records a change applied at now, committed at committed, after which the feed
+// resumes from cursor.
+func (s *statusState) applied(now time.Time, cursor string, committed time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastSuccess, s.position, s.lastChange = now, cursor, committed
+}
+
+// reconciled records the end of a reconcile pass.
+func (s *statusState) reconciled(at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastReconcile = at
+}
+
+// lag is now − the commit time of the last change applied (0 before any).
+func (s *statusState) lag(now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lagLocked(now)
+}
+
+func (s *statusState) lagLocked(now time.Time) time.Duration {
+	if s.lastChange.IsZero() {
+		return 0
+	}
+	return max(now.Sub(s.lastChange), 0)
 }
 
 func (s *statusState) attempted(began time.Time) {
@@ -131,16 +181,22 @@ func (s *statusState) lastSuccessTime() time.Time {
 func (c *Cache) Status() Status {
 	st := Status{
 		Source:      c.source,
+		Mode:        c.cfg.Mode,
 		Ready:       c.Ready(),
 		MaxBytes:    c.cfg.MaxBytes,
 		Hits:        c.hits.Load(),
+		NotFound:    c.notFound.Load(),
 		Misses:      c.misses.Load(),
 		SetsDropped: c.stats.setsDropped.Load(),
 		Evictions:   c.stats.evictions.Load(),
 		RowsLoaded:  c.status.rowsLoaded.Load(),
 		Errors:      c.status.errors.Load(),
+		Panics:      c.status.panics.Load(),
 	}
 	st.Complete, st.Entries, st.CostBytes = c.tableStatus()
+	if c.ranges != nil {
+		st.Ranges = c.rangeCount()
+	}
 	now := c.cfg.Now()
 	s := &c.status
 	s.mu.Lock()
@@ -148,13 +204,17 @@ func (c *Cache) Status() Status {
 	st.LastSuccess, st.LastAttempt = s.lastSuccess, s.lastAttempt
 	st.Staleness = s.stalenessLocked(now)
 	st.LastReload, st.ReloadDuration = s.lastReload, s.reloadDuration
+	st.LastReconcile = s.lastReconcile
+	if c.follower != nil {
+		st.Position, st.Lag = s.position, s.lagLocked(now)
+	}
 	for i := 1; i <= s.n; i++ {
 		st.RecentErrors = append(st.RecentErrors, s.recent[(s.next-i+recentErrors)%recentErrors])
 	}
 	return st
 }
 
-// tableStatus reports the current table's completeness, rows and cost (zeros if none).
+// tableStatus reports the table's completeness, rows and cost (zeros if none).
 func (c *Cache) tableStatus() (complete bool, entries, costBytes int64) {
 	t := c.acquire(0)
 	if t == nil {
@@ -162,4 +222,14 @@ func (c *Cache) tableStatus() (complete bool, entries, costBytes int64) {
 	}
 	defer t.release(0)
 	return t.complete.Load(), max(t.entries.Load(), 0), t.costBytes()
+}
+
+// rangeCount reports the number of key ranges (0 after Close).
+func (c *Cache) rangeCount() int {
+	t := c.acquire(0)
+	if t == nil {
+		return 0
+	}
+	defer t.release(0)
+	return t.rangeCount()
 }

@@ -18,8 +18,8 @@ func TestStatus(t *testing.T) {
 	start := clock.Now()
 	clock.Advance(5 * time.Second)
 	st := c.Status()
-	want := Status{Source: "fake source", Ready: true, Complete: true, Entries: 10, MaxBytes: 1 << 20,
-		RowsLoaded: 10, LastSuccess: start, LastAttempt: start, Staleness: 5 * time.Second, LastReload: start}
+	want := Status{Source: "fake source", Mode: "poll", Ready: true, Complete: true, Entries: 10, MaxBytes: 1 << 20,
+		RowsLoaded: 10, LastSuccess: start, LastAttempt: start, Staleness: 5 * time.Second, LastReload: start, Ranges: 1}
 	got := st
 	got.CostBytes, got.ReloadDuration, got.RecentErrors = 0, 0, nil
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -53,8 +53,12 @@ func TestStatusRecentErrors(t *testing.T) {
 
 // TestStatusSourceWithoutStringer names the source by its type.
 func TestStatusSourceWithoutStringer(t *testing.T) {
-	c := newTestCache(t, struct{ Source }{newFakeSource(0)}, Config{})
-	if got, want := c.Status().Source, "struct { cache.Source }"; got != want {
+	f := newFakeSource(0)
+	c := newTestCache(t, struct {
+		Source
+		Poller
+	}{f, f}, Config{})
+	if got, want := c.Status().Source, "struct { cache.Source; cache.Poller }"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -1,11 +1,12 @@
 package cache
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 )
@@ -25,55 +26,80 @@ const (
 	// plus budget/headroomDiv, so a table whose rows fit the budget never makes ristretto
 	// evict or consult its admission policy.
 	headroomDiv = 4
-	// readerShards is the number of reader counters of a table (see acquire).
+	// readerShards is the number of reader counters of a table (see Cache.acquire).
 	readerShards = 32
 	// maxNegatives bounds the read-through "not found" answers a table remembers.
 	maxNegatives = 1 << 16
 )
 
-// counters are the cache-wide counters that tables update; they survive table swaps.
+// counters are the cache-wide counters that the table updates.
 type counters struct {
 	setsDropped atomic.Uint64 // ristretto Sets that returned false (each retried)
 	setRetries  atomic.Uint64 // entries re-written because verification did not find them
 	evictions   atomic.Uint64 // rows ristretto evicted (incomplete tables only)
 }
 
-// table is one ristretto instance and what the loader knows about it. Lookup reads it
-// without locks; writers (the loader, read-through fills) serialise on mu. A full reload
-// builds a new table and swaps it in; the old one is closed once its readers are gone.
+// table is the one ristretto cache a Cache reads, and the loader's bookkeeping beside it.
+// Lookup reads it without locks; every writer (the loader, read-through fills) holds mu,
+// and every change of what it holds goes through putLocked, the one write path. These
+// invariants hold whenever mu is free:
+//
+//  1. Readers see, for each key hash, an immutable chain of entries (entry). A write
+//     replaces the chain; a key held before a write and not deleted by it is found
+//     throughout, with its old or its new line.
+//  2. Every entry held belongs to exactly one group: a key range of the source (ranges,
+//     or the stale groups of an earlier snapshot until the next one sweeps them), the
+//     untagged entries (rows that arrived as changes for keys no range holds yet), or the
+//     read-through fills. An entry not held belongs to none. In an incomplete table an
+//     entry ristretto evicted or refused leaves its group at the next flush.
+//  3. entries and bytes count the entries in groups and their cost.
+//  4. While complete, every row the source had at the last write is held: writes are
+//     verified (flush), so a miss is a definitive "not found". complete only turns true at
+//     the end of a snapshot that held every row it delivered (Cache.load).
+//  5. A range's sum is the RangeSum of the source's rows in it as the loader last learned
+//     them (snapshot, re-read, changes); each entry's sum is its row's Row.Sum.
+//  6. epoch grows with every write; an entry's stamp is the epoch of its last write, and a
+//     read-through fill is only stored if epoch has not moved since its query began.
 type table struct {
-	rc    *ristretto.Cache[uint64, *entry]
-	stats *counters
-	// budget is Config.MaxBytes.
-	budget int64
-	// complete reports that every row the source holds is held here, verified; a miss is
-	// then a definitive "not found". It only ever goes from true to false.
+	rc     *ristretto.Cache[uint64, *entry]
+	stats  *counters
+	budget int64 // Config.MaxBytes
+
 	complete atomic.Bool
-	// entries and bytes count the rows held (negative entries excluded) and their cost.
-	// Exact while complete; in an incomplete table evictions make them approximate.
-	entries atomic.Int64
-	bytes   atomic.Int64
-	// epoch is bumped (under mu) by every loader write and at the start of a reconcile
-	// scan. Entries are stamped with it; a read-through fill is dropped if it moved.
-	epoch atomic.Uint64
+	entries  atomic.Int64
+	bytes    atomic.Int64
+	epoch    atomic.Uint64
 	// overBudget is called (under mu) when a complete table's rows outgrow the budget.
 	overBudget func(t *table)
 	// hash is hashKeyString; tests replace it to force collisions. Lookup computes the hash
 	// it passes to get with hashKey, which must agree.
 	hash func(string) uint64
+	// fillTTL is how long a read-through fill is held (0: until changed or evicted).
+	fillTTL time.Duration
 
 	mu sync.Mutex
-	// pending holds, while complete, the chain each hash written since the last flush must
-	// hold (nil: must be absent), so that flush can re-write what ristretto lost.
-	pending   map[uint64]*entry
+	// pending holds the chain each hash written since the last flush must hold (chain
+	// nil: must be absent), so that flush can re-write what ristretto lost.
+	pending   map[uint64]pendingWrite
 	unflushed int
-	// lost lists, while complete, the hashes whose writes ristretto reported lost: Sets it
-	// dropped after every retry, and items its policy rejected or evicted (callbacks on
-	// ristretto's goroutine, hence lostMu; lock order mu, then lostMu).
-	lostMu sync.Mutex
-	lost   []uint64
+	flushErr  error // a verification error of an automatic flush, for the next flush
+	// The groups (invariant 2); see reload.go and reconcile.go for how they change.
+	ranges   []*group // the key ranges, in key order; nil from a snapshot's start to its end
+	stale    []*group // ranges and untagged of earlier snapshots, swept by the next one
+	untagged *group
+	fills    *group
+	// loading is set while a snapshot streams into the table (Cache.load); evictedLoad
+	// records that ristretto evicted an entry meanwhile.
+	loading, evictedLoad bool
 	// set is rc.SetWithTTL; tests replace it to drop or lose writes.
 	set func(h uint64, v *entry, cost int64, ttl time.Duration) bool
+
+	// lost and evicted are what ristretto reported from its own goroutine (callbacks):
+	// hashes whose write it refused (a dropped Set, or its policy rejecting an item), and
+	// chains it evicted or expired. flush takes them. Lock order: mu, then lostMu.
+	lostMu  sync.Mutex
+	lost    []uint64
+	evicted []evictedChain
 
 	// negatives remembers, in an incomplete table, the keys a read-through found absent and
 	// until when (Config.Now, Unix nanoseconds). They are kept out of ristretto, whose
@@ -88,30 +114,43 @@ type table struct {
 	drainOnce sync.Once
 }
 
+// pendingWrite is what a hash must hold after the writes since the last flush.
+type pendingWrite struct {
+	chain *entry
+	ttl   time.Duration
+}
+
+// evictedChain is a chain ristretto dropped on its own: evicted for room, or expired.
+type evictedChain struct {
+	chain   *entry
+	expired bool
+}
+
 // readerShard counts the Lookups inside a table, padded to its own cache line.
 type readerShard struct {
 	n atomic.Int64
 	_ [56]byte
 }
 
-// newTable returns an empty table sized for about rows entries. A complete table gets
-// headroom above the budget; an incomplete one is capped at the budget and evicts.
-func newTable(rows int, complete bool, budget int64, stats *counters) (*table, error) {
+// newTable returns an empty, incomplete table for a budget of budget bytes.
+//
+// ristretto's admission counters are sized for as many entries as the budget holds at
+// the fixed overhead alone (one counter per entry; the admission policy only matters once
+// the table is incomplete and full).
+func newTable(budget int64, stats *counters) (*table, error) {
 	t := &table{
 		stats:     stats,
 		budget:    budget,
-		pending:   make(map[uint64]*entry),
+		pending:   make(map[uint64]pendingWrite),
 		negatives: make(map[string]int64),
+		untagged:  new(group),
+		fills:     new(group),
 		drained:   make(chan struct{}),
 		hash:      hashKeyString,
 	}
-	maxCost := budget
-	if complete {
-		maxCost += budget / headroomDiv
-	}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
-		NumCounters:        10 * int64(max(rows, 1000)),
-		MaxCost:            maxCost,
+		NumCounters:        max(budget/entryOverhead, 1024),
+		MaxCost:            budget,
 		BufferItems:        64,
 		IgnoreInternalCost: true, // entry costs include entryOverhead
 		// Keys are already xxhash values; the entry's key is verified on lookup.
@@ -124,7 +163,6 @@ func newTable(rows int, complete bool, budget int64, stats *counters) (*table, e
 	}
 	t.rc = rc
 	t.set = rc.SetWithTTL
-	t.complete.Store(complete)
 	return t, nil
 }
 
@@ -138,48 +176,342 @@ func (t *table) get(h uint64, key []byte) *entry {
 	return v.find(key)
 }
 
-// put stores e (a row or a negative entry), replacing the entry for its key. It is the
-// loader's write: it stamps e with a new epoch. e must not be stored elsewhere.
+// upsert stores the row p, the loader's write of a row that exists in the source, and
+// reports whether the table holds it afterwards and its cost.
 //
-// A row identical to the one held (same key as stored, same line) is not written again:
-// the source's overlap window re-delivers recent rows on every refresh, and rewriting them
-// would only churn ristretto and void concurrent read-through fills (see fill).
-func (t *table) put(e *entry) error {
+// With g non-nil (a snapshot or a range re-read delivered p), the entry joins g and g's
+// sum counts p. A row the table does not hold yet is left out, when the table is
+// incomplete, if it would exceed the budget (g's sum still counts it: the source has it).
+// With g nil (a change), the row stays in the key range of the entry it replaces, whose
+// sum moves by the difference, if that entry held the same stored key; otherwise it joins
+// the untagged entries.
+//
+// A row identical to the entry held (same stored key, same line) keeps that entry: only its
+// group and checksum change. So a snapshot allocates only for rows that changed, and the
+// overlap window's re-deliveries do not churn ristretto or void read-through fills. A
+// read-through fill is written again all the same, to hold it without its expiry.
+func (t *table) upsert(p *prepared, g *group) (held bool, cost int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	h := t.hash(e.key)
-	if old := t.currentLocked(h).findString(e.key); old != nil && old.canon == e.canon && bytes.Equal(old.line, e.line) {
-		return nil
+	if g != nil {
+		g.sum = g.sum.Add(p.sum, 1)
 	}
-	t.putLocked(e, t.epoch.Add(1), 0)
-	return t.maybeFlushLocked()
+	key := unsafe.String(unsafe.SliceData(p.key), len(p.key)) // valid while p is unchanged
+	h := t.hash(key)
+	old := t.currentLocked(h).findString(key)
+	e := old
+	if !p.holds(old) || old.grp == t.fills {
+		e = nil
+		cost = p.cost()
+		if old == nil && g != nil && !t.complete.Load() && t.bytes.Load()+cost > t.budget {
+			return false, cost
+		}
+	}
+	dest := g
+	if g == nil {
+		dest = t.untagged
+		if old != nil && old.canon == p.canon && old.grp != nil && old.grp.ranged {
+			dest = old.grp
+			dest.sum = dest.sum.Add(old.sum, -1).Add(p.sum, 1)
+		}
+	}
+	if e != nil {
+		e.sum = p.sum
+		t.putLocked(h, key, old, e, dest, 0)
+		return true, int64(e.cost)
+	}
+	t.putLocked(h, key, old, newEntry(p), dest, 0)
+	return true, cost
 }
 
-// putNew is put for a fresh table being filled by a snapshot, when h = hash(e.key) is known
-// to be written for the first time: it skips looking up what h holds.
-func (t *table) putNew(e *entry, h uint64) error {
+// remove deletes the row the source deleted: the entry for the normalised key, if it
+// holds the stored key canon (another stored spelling of the same normalised key is
+// another row, still there). It reports whether an entry was removed.
+func (t *table) remove(key []byte, canon string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e.stamp = t.epoch.Add(1)
-	t.writeLocked(h, e, 0)
-	t.entries.Add(1)
-	t.bytes.Add(e.cost)
-	return t.maybeFlushLocked()
+	k := unsafe.String(unsafe.SliceData(key), len(key))
+	h := t.hash(k)
+	old := t.currentLocked(h).findString(k)
+	if old == nil || old.canon != canon {
+		return false
+	}
+	if old.grp != nil && old.grp.ranged {
+		old.grp.sum = old.grp.sum.Add(old.sum, -1)
+	}
+	t.putLocked(h, k, old, nil, nil, 0)
+	return true
 }
 
-// fill stores the row e for a read-through unless a loader write happened since since (an
-// epoch read before the source was asked): the answer may predate that write. It reports
-// whether e was stored.
+// removeLocked deletes e from the table, and in any case from its group. Range sums are
+// the caller's business.
+func (t *table) removeLocked(e *entry) {
+	h := t.hash(e.key)
+	if t.currentLocked(h).findString(e.key) == e {
+		t.putLocked(h, e.key, e, nil, nil, 0)
+		return
+	}
+	if e.grp != nil { // not held (evicted or refused, not yet flushed)
+		t.unlinkLocked(e)
+	}
+}
+
+// moveLocked moves e, an entry held, to group g without writing it.
+func (t *table) moveLocked(e *entry, g *group) {
+	switch e.grp {
+	case g:
+	case nil: // not expected of an entry held; keep invariants 2 and 3 anyway
+		t.linkLocked(e, g)
+	default:
+		e.grp.unlink(e)
+		g.link(e)
+	}
+}
+
+// putLocked is the table's one write path (invariants in table's doc): it makes e the
+// entry held for key (whose hash is h) in place of old, the entry held for it now or nil,
+// and puts e in group g. e nil deletes old; e == old keeps the entry and only moves it to
+// g (no write: readers see no change).
+func (t *table) putLocked(h uint64, key string, old, e *entry, g *group, ttl time.Duration) {
+	if e != nil && e == old {
+		t.moveLocked(e, g)
+		return
+	}
+	chain := without(t.currentLocked(h), key)
+	stamp := t.epoch.Add(1)
+	if e != nil {
+		e.next, e.stamp = chain, stamp
+		chain = e
+	}
+	t.writeLocked(h, chain, ttl)
+	if old != nil && old.grp != nil {
+		t.unlinkLocked(old)
+	}
+	if e != nil {
+		t.linkLocked(e, g)
+	}
+	switch {
+	case !t.complete.Load():
+		t.forgetAbsentLocked(key)
+	case !t.loading && t.bytes.Load() > t.budget:
+		t.goIncompleteLocked()
+		if t.overBudget != nil {
+			t.overBudget(t)
+		}
+	}
+	if t.unflushed >= flushEvery {
+		t.keepFlushErrLocked(t.flushLocked())
+	}
+}
+
+func (t *table) linkLocked(e *entry, g *group) {
+	g.link(e)
+	t.entries.Add(1)
+	t.bytes.Add(int64(e.cost))
+}
+
+func (t *table) unlinkLocked(e *entry) {
+	e.grp.unlink(e)
+	t.entries.Add(-1)
+	t.bytes.Add(-int64(e.cost))
+}
+
+// currentLocked returns the chain hash h holds, counting writes not yet verified.
+func (t *table) currentLocked(h uint64) *entry {
+	if w, ok := t.pending[h]; ok {
+		return w.chain
+	}
+	v, _ := t.rc.Get(h)
+	return v
+}
+
+// writeLocked makes hash h hold chain (nil: nothing) and records it for verification. A
+// Set that ristretto drops (its set buffer is full) is retried after a Wait.
+func (t *table) writeLocked(h uint64, chain *entry, ttl time.Duration) {
+	t.pending[h] = pendingWrite{chain, ttl}
+	t.unflushed++
+	if chain == nil {
+		t.rc.Del(h) // never dropped: Del blocks on the set buffer
+		return
+	}
+	cost := chainCost(chain)
+	for i := 1; !t.set(h, chain, cost, ttl); i++ {
+		t.stats.setsDropped.Add(1)
+		if i == setAttempts {
+			t.lose(h) // flush re-writes it
+			return
+		}
+		t.rc.Wait() // the buffer was full: let ristretto drain it
+	}
+}
+
+// keepFlushErrLocked keeps the error of a flush the loader did not ask for (one after
+// flushEvery writes, or a read-through's) for the loader's next flush.
+func (t *table) keepFlushErrLocked(err error) {
+	if err != nil && t.flushErr == nil {
+		t.flushErr = err
+	}
+}
+
+// lose records that ristretto lost the write of hash h.
+func (t *table) lose(h uint64) {
+	t.lostMu.Lock()
+	defer t.lostMu.Unlock()
+	t.lost = append(t.lost, h)
+}
+
+// flush waits until ristretto has applied every write and makes sure none was lost,
+// re-writing those that were; it returns the first verification error since the last
+// flush.
+//
+// How losses are known, without reading every write back: ristretto loses a write in
+// exactly three ways, and reports each. (1) Set returns false when its set buffer is full;
+// writeLocked retries and records the hash if it keeps failing. (2) Its policy rejects an
+// item (OnReject): a new key when an incomplete table is full, or a key Set twice before
+// the first was applied. (3) It evicts an item (OnEvict): only when over MaxCost, which a
+// complete table's headroom prevents. After Wait every queued item has been applied or
+// reported, so the lists are complete. Each lost hash is read back and re-written unless
+// it holds what pending says; in an incomplete table outside a snapshot, a new key the
+// policy refused is accepted as not held. If writes still fail after verifyRounds, or a
+// complete table's entry was evicted, the table turns incomplete (misses then read
+// through, so answers stay correct) and an error says so.
+func (t *table) flush() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.flushLocked()
+}
+
+func (t *table) flushLocked() error {
+	t.unflushed = 0
+	err := t.flushErr
+	t.flushErr = nil
+	defer clear(t.pending)
+	for round := 1; ; round++ {
+		t.rc.Wait()
+		lost, evicted := t.takeLost()
+		if e := t.dropEvictedLocked(evicted); e != nil && err == nil {
+			err = e
+		}
+		if len(lost) == 0 {
+			return err
+		}
+		if round > verifyRounds {
+			if t.complete.Load() {
+				t.goIncompleteLocked()
+				return errors.Join(err, fmt.Errorf("cache: verify: %d entries still lost after %d rounds; serving as incomplete", len(lost), verifyRounds))
+			}
+			return err
+		}
+		verifying := t.complete.Load() || t.loading
+		for _, h := range lost {
+			want, ok := t.pending[h]
+			if !ok {
+				continue // reported twice, and resolved
+			}
+			got, found := t.rc.Get(h)
+			switch {
+			case found && got == want.chain, !found && want.chain == nil:
+				continue // it landed, or a later write of the hash did
+			case !found && !verifying:
+				// The policy of a full, incomplete table refused a new key: not held.
+				for e := want.chain; e != nil; e = e.next {
+					if e.grp != nil {
+						t.unlinkLocked(e)
+					}
+				}
+				delete(t.pending, h)
+				continue
+			}
+			t.stats.setRetries.Add(1)
+			t.writeLocked(h, want.chain, want.ttl)
+		}
+	}
+}
+
+// takeLost returns and clears what ristretto reported lost or evicted.
+func (t *table) takeLost() ([]uint64, []evictedChain) {
+	t.lostMu.Lock()
+	defer t.lostMu.Unlock()
+	lost, evicted := t.lost, t.evicted
+	t.lost, t.evicted = nil, nil
+	return lost, evicted
+}
+
+// dropEvictedLocked takes the entries of chains ristretto evicted or expired out of their
+// groups. An eviction from a complete table makes it incomplete.
+func (t *table) dropEvictedLocked(evicted []evictedChain) error {
+	var err error
+	for _, ev := range evicted {
+		for e := ev.chain; e != nil; e = e.next {
+			if e.grp == nil {
+				continue // replaced or removed since
+			}
+			t.unlinkLocked(e)
+			if ev.expired {
+				continue
+			}
+			t.stats.evictions.Add(1)
+			t.evictedLoad = t.evictedLoad || t.loading
+			if t.complete.Load() {
+				t.goIncompleteLocked()
+				err = errors.New("cache: verify: ristretto evicted an entry of a complete table; serving as incomplete")
+			}
+		}
+	}
+	return err
+}
+
+// goIncompleteLocked declares the table incomplete: ristretto is held to the budget (and
+// evicts from now on), and misses read through.
+func (t *table) goIncompleteLocked() {
+	t.complete.Store(false)
+	t.rc.UpdateMaxCost(t.budget)
+}
+
+// goCompleteLocked declares the table complete, with headroom above the budget.
+func (t *table) goCompleteLocked() {
+	t.rc.UpdateMaxCost(t.budget + t.budget/headroomDiv)
+	t.complete.Store(true)
+	t.negMu.Lock()
+	clear(t.negatives)
+	t.negMu.Unlock()
+}
+
+// onEvict is ristretto's eviction callback (on its own goroutine).
+func (t *table) onEvict(item *ristretto.Item[*entry]) {
+	if t.retired.Load() {
+		return // Close empties the cache through this callback; that is not eviction
+	}
+	t.lostMu.Lock()
+	defer t.lostMu.Unlock()
+	t.evicted = append(t.evicted, evictedChain{item.Value, !item.Expiration.IsZero()})
+}
+
+// onReject is ristretto's callback for a Set its policy refused.
+func (t *table) onReject(item *ristretto.Item[*entry]) {
+	if !t.retired.Load() {
+		t.lose(item.Key)
+	}
+}
+
+// fill stores the row e read through for a miss, unless a loader write happened since
+// since (an epoch read before the source was asked: the answer may predate that write),
+// the table is complete, or the key is held meanwhile. It reports whether e was stored.
 func (t *table) fill(e *entry, since uint64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.epoch.Load() != since {
+	if t.epoch.Load() != since || t.complete.Load() {
 		return false
 	}
-	t.putLocked(e, since, 0)
+	h := t.hash(e.key)
+	if t.currentLocked(h).findString(e.key) != nil {
+		return false
+	}
+	t.putLocked(h, e.key, nil, e, t.fills, t.fillTTL)
 	// Wait until ristretto applied it (microseconds, against a database round trip), so the
-	// next Lookup of the key finds it rather than asking the source again.
-	t.rc.Wait()
+	// next Lookup of the key finds it rather than asking the source again; and take out of
+	// their groups the entries it evicted to make room.
+	t.keepFlushErrLocked(t.flushLocked())
 	return true
 }
 
@@ -224,251 +556,5 @@ func (t *table) forgetAbsentLocked(key string) {
 	t.negMu.Unlock()
 }
 
-// putLocked stores e stamped with stamp.
-func (t *table) putLocked(e *entry, stamp uint64, ttl time.Duration) {
-	h := t.hash(e.key)
-	cur := t.currentLocked(h)
-	old := cur.findString(e.key)
-	e.next = without(cur, e.key)
-	e.stamp = stamp
-	t.writeLocked(h, e, ttl)
-	if !t.complete.Load() {
-		t.forgetAbsentLocked(e.key)
-	}
-	if old != nil {
-		t.entries.Add(-1)
-		t.bytes.Add(-old.cost)
-	}
-	t.entries.Add(1)
-	t.bytes.Add(e.cost)
-	if t.complete.Load() && t.bytes.Load() > t.budget {
-		t.goIncompleteLocked()
-		if t.overBudget != nil {
-			t.overBudget(t)
-		}
-	}
-}
-
-// del removes the row for the normalised key, if held. It is the loader's write.
-func (t *table) del(key string) error {
-	return t.delIf(key, ^uint64(0))
-}
-
-// delIf removes the entry for the normalised key if it was stamped before epoch before:
-// reconcile uses it to spare entries written after its scan began.
-func (t *table) delIf(key string, before uint64) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	h := t.hash(key)
-	cur := t.currentLocked(h)
-	old := cur.findString(key)
-	if old == nil || old.stamp >= before {
-		return nil
-	}
-	t.epoch.Add(1)
-	t.writeLocked(h, without(cur, key), 0)
-	t.entries.Add(-1)
-	t.bytes.Add(-old.cost)
-	return t.maybeFlushLocked()
-}
-
-// beginScan starts a reconcile scan: it returns an epoch that every entry written from now
-// on is stamped at or after, so delIf(key, epoch) only removes entries written before.
-func (t *table) beginScan() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.epoch.Add(1)
-}
-
-// currentLocked returns the chain hash h holds, counting writes not yet verified.
-func (t *table) currentLocked(h uint64) *entry {
-	if v, ok := t.pending[h]; ok {
-		return v
-	}
-	v, _ := t.rc.Get(h)
-	return v
-}
-
-// writeLocked makes hash h hold chain (nil: nothing). A Set that ristretto drops (its set
-// buffer is full) is retried after a Wait; while the table is complete the write is also
-// recorded for verification.
-func (t *table) writeLocked(h uint64, chain *entry, ttl time.Duration) {
-	t.unflushed++
-	if t.complete.Load() {
-		t.pending[h] = chain
-	}
-	if chain == nil {
-		t.rc.Del(h) // never dropped: Del blocks on the set buffer
-		return
-	}
-	cost := chainCost(chain)
-	for i := 1; !t.set(h, chain, cost, ttl); i++ {
-		t.stats.setsDropped.Add(1)
-		if i == setAttempts {
-			t.lose(h) // flush re-writes it (or, if incomplete, a read-through will)
-			return
-		}
-		t.rc.Wait() // the buffer was full: let ristretto drain it
-	}
-}
-
-// lose records, while the table is complete, that ristretto lost the write of hash h.
-func (t *table) lose(h uint64) {
-	if !t.complete.Load() {
-		return
-	}
-	t.lostMu.Lock()
-	defer t.lostMu.Unlock()
-	t.lost = append(t.lost, h)
-}
-
-// takeLost returns and clears the lost hashes.
-func (t *table) takeLost() []uint64 {
-	t.lostMu.Lock()
-	defer t.lostMu.Unlock()
-	lost := t.lost
-	t.lost = nil
-	return lost
-}
-
-func (t *table) maybeFlushLocked() error {
-	if t.unflushed < flushEvery {
-		return nil
-	}
-	return t.flushLocked()
-}
-
-// flush waits until ristretto has applied every write and, while the table is complete,
-// makes sure none was lost, re-writing those that were. If some still are after
-// verifyRounds, the table is declared incomplete (misses then read through, so answers stay
-// correct) and an error says so.
-//
-// How losses are known, without reading every write back: ristretto loses a write in
-// exactly three ways, and reports each. (1) Set returns false when its set buffer is full;
-// writeLocked retries and records the hash if it keeps failing. (2) Its policy rejects an
-// item (OnReject): in a complete table that only happens when one hash is Set twice before
-// the first is applied, or never. (3) It evicts an item (OnEvict): a complete table's
-// MaxCost has headroom above the budget, so never. After Wait every queued item has been
-// applied or reported, so the lost list is complete; each lost hash is read back and
-// re-written unless it already holds what pending says it must.
-func (t *table) flush() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.flushLocked()
-}
-
-func (t *table) flushLocked() error {
-	defer func() { t.unflushed = 0 }()
-	for round := 1; ; round++ {
-		t.rc.Wait()
-		lost := t.takeLost()
-		if !t.complete.Load() || len(lost) == 0 {
-			clear(t.pending)
-			return nil
-		}
-		if round > verifyRounds {
-			t.goIncompleteLocked()
-			return fmt.Errorf("cache: verify: %d entries still lost after %d rounds; serving as incomplete", len(lost), verifyRounds)
-		}
-		for _, h := range lost {
-			want, ok := t.pending[h]
-			if !ok { // written before the last flush, so evicted: it cannot be re-written
-				t.goIncompleteLocked()
-				return fmt.Errorf("cache: verify: ristretto evicted an entry of a complete table; serving as incomplete")
-			}
-			if got, found := t.rc.Get(h); (want == nil && !found) || (want != nil && found && got == want) {
-				continue // a later write of the hash landed
-			}
-			t.stats.setRetries.Add(1)
-			t.writeLocked(h, want, 0)
-		}
-	}
-}
-
-// goIncompleteLocked declares the table incomplete: ristretto is held to the budget (and
-// evicts from now on), misses read through, and writes are no longer verified.
-func (t *table) goIncompleteLocked() {
-	t.complete.Store(false)
-	clear(t.pending)
-	t.rc.UpdateMaxCost(t.budget)
-}
-
-// onEvict is ristretto's eviction callback (on its own goroutine).
-func (t *table) onEvict(item *ristretto.Item[*entry]) {
-	if t.retired.Load() {
-		return // Close empties the cache through this callback; that is not eviction
-	}
-	t.lose(item.Key)
-	t.drop(item.Value, true)
-}
-
-// onReject is ristretto's callback for a Set its policy refused. A complete table re-writes
-// it at the next flush, so only an incomplete table's counts change.
-func (t *table) onReject(item *ristretto.Item[*entry]) {
-	switch {
-	case t.retired.Load():
-	case t.complete.Load():
-		t.lose(item.Key)
-	default:
-		t.drop(item.Value, false)
-	}
-}
-
-func (t *table) drop(chain *entry, evicted bool) {
-	for e := chain; e != nil; e = e.next {
-		t.entries.Add(-1)
-		t.bytes.Add(-e.cost)
-		if evicted {
-			t.stats.evictions.Add(1)
-		}
-	}
-}
-
 // costBytes is the cost ristretto holds.
 func (t *table) costBytes() int64 { return t.rc.MaxCost() - t.rc.RemainingCost() }
-
-// release ends a Lookup's use of t begun by Cache.acquire.
-func (t *table) release(h uint64) {
-	t.readers[h%readerShards].n.Add(-1)
-	if t.retired.Load() {
-		t.checkDrained()
-	}
-}
-
-// checkDrained signals drained once no reader is inside a retired table.
-func (t *table) checkDrained() {
-	var n int64
-	for i := range t.readers {
-		n += t.readers[i].n.Load()
-	}
-	if n == 0 {
-		t.drainOnce.Do(func() { close(t.drained) })
-	}
-}
-
-// retire closes t once every Lookup that acquired it has released it. The caller must have
-// made another table (or nil) current first.
-//
-// Why this is safe (Cache.acquire is the other half):
-//  1. A reader increments its shard, then re-reads the current table, and only uses t if
-//     t is still current.
-//  2. retire runs after the swap and sets retired before summing the shards.
-//  3. Go's atomics are sequentially consistent, so for any reader either its increment is
-//     seen by the sum (and its release, which then sees retired, re-checks the sum), or its
-//     re-read comes after the swap and it backs off without using t.
-//
-// So when the sum reaches zero no reader is, or will be, inside t, and closing ristretto
-// (which empties it and closes channels a Get may send on) cannot make a Lookup miss or
-// panic.
-func (t *table) retire() {
-	t.retired.Store(true)
-	t.checkDrained()
-	<-t.drained
-	t.rc.Close()
-}
-
-// close releases a table that was never made current (a failed load).
-func (t *table) close() {
-	t.retired.Store(true)
-	t.rc.Close()
-}

@@ -1,37 +1,64 @@
 package cache
 
 import (
-	"github.com/dgraph-io/ristretto/v2"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
 )
 
-// newTestTable returns a table closed when the test ends.
-func newTestTable(tb testing.TB, rows int, complete bool, budget int64, stats *counters) *table {
+// newTestTable returns a table closed when the test ends, complete if asked (as a finished
+// snapshot makes it).
+func newTestTable(tb testing.TB, budget int64, complete bool, stats *counters) *table {
 	tb.Helper()
-	t, err := newTable(rows, complete, budget, stats)
+	t, err := newTable(budget, stats)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(t.close)
+	if complete {
+		t.mu.Lock()
+		t.goCompleteLocked()
+		t.mu.Unlock()
+	}
+	tb.Cleanup(func() {
+		t.retired.Store(true)
+		t.rc.Close()
+	})
 	return t
 }
 
-func testEntry(i int) *entry {
-	e, _ := newEntry(Row{Key: fakeKey(i), Values: []string{fakeValue(i)}}, DefaultRender, nil, nil)
-	return e
-}
+// testRow is fake row i.
+func testRow(i int) Row { return Row{Key: fakeKey(i), Values: []string{fakeValue(i)}} }
 
-// mustGet fails unless t holds the row of fakeKey(i).
-func mustGet(tb testing.TB, t *table, i int) {
+// mustGet fails unless t holds the row of fakeKey(i) with line want.
+func mustGet(tb testing.TB, t *table, i int, want string) {
 	tb.Helper()
 	key := Key(fakeKey(i))
 	e := t.get(t.hash(key), []byte(key))
-	if e == nil || string(e.line) != fakeLine(i) {
-		tb.Fatalf("table lost %s: got %+v", key, e)
+	if e == nil || string(e.line) != want {
+		tb.Fatalf("table lost %s: got %+v, want line %q", key, e, want)
 	}
+}
+
+// mustAbsent fails if t holds key.
+func mustAbsent(tb testing.TB, t *table, key string) {
+	tb.Helper()
+	if e := t.get(t.hash(key), []byte(key)); e != nil {
+		tb.Fatalf("got %+v for %q, want nothing", e, key)
+	}
+}
+
+// groupCount sums the entries in all of t's groups, which invariant 3 says entries counts.
+func groupCount(t *table) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.untagged.n + t.fills.n
+	for _, g := range append(append([]*group{}, t.ranges...), t.stale...) {
+		n += g.n
+	}
+	return int64(n)
 }
 
 // TestSetDropsRetried injects a set function that drops 30% of writes (returns false, as
@@ -41,7 +68,7 @@ func mustGet(tb testing.TB, t *table, i int) {
 func TestSetDropsRetried(t *testing.T) {
 	const n = 20_000
 	var stats counters
-	tb := newTestTable(t, n, true, 64<<20, &stats)
+	tb := newTestTable(t, 64<<20, true, &stats)
 	rnd := rand.New(rand.NewPCG(1, 2)) // only the table's writer goroutine calls set
 	real := tb.set
 	tb.set = func(h uint64, v *entry, cost int64, ttl time.Duration) bool {
@@ -55,21 +82,19 @@ func TestSetDropsRetried(t *testing.T) {
 		return real(h, v, cost, ttl)
 	}
 	for i := range n {
-		if err := tb.put(testEntry(i)); err != nil {
-			t.Fatalf("put %d: %v", i, err)
-		}
+		tb.upsert(prep(testRow(i)), nil)
 	}
 	if err := tb.flush(); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
-	if !tb.complete.Load() || tb.entries.Load() != n {
-		t.Fatalf("complete %v entries %d, want true %d", tb.complete.Load(), tb.entries.Load(), n)
+	if !tb.complete.Load() || tb.entries.Load() != n || groupCount(tb) != n {
+		t.Fatalf("got complete %v, entries %d, in groups %d; want true, %d, %d", tb.complete.Load(), tb.entries.Load(), groupCount(tb), n, n)
 	}
 	for i := range n {
-		mustGet(t, tb, i)
+		mustGet(t, tb, i, fakeLine(i))
 	}
 	if stats.setsDropped.Load() == 0 || stats.setRetries.Load() == 0 {
-		t.Errorf("sets dropped %d, re-written %d: the injected faults were not seen",
+		t.Errorf("got sets dropped %d, re-written %d: the injected faults were not seen",
 			stats.setsDropped.Load(), stats.setRetries.Load())
 	}
 }
@@ -78,105 +103,144 @@ func TestSetDropsRetried(t *testing.T) {
 // rather than a complete table that answers "not found" for rows it does not hold.
 func TestVerifyGivesUp(t *testing.T) {
 	var stats counters
-	tb := newTestTable(t, 10, true, 1<<20, &stats)
+	tb := newTestTable(t, 1<<20, true, &stats)
 	tb.set = func(h uint64, v *entry, _ int64, _ time.Duration) bool { // every write rejected
 		tb.onReject(&ristretto.Item[*entry]{Key: h, Value: v})
 		return true
 	}
-	if err := tb.put(testEntry(1)); err != nil {
-		t.Fatal(err)
-	}
+	tb.upsert(prep(testRow(1)), nil)
 	err := tb.flush()
 	if err == nil || !strings.Contains(err.Error(), "incomplete") {
-		t.Fatalf("flush = %v, want a verification error", err)
+		t.Fatalf("got flush error %v, want a verification error", err)
 	}
 	if tb.complete.Load() {
 		t.Fatal("table still complete")
 	}
 }
 
-// TestCollisions forces every key onto one hash: the chain keeps them all apart.
+// TestCollisions forces every key onto one hash: the chain keeps them all apart, and every
+// entry stays in its group.
 func TestCollisions(t *testing.T) {
 	var stats counters
-	tb := newTestTable(t, 10, true, 1<<20, &stats)
+	tb := newTestTable(t, 1<<20, true, &stats)
 	tb.hash = func(string) uint64 { return 42 }
+	rng := &group{ranged: true}
 	for i := range 5 {
-		if err := tb.put(testEntry(i)); err != nil {
-			t.Fatal(err)
-		}
+		tb.upsert(prep(testRow(i)), rng)
 	}
-	if err := tb.put(testEntry(2)); err != nil { // an update within the chain
-		t.Fatal(err)
-	}
-	if err := tb.del(Key(fakeKey(3))); err != nil {
-		t.Fatal(err)
+	moved := testRow(2)
+	moved.Values = []string{"moved"}
+	tb.upsert(prep(moved), nil) // an update within the chain, through the change path
+	if !tb.remove([]byte(Key(fakeKey(3))), fakeKey(3)) {
+		t.Fatal("remove found nothing")
 	}
 	if err := tb.flush(); err != nil {
 		t.Fatal(err)
 	}
-	for _, i := range []int{0, 1, 2, 4} {
-		mustGet(t, tb, i)
+	for _, i := range []int{0, 1, 4} {
+		mustGet(t, tb, i, fakeLine(i))
 	}
-	if e := tb.get(42, []byte(Key(fakeKey(3)))); e != nil {
-		t.Errorf("deleted key still found: %+v", e)
+	mustGet(t, tb, 2, "["+fakeKey(2)+"] moved")
+	mustAbsent(t, tb, Key(fakeKey(3)))
+	if tb.entries.Load() != 4 || rng.n != 4 || groupCount(tb) != 0 {
+		t.Errorf("got entries %d, in the range %d, elsewhere %d; want 4, 4, 0", tb.entries.Load(), rng.n, groupCount(tb))
 	}
-	if tb.entries.Load() != 4 {
-		t.Errorf("entries %d, want 4", tb.entries.Load())
+	for e := rng.head; e != nil; e = e.gnext {
+		if got := tb.get(42, []byte(e.key)); got != e {
+			t.Errorf("the range holds %q, but the table holds %p for it, not %p", e.key, got, e)
+		}
 	}
 	var want int64
-	for _, i := range []int{0, 1, 2, 4} {
-		want += testEntry(i).cost
+	for _, i := range []int{0, 1, 4} {
+		want += prep(testRow(i)).cost()
 	}
+	want += prep(moved).cost()
 	if got := tb.bytes.Load(); got != want {
-		t.Errorf("bytes %d, want %d", got, want)
+		t.Errorf("got bytes %d, want %d", got, want)
 	}
 	if got := tb.costBytes(); got != want {
-		t.Errorf("ristretto cost %d, want %d", got, want)
+		t.Errorf("got ristretto cost %d, want %d", got, want)
+	}
+	var sum RangeSum
+	for _, r := range []Row{testRow(0), testRow(1), moved, testRow(4)} {
+		sum = sum.Add(RowSum(r.Key, r.Values), 1)
+	}
+	if rng.sum != sum {
+		t.Errorf("got range sum %+v, want %+v", rng.sum, sum)
 	}
 }
 
-// TestDelIfSparesNewer: reconcile's delete only removes entries written before its scan.
-func TestDelIfSparesNewer(t *testing.T) {
+// TestUpsertGroups: a change keeps a row in its key range and moves the range's sum; a row
+// for a key no range holds is untagged; a delete takes its row out of the sum; another
+// stored spelling of a key is another row.
+func TestUpsertGroups(t *testing.T) {
 	var stats counters
-	tb := newTestTable(t, 10, true, 1<<20, &stats)
-	if err := tb.put(testEntry(1)); err != nil {
-		t.Fatal(err)
-	}
-	scan := tb.beginScan()
-	if err := tb.put(testEntry(2)); err != nil { // written during the scan
-		t.Fatal(err)
-	}
-	for _, i := range []int{1, 2} {
-		if err := tb.delIf(Key(fakeKey(i)), scan); err != nil {
-			t.Fatal(err)
+	tb := newTestTable(t, 1<<20, true, &stats)
+	rng := &group{ranged: true}
+	tb.upsert(prep(testRow(1)), rng)
+	tb.upsert(prep(testRow(2)), rng)
+	sumOf := func(rows ...Row) RangeSum {
+		var s RangeSum
+		for _, r := range rows {
+			s = s.Add(RowSum(r.Key, r.Values), 1)
 		}
+		return s
 	}
+	if rng.sum != sumOf(testRow(1), testRow(2)) {
+		t.Fatalf("got %+v after the snapshot rows", rng.sum)
+	}
+	changed := Row{Key: fakeKey(1), Values: []string{"elsewhere"}}
+	tb.upsert(prep(changed), nil)
+	tb.upsert(prep(testRow(3)), nil)
 	if err := tb.flush(); err != nil {
 		t.Fatal(err)
 	}
-	if e := tb.get(tb.hash(Key(fakeKey(1))), []byte(Key(fakeKey(1)))); e != nil {
-		t.Error("entry written before the scan survived")
+	key1 := Key(fakeKey(1))
+	if e := tb.get(tb.hash(key1), []byte(key1)); e == nil || e.grp != rng {
+		t.Fatalf("the changed row left its range: %+v", e)
 	}
-	mustGet(t, tb, 2)
+	if rng.sum != sumOf(changed, testRow(2)) {
+		t.Errorf("got %+v after a change, want the sum of the new row and row 2", rng.sum)
+	}
+	if tb.untagged.n != 1 {
+		t.Errorf("got %d untagged, want 1 (the new key)", tb.untagged.n)
+	}
+	if tb.remove([]byte(Key(fakeKey(2))), strings.ToLower(fakeKey(2))) {
+		t.Error("a delete of another spelling removed the row")
+	}
+	if !tb.remove([]byte(Key(fakeKey(2))), fakeKey(2)) || rng.sum != sumOf(changed) || rng.n != 1 {
+		t.Errorf("after a delete: got sum %+v, %d in the range", rng.sum, rng.n)
+	}
+	// Another spelling of key 1 replaces the entry but is another row: untagged, and the
+	// range still counts the first.
+	other := Row{Key: strings.ToLower(fakeKey(1)), Values: []string{"lower"}}
+	tb.upsert(prep(other), nil)
+	if rng.sum != sumOf(changed) || rng.n != 0 || tb.untagged.n != 2 {
+		t.Errorf("got sum %+v, %d in the range, %d untagged", rng.sum, rng.n, tb.untagged.n)
+	}
+	if got := groupCount(tb) + int64(rng.n); tb.entries.Load() != got {
+		t.Errorf("got entries %d, %d in groups", tb.entries.Load(), got)
+	}
 }
 
 // TestFillSkipsAfterLoaderWrite: a read-through answer older than a loader write is not
 // cached.
 func TestFillSkipsAfterLoaderWrite(t *testing.T) {
 	var stats counters
-	tb := newTestTable(t, 10, false, 1<<20, &stats)
+	tb := newTestTable(t, 1<<20, false, &stats)
 	since := tb.epoch.Load()
-	if err := tb.del(Key(fakeKey(1))); err != nil { // nothing to delete: the epoch stays
-		t.Fatal(err)
+	if tb.remove([]byte(Key(fakeKey(1))), fakeKey(1)) { // nothing to delete: the epoch stays
+		t.Fatal("removed a row never written")
 	}
-	if !tb.fill(testEntry(1), since) {
+	if !tb.fill(newEntry(prep(testRow(1))), since) {
 		t.Fatal("fill refused with no loader write in between")
 	}
-	since = tb.epoch.Load()
-	if err := tb.put(testEntry(2)); err != nil {
-		t.Fatal(err)
+	if tb.fills.n != 1 {
+		t.Errorf("got %d fills, want 1", tb.fills.n)
 	}
-	if tb.fill(testEntry(3), since) {
+	since = tb.epoch.Load()
+	tb.upsert(prep(testRow(2)), nil)
+	if tb.fill(newEntry(prep(testRow(3))), since) {
 		t.Fatal("fill accepted after a loader write")
 	}
 }
@@ -185,13 +249,13 @@ func TestFillSkipsAfterLoaderWrite(t *testing.T) {
 // in a full table, and a loader write of the key forgets it.
 func TestNegativesRemembered(t *testing.T) {
 	var stats counters
-	tb := newTestTable(t, 10, false, 4<<10, &stats)
+	tb := newTestTable(t, 4<<10, false, &stats)
 	for i := range 200 { // far over the budget: ristretto is full and admits selectively
-		if err := tb.put(testEntry(i)); err != nil {
-			t.Fatal(err)
-		}
+		tb.upsert(prep(testRow(i)), nil)
 	}
-	tb.rc.Wait()
+	if err := tb.flush(); err != nil {
+		t.Fatal(err)
+	}
 	key := Key(fakeKey(1000))
 	if !tb.fillNegative(key, tb.epoch.Load(), 100, 200) {
 		t.Fatal("fillNegative refused with no loader write in between")
@@ -202,17 +266,15 @@ func TestNegativesRemembered(t *testing.T) {
 		want bool
 	}{{"fresh", 150, true}, {"expired", 200, false}} {
 		if got := tb.absent([]byte(key), tt.now); got != tt.want {
-			t.Errorf("%s: absent = %v, want %v", tt.name, got, tt.want)
+			t.Errorf("%s: got absent %v, want %v", tt.name, got, tt.want)
 		}
 	}
-	if err := tb.put(testEntry(1000)); err != nil {
-		t.Fatal(err)
-	}
+	tb.upsert(prep(testRow(1000)), nil)
 	if tb.absent([]byte(key), 150) {
 		t.Error("a loader write of the key did not forget its not-found")
 	}
 	since := tb.epoch.Load()
-	tb.put(testEntry(1001))
+	tb.upsert(prep(testRow(1001)), nil)
 	if tb.fillNegative(Key(fakeKey(1002)), since, 100, 200) {
 		t.Error("fillNegative accepted after a loader write")
 	}
@@ -222,65 +284,63 @@ func TestNegativesRemembered(t *testing.T) {
 // written again, so read-through fills in flight stay valid.
 func TestPutSkipsIdenticalRow(t *testing.T) {
 	var stats counters
-	tb := newTestTable(t, 10, true, 1<<20, &stats)
-	if err := tb.put(testEntry(1)); err != nil {
-		t.Fatal(err)
-	}
+	tb := newTestTable(t, 1<<20, true, &stats)
+	tb.upsert(prep(testRow(1)), nil)
 	since := tb.epoch.Load()
-	if err := tb.put(testEntry(1)); err != nil {
-		t.Fatal(err)
-	}
+	tb.upsert(prep(testRow(1)), nil)
 	if got := tb.epoch.Load(); got != since {
 		t.Fatalf("epoch moved from %d to %d on an identical row", since, got)
 	}
-	changed := testEntry(1)
-	changed.line = []byte("moved")
-	if err := tb.put(changed); err != nil {
-		t.Fatal(err)
-	}
+	changed := testRow(1)
+	changed.Values = []string{"moved"}
+	tb.upsert(prep(changed), nil)
 	if tb.epoch.Load() == since {
 		t.Fatal("a changed row was not written")
 	}
 }
 
-// TestIncompleteEvicts: an incomplete table holds at most its budget and counts evictions.
+// TestIncompleteEvicts: an incomplete table holds at most its budget, counts evictions,
+// and keeps its groups in step with what ristretto holds.
 func TestIncompleteEvicts(t *testing.T) {
 	var stats counters
 	const budget = 64 << 10
-	tb := newTestTable(t, 1000, false, budget, &stats)
+	tb := newTestTable(t, budget, false, &stats)
 	for i := range 2000 {
-		if err := tb.put(testEntry(i)); err != nil {
-			t.Fatal(err)
-		}
+		tb.upsert(prep(testRow(i)), nil)
 	}
 	if err := tb.flush(); err != nil {
 		t.Fatal(err)
 	}
 	if got := tb.costBytes(); got > budget {
-		t.Errorf("cost %d over the budget %d", got, budget)
+		t.Errorf("got cost %d over the budget %d", got, budget)
 	}
 	if stats.evictions.Load() == 0 {
 		t.Error("no evictions counted")
 	}
-	if n := tb.entries.Load(); n <= 0 || n*testEntry(0).cost > 2*budget {
-		t.Errorf("entries %d for a budget of %d bytes", n, budget)
+	if n := tb.entries.Load(); n <= 0 || n*prep(testRow(0)).cost() > budget || n != groupCount(tb) {
+		t.Errorf("got %d entries (%d in groups) for a budget of %d bytes", n, groupCount(tb), budget)
+	}
+	if got, want := tb.bytes.Load(), tb.costBytes(); got != want {
+		t.Errorf("got bytes %d, ristretto holds %d", got, want)
 	}
 }
 
 func BenchmarkTablePut(b *testing.B) {
 	var stats counters
-	entries := make([]*entry, 100_000)
-	for i := range entries {
-		entries[i] = testEntry(i)
+	const n = 100_000
+	// Two versions of each row, alternated pass by pass, so that every put writes.
+	var versions [2][]*prepared
+	for v := range versions {
+		versions[v] = make([]*prepared, n)
+		for i := range n {
+			versions[v][i] = prep(Row{Key: fakeKey(i), Values: []string{fakeValue(i), string(rune('a' + v))}})
+		}
 	}
-	tb := newTestTable(b, len(entries), true, 1<<30, &stats)
+	tb := newTestTable(b, 1<<30, true, &stats)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		e := *entries[i%len(entries)]
-		if err := tb.put(&e); err != nil {
-			b.Fatal(err)
-		}
+		tb.upsert(versions[(i/n)%2][i%n], nil)
 		i++
 	}
 	if err := tb.flush(); err != nil {

@@ -31,7 +31,7 @@ func TestLoadConfigDemoDefaults(t *testing.T) {
 		t.Errorf("got demo=%v token=%q, want demo mode with token demo", c.Demo, c.Token)
 	}
 	if c.Listen != ":8080" || c.Path != "/wx" || c.AdminListen != "127.0.0.1:9090" || c.RefreshInterval != time.Second ||
-		c.ReconcileInterval != 5*time.Minute || c.CacheMaxBytes != 512<<20 || c.TimestampSkew != 5*time.Minute ||
+		c.ReconcileInterval != 10*time.Second || c.CacheMaxBytes != 512<<20 || c.TimestampSkew != 5*time.Minute ||
 		c.Table != "workpiece_location" || c.KeyColumn != "part_no" || strings.Join(c.ValueColumns, ",") != "location" || c.UpdatedColumn != "updated_at" {
 		t.Errorf("defaults differ from SPEC section 4: %+v", c)
 	}
