@@ -92,6 +92,18 @@ func freePort(tb testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// serviceEnv is the test's environment without any WXLOOKUP_* setting, for a service
+// started with its own.
+func serviceEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WXLOOKUP_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // startService runs `wxlookup serve` with env (WXLOOKUP_* settings; the listeners default
 // to 127.0.0.1:0), waits until both listeners accept, and stops it when the test ends.
 // It does not wait for the first load: see waitReady.
@@ -99,11 +111,7 @@ func startService(tb testing.TB, name string, env map[string]string) *service {
 	tb.Helper()
 	bin := binary(tb)
 	cmd := exec.Command(bin, "serve")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WXLOOKUP_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = serviceEnv()
 	settings := map[string]string{"WXLOOKUP_LISTEN": "127.0.0.1:0", "WXLOOKUP_ADMIN_LISTEN": "127.0.0.1:0"}
 	for k, v := range env {
 		settings[k] = v

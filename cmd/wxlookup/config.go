@@ -25,7 +25,11 @@ type Config struct {
 	// ListenWhenReady opens the webhook listener only after the first load, so that no
 	// request is answered "starting up" by a replica or a successor process that another
 	// one could answer (WXLOOKUP_LISTEN_WHEN_READY; default false: listen at once).
-	ListenWhenReady   bool
+	ListenWhenReady bool
+	// ReusePort lets a second process listen on the webhook's port (SO_REUSEPORT) for a
+	// zero-downtime handover (WXLOOKUP_REUSE_PORT; default false: a port in use is an
+	// error, so two servers never silently share one).
+	ReusePort         bool
 	Path              string
 	Token             string
 	AppID             string
@@ -125,6 +129,7 @@ func boolean(dst func(*Config) *bool) func(*Config, string) error {
 var settings = []setting{
 	{key: "listen", parse: str(func(c *Config) *string { return &c.Listen })},
 	{key: "listen_when_ready", parse: boolean(func(c *Config) *bool { return &c.ListenWhenReady })},
+	{key: "reuse_port", parse: boolean(func(c *Config) *bool { return &c.ReusePort })},
 	{key: "path", parse: str(func(c *Config) *string { return &c.Path })},
 	{key: "token", parse: str(func(c *Config) *string { return &c.Token }), secret: true},
 	{key: "appid", parse: str(func(c *Config) *string { return &c.AppID })},

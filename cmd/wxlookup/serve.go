@@ -163,7 +163,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	adminLn, err := listen(ctx, cfg.AdminListen)
+	adminLn, err := listen(ctx, cfg.AdminListen, false)
 	if err != nil {
 		return fmt.Errorf("WXLOOKUP_ADMIN_LISTEN %s: %w", cfg.AdminListen, err)
 	}
@@ -184,14 +184,14 @@ func (m *Main) Run(ctx context.Context) error {
 
 	if cfg.ListenWhenReady {
 		// Behind nginx with other replicas, or taking a port over from a running process
-		// (SO_REUSEPORT), a listener open before the first load would answer "starting up"
+		// (WXLOOKUP_REUSE_PORT), a listener open before the first load would answer "starting up"
 		// to requests the others can answer; closed, nginx and the kernel send them there.
 		m.Logger.Info("waiting for the first load before opening the webhook listener", "setting", "WXLOOKUP_LISTEN_WHEN_READY")
 		if err := m.Cache.WaitReady(ctx); err != nil {
 			return fmt.Errorf("WXLOOKUP_LISTEN_WHEN_READY: waiting for the first load: %w", err)
 		}
 	}
-	ln, err := listen(ctx, cfg.Listen)
+	ln, err := listen(ctx, cfg.Listen, cfg.ReusePort)
 	if err != nil {
 		return fmt.Errorf("WXLOOKUP_LISTEN %s: %w", cfg.Listen, err)
 	}
@@ -246,21 +246,26 @@ func (m *Main) openAllowList(ctx context.Context, src cache.Source) error {
 	return nil
 }
 
-// listen opens a TCP listener with SO_REUSEPORT, so a new process can take over the port
-// while this one drains its connections on shutdown.
-func listen(ctx context.Context, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		return errors.Join(err, serr)
-	}}
+// listen opens a TCP listener on addr. A port in use is an error ("address already in
+// use") unless reusePort is set: then the socket has SO_REUSEPORT, so a new process started
+// with the same setting can take over the port while this one drains its connections on
+// shutdown (WXLOOKUP_REUSE_PORT).
+func listen(ctx context.Context, addr string, reusePort bool) (net.Listener, error) {
+	var lc net.ListenConfig
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			return errors.Join(err, serr)
+		}
+	}
 	return lc.Listen(ctx, "tcp", addr)
 }
 
 // handoverListener lets a stopping process close its listening socket early, so that the
-// kernel sends new connections only to the process that shares the port (SO_REUSEPORT),
+// kernel sends new connections only to the process that shares the port (ReusePort),
 // while fasthttp's accept loop, and with it the connections already open, keeps running
 // until Close.
 type handoverListener struct {
@@ -318,6 +323,10 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.webhook != nil && m.served != nil {
 		errs = append(errs, m.webhook.Shutdown(ctx))
+		// Shutdown closes only the listeners Serve has registered, and a Close right
+		// after Run may come before Serve has: close the socket here too, so that Serve,
+		// whenever it starts, returns at once instead of accepting for ever.
+		m.ln.Close()
 		errs = append(errs, <-m.served)
 	}
 	// The admin handler first: it cancels a reload that a POST /admin/reload is waiting
