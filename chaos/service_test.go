@@ -75,6 +75,7 @@ type service struct {
 	cmd     *exec.Cmd
 	Webhook string          // http://127.0.0.1:port/wx
 	Admin   string          // http://127.0.0.1:port
+	token   string          // WXLOOKUP_ADMIN_TOKEN, sent with every admin request but the probes
 	Port    int             // the webhook's port
 	log     *logtest.Buffer // the process's stderr
 	done    chan struct{}   // closed when the process has exited
@@ -122,7 +123,8 @@ func startService(tb testing.TB, name string, env map[string]string) *service {
 	if raceEnabled {
 		cmd.Env = append(cmd.Env, "GORACE=halt_on_error=1 exitcode=66")
 	}
-	s := &service{tb: tb, name: name, cmd: cmd, log: &logtest.Buffer{}, done: make(chan struct{})}
+	s := &service{tb: tb, name: name, cmd: cmd, log: &logtest.Buffer{}, done: make(chan struct{}),
+		token: settings["WXLOOKUP_ADMIN_TOKEN"]}
 	cmd.Stderr = s.log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -198,9 +200,16 @@ func (s *service) waitFor(timeout time.Duration, what string, cond func() bool) 
 
 var adminClient = &http.Client{Timeout: 5 * time.Second}
 
-// get fetches an admin path.
+// get fetches an admin path, with the service's admin token if it has one.
 func (s *service) get(path string) (int, string, error) {
-	resp, err := adminClient.Get(s.Admin + path)
+	req, err := http.NewRequest(http.MethodGet, s.Admin+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := adminClient.Do(req)
 	if err != nil {
 		return 0, "", err
 	}

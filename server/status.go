@@ -79,7 +79,13 @@ type statusView struct {
 	LatencyOK    bool
 	Window       time.Duration
 	Chart        template.HTML
-	StaleWarning bool
+	// Stale is set when the data is older than StaleAfter (/readyz answers 503): red.
+	// Failing is set, short of that, while the loader has failed since its last success:
+	// amber. LastError is the newest loader error, if any.
+	Stale      bool
+	StaleAfter time.Duration
+	Failing    bool
+	LastError  *cache.ErrorEvent
 	Reload       *reloadRun    // the running admin reload, else the last one; nil before the first
 	ReloadTook   time.Duration // how long it took, or has run so far
 }
@@ -93,7 +99,12 @@ func (a *Admin) view() statusView {
 		if v.Cache.MaxBytes > 0 {
 			v.Fill = float64(v.Cache.CostBytes) / float64(v.Cache.MaxBytes)
 		}
-		v.StaleWarning = v.Ready && v.Cache.Staleness > 10*time.Second
+		v.StaleAfter = a.cfg.StaleAfter
+		v.Stale = v.Ready && v.Cache.Staleness > a.cfg.StaleAfter
+		if errs := v.Cache.RecentErrors; len(errs) > 0 {
+			v.LastError = &errs[0]
+			v.Failing = v.Ready && !v.Stale && errs[0].Time.After(v.Cache.LastSuccess)
+		}
 	}
 	// The history plus a reading taken now, so the page is current between samples.
 	samples := a.history.all()
@@ -154,6 +165,7 @@ func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
 		"p50_seconds": nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
 		"last_success": v.Cache.LastSuccess, "staleness_seconds": v.Cache.Staleness.Seconds(),
 		"recent_errors": v.Cache.RecentErrors, "reload": reloadJSON(v.Reload, v.Now),
+		"stale": v.Stale, "stale_after_seconds": v.StaleAfter.Seconds(), "refresh_failing": v.Failing,
 	})
 }
 

@@ -165,3 +165,61 @@ func distinctColours(img image.Image) int {
 	}
 	return len(seen)
 }
+
+// TestStaleIsNotGreen: while refreshes keep failing, /readyz turns 503 and the status page
+// red, with the last error, once the data is older than the threshold (60 s by default);
+// before that, refreshes failing since the last success show amber and /readyz stays 200.
+func TestStaleIsNotGreen(t *testing.T) {
+	now := time.Date(2026, 11, 27, 14, 30, 0, 0, time.UTC)
+	lastErr := cache.ErrorEvent{Time: now.Add(-2 * time.Second), Step: "refresh",
+		Err: "store: changes since 14:28:30: dial tcp 127.0.0.1:3306: connect: connection refused"}
+	tests := []struct {
+		name      string
+		staleness time.Duration
+		errs      []cache.ErrorEvent
+		readyz    int
+		badge     string // the header's badge
+		json      string // "stale" in /status.json
+	}{
+		{"fresh", 800 * time.Millisecond, nil, http.StatusOK, `<span class="badge ok">ready</span>`, `"stale": false`},
+		{"failing, not yet stale", 20 * time.Second, []cache.ErrorEvent{lastErr}, http.StatusOK,
+			`<span class="badge warn">refresh failing</span>`, `"stale": false`},
+		{"stale beyond the default 60s", 90 * time.Second, []cache.ErrorEvent{lastErr}, http.StatusServiceUnavailable,
+			`<span class="badge bad">stale</span>`, `"stale": true`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fc := &fakeCache{status: cache.Status{Ready: true, Complete: true, Entries: 10,
+				LastSuccess: now.Add(-tt.staleness), Staleness: tt.staleness, RecentErrors: tt.errs}}
+			fc.ready.Store(true)
+			a := NewAdmin(AdminConfig{Cache: fc, Now: func() time.Time { return now }})
+			code, body := get(t, a, "GET", "/readyz", "")
+			if code != tt.readyz {
+				t.Errorf("/readyz: got %d %q, want %d", code, body, tt.readyz)
+			}
+			if tt.readyz != http.StatusOK && (!strings.Contains(body, "WXLOOKUP_STALE_AFTER") || !strings.Contains(body, "connection refused")) {
+				t.Errorf("/readyz body %q, want the threshold's setting and the last error", body)
+			}
+			_, page := get(t, a, "GET", "/status", "")
+			if !strings.Contains(page, tt.badge) {
+				t.Errorf("/status lacks the badge %q", tt.badge)
+			}
+			if tt.readyz != http.StatusOK && !strings.Contains(page, `<div class="alert bad">`) {
+				t.Errorf("/status shows no red alert while stale")
+			}
+			if tt.errs != nil && !strings.Contains(page, "connection refused") {
+				t.Errorf("/status does not show the last error")
+			}
+			if _, js := get(t, a, "GET", "/status.json", ""); !strings.Contains(js, tt.json) {
+				t.Errorf("/status.json lacks %s:\n%s", tt.json, js)
+			}
+		})
+	}
+	// The threshold is a setting.
+	fc := &fakeCache{status: cache.Status{Ready: true, Complete: true, Staleness: 20 * time.Second}}
+	fc.ready.Store(true)
+	a := NewAdmin(AdminConfig{Cache: fc, StaleAfter: 10 * time.Second})
+	if code, _ := get(t, a, "GET", "/readyz", ""); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz 20 s stale with StaleAfter 10s: got %d, want 503", code)
+	}
+}

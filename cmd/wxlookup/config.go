@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -55,6 +57,9 @@ type Config struct {
 
 	AdminListen string
 	AdminToken  string
+	// StaleAfter is the staleness beyond which /readyz answers 503 and the status page
+	// is red (WXLOOKUP_STALE_AFTER).
+	StaleAfter time.Duration
 
 	TimestampSkew time.Duration
 	RateLimit     int // per OpenID per minute; 0 disables
@@ -169,6 +174,7 @@ var settings = []setting{
 	}},
 	{key: "admin_listen", parse: str(func(c *Config) *string { return &c.AdminListen })},
 	{key: "admin_token", parse: str(func(c *Config) *string { return &c.AdminToken }), secret: true},
+	{key: "stale_after", parse: dur(func(c *Config) *time.Duration { return &c.StaleAfter })},
 	{key: "timestamp_skew", parse: dur(func(c *Config) *time.Duration { return &c.TimestampSkew })},
 	{key: "rate_limit", parse: integer(func(c *Config) *int { return &c.RateLimit })},
 	{key: "rate_burst", parse: integer(func(c *Config) *int { return &c.RateBurst })},
@@ -202,6 +208,7 @@ func DefaultConfig() Config {
 		ReconcileInterval: cache.DefaultReconcileInterval,
 		CacheMaxBytes:     cache.DefaultMaxBytes,
 		AdminListen:       server.DefaultAdminListen,
+		StaleAfter:        server.DefaultStaleAfter,
 		TimestampSkew:     server.DefaultTimestampSkew,
 		RateLimit:         server.DefaultRatePerMinute,
 		RateBurst:         server.DefaultRateBurst,
@@ -344,6 +351,12 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("config: WXLOOKUP_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if err := c.validateAdmin(); err != nil {
+		return err
+	}
+	if err := c.validateStaleAfter(); err != nil {
+		return err
+	}
 	if err := c.mapping().Validate(); err != nil {
 		var me *store.MappingError
 		if errors.As(err, &me) {
@@ -359,4 +372,37 @@ func (c *Config) validate() error {
 // mapping is the table mapping of the configuration.
 func (c *Config) mapping() store.Mapping {
 	return store.Mapping{Table: c.Table, KeyColumn: c.KeyColumn, ValueColumns: c.ValueColumns, UpdatedColumn: c.UpdatedColumn}
+}
+
+// validateAdmin refuses an admin listener that other machines can reach without
+// WXLOOKUP_ADMIN_TOKEN: it serves profiles, the status page and the reload action.
+func (c *Config) validateAdmin() error {
+	host, _, err := net.SplitHostPort(c.AdminListen)
+	if err != nil {
+		return fmt.Errorf("config: WXLOOKUP_ADMIN_LISTEN %q: want host:port, e.g. 127.0.0.1:9090", c.AdminListen)
+	}
+	if c.AdminToken != "" || isLoopbackHost(host) {
+		return nil
+	}
+	return fmt.Errorf("config: WXLOOKUP_ADMIN_LISTEN %s is not a loopback address: set WXLOOKUP_ADMIN_TOKEN "+
+		"(every admin route but /healthz and /readyz then needs it) or listen on 127.0.0.1", c.AdminListen)
+}
+
+// isLoopbackHost reports whether a listen address's host is loopback only: localhost or a
+// loopback IP. "" (every interface) and other names are not.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// validateStaleAfter checks WXLOOKUP_STALE_AFTER: a threshold no longer than one refresh
+// interval would flag every healthy pause between refreshes.
+func (c *Config) validateStaleAfter() error {
+	if c.StaleAfter <= c.RefreshInterval {
+		return fmt.Errorf("config: WXLOOKUP_STALE_AFTER (%s) must be longer than WXLOOKUP_REFRESH_INTERVAL (%s), e.g. 60s", c.StaleAfter, c.RefreshInterval)
+	}
+	return nil
 }

@@ -169,7 +169,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.AdminAddr = adminLn.Addr()
 	m.admin = server.NewAdmin(server.AdminConfig{
-		Token: cfg.AdminToken, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
+		Token: cfg.AdminToken, StaleAfter: cfg.StaleAfter, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
 		Version: version, Logger: m.Logger.With("component", "admin"),
 	})
 	m.adminSrv = &http.Server{Handler: m.admin, ReadHeaderTimeout: 5 * time.Second,
@@ -200,7 +200,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.webhook.Serve(m.ln) }()
 	m.Logger.Info("wxlookup started", "version", version, "webhook", m.WebhookAddr.String()+cfg.Path,
-		"admin", m.AdminAddr.String(), "source", fmt.Sprint(src), "demo", cfg.Demo,
+		"admin", m.AdminAddr.String(), "admin_token", cfg.AdminToken != "", "source", fmt.Sprint(src), "demo", cfg.Demo,
 		"safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "")
 	return nil
 }
@@ -359,6 +359,12 @@ func (m *Main) printBanner(w io.Writer) {
 	cfg := m.Config
 	url := "http://" + hostPort(m.WebhookAddr) + cfg.Path
 	fmt.Fprintf(w, "wxlookup %s listening\n  webhook: %s\n  admin:   http://%s/status\n", version, url, hostPort(m.AdminAddr))
+	if a, ok := m.AdminAddr.(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+		fmt.Fprintf(w, "  (the admin listener is on %s: every interface)\n", m.AdminAddr)
+	}
+	if cfg.AdminToken != "" {
+		fmt.Fprintln(w, "  every admin route but /healthz and /readyz needs WXLOOKUP_ADMIN_TOKEN as a bearer token")
+	}
 	if cfg.Demo {
 		fmt.Fprintf(w, "demo mode: %s, token %q\n", "embedded examples/locations.csv", cfg.Token)
 	}
