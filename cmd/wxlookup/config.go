@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/go-sql-driver/mysql"
 	"go.yaml.in/yaml/v3"
 
 	"wxlookup/cache"
@@ -351,6 +352,9 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("config: WXLOOKUP_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if err := c.validateDSN(); err != nil {
+		return err
+	}
 	if err := c.validateAdmin(); err != nil {
 		return err
 	}
@@ -405,4 +409,104 @@ func (c *Config) validateStaleAfter() error {
 		return fmt.Errorf("config: WXLOOKUP_STALE_AFTER (%s) must be longer than WXLOOKUP_REFRESH_INTERVAL (%s), e.g. 60s", c.StaleAfter, c.RefreshInterval)
 	}
 	return nil
+}
+
+// dsnForm is the shape of a go-sql-driver DSN, shown when WXLOOKUP_MYSQL_DSN is not one.
+const dsnForm = "want user:password@tcp(host:3306)/database, e.g. wxlookup_ro:PASSWORD@tcp(db.plant.local:3306)/plant?readTimeout=5s"
+
+// validateDSN checks that the driver can parse WXLOOKUP_MYSQL_DSN, so a malformed one stops
+// start-up with its reason and the right form instead of failing every connection later.
+// The line never shows the DSN's password.
+func (c *Config) validateDSN() error {
+	if c.MySQLDSN == "" {
+		return nil
+	}
+	if _, err := mysql.ParseDSN(c.MySQLDSN); err != nil {
+		return fmt.Errorf("config: WXLOOKUP_MYSQL_DSN is not a DSN the MySQL driver can parse (%s); %s", dsnProblem(c.MySQLDSN, err), dsnForm)
+	}
+	return nil
+}
+
+// dsnProblem says what is wrong with dsn from the driver's error, without the password:
+// the driver's own words unless they hold a piece of it.
+func dsnProblem(dsn string, err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "default addr for network") {
+		// The part before "/" was read as a network name: "host:3306" or "mysql://…".
+		return "the address must be written tcp(host:port)"
+	}
+	msg = strings.TrimPrefix(msg, "invalid DSN: ")
+	creds := dsn
+	if i := strings.LastIndexByte(dsn, '@'); i >= 0 {
+		creds = dsn[:i]
+	}
+	if _, pw, ok := strings.Cut(creds, ":"); ok {
+		n := min(3, len(pw))
+		for i := 0; n > 0 && i+n <= len(pw); i++ {
+			if strings.Contains(msg, pw[i:i+n]) {
+				return "it does not parse"
+			}
+		}
+	}
+	return msg
+}
+
+// knownEnv are WXLOOKUP_* names that are not settings but are read all the same.
+var knownEnv = map[string]bool{
+	"WXLOOKUP_CONFIG":         true, // serve's --config default
+	"WXLOOKUP_TEST_MYSQL_DSN": true, // the tests' MariaDB
+}
+
+// unknownEnv returns a warning for each WXLOOKUP_* name in environ ("NAME=value" entries)
+// that is no setting, naming the closest setting, so a typo does not silently leave a
+// default in place.
+func unknownEnv(environ []string) []string {
+	var warnings []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "WXLOOKUP_") || knownEnv[name] {
+			continue
+		}
+		best, bestD := "", -1
+		for _, s := range settings {
+			env := envName(s.key)
+			if env == name {
+				best, bestD = "", 0
+				break
+			}
+			if d := editDistance(strings.ToUpper(name), env); bestD < 0 || d < bestD {
+				best, bestD = env, d
+			}
+		}
+		if best != "" {
+			warnings = append(warnings, fmt.Sprintf("config: %s is not a setting; did you mean %s?", name, best))
+		}
+	}
+	return warnings
+}
+
+// editDistance is the optimal string alignment distance between a and b: insertions,
+// deletions, substitutions and transpositions of neighbouring bytes each cost 1.
+func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
 }

@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql" // the "mysql" database/sql driver
+	"github.com/go-sql-driver/mysql" // also the "mysql" database/sql driver
 
 	"wxlookup/store"
 )
@@ -26,6 +26,9 @@ func runSeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *rows < 1 {
 		return usageError{"seed: --rows must be at least 1"}
+	}
+	if _, err := mysql.ParseDSN(*dsn); err != nil {
+		return usageError{fmt.Sprintf("seed: --dsn is not a DSN the MySQL driver can parse (%s); %s", dsnProblem(*dsn, err), dsnForm)}
 	}
 	db, err := sql.Open("mysql", *dsn)
 	if err != nil {

@@ -49,6 +49,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	m := NewMain(cfg)
 	m.Logger = newLogger(cfg, stderr)
+	for _, w := range unknownEnv(os.Environ()) {
+		m.Logger.Warn(w)
+	}
 	if err := m.Run(ctx); err != nil {
 		cerr := m.Close()
 		if ctx.Err() != nil { // stopped while waiting for the first load
