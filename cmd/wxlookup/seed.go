@@ -15,10 +15,9 @@ import (
 
 func runSeed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	dsn := fs.String("dsn", "", "go-sql-driver DSN of an account that may create tables, e.g. root@tcp(127.0.0.1:3306)/plant")
 	rows := fs.Int("rows", 1000, "demo rows to write (18-546 is always among them)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, "usage: wxlookup seed --dsn DSN [--rows N]\n\nCreates the default table and fills demo rows.", args, stdout, stderr); err != nil {
 		return err
 	}
 	if *dsn == "" {

@@ -35,9 +35,8 @@ const drainTimeout = 2 * time.Second
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	configPath := fs.String("config", getenv("WXLOOKUP_CONFIG"), "YAML configuration file (settings in the environment win)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, "usage: wxlookup serve [--config FILE]\n\nRuns the responder; settings come from WXLOOKUP_* and the file (see README.md).", args, stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
