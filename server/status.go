@@ -66,19 +66,19 @@ func (h *history) all() []sample {
 
 // statusView is what the status page shows.
 type statusView struct {
-	Version      string
-	Now          time.Time
-	Uptime       time.Duration
-	Ready        bool
-	Cache        cache.Status
-	Fill         float64 // CostBytes / MaxBytes
-	HitRatio     float64 // over the charted window
-	HitRatioOK   bool
-	Rate         float64 // requests per second over the last minute
-	P50, P99     float64 // seconds, over the last minute
-	LatencyOK    bool
-	Window       time.Duration
-	Chart        template.HTML
+	Version    string
+	Now        time.Time
+	Uptime     time.Duration
+	Ready      bool
+	Cache      cache.Status
+	Fill       float64 // CostBytes / MaxBytes
+	HitRatio   float64 // over the charted window
+	HitRatioOK bool
+	Rate       float64 // requests per second over the last minute
+	P50, P99   float64 // seconds, over the last minute
+	LatencyOK  bool
+	Window     time.Duration
+	Chart      template.HTML
 	// Stale is set when the data is older than StaleAfter (/readyz answers 503): red.
 	// Failing is set, short of that, while the loader has failed since its last success:
 	// amber. LastError is the newest loader error, if any.
@@ -86,8 +86,8 @@ type statusView struct {
 	StaleAfter time.Duration
 	Failing    bool
 	LastError  *cache.ErrorEvent
-	Reload       *reloadRun    // the running admin reload, else the last one; nil before the first
-	ReloadTook   time.Duration // how long it took, or has run so far
+	Reload     *reloadRun    // the running admin reload, else the last one; nil before the first
+	ReloadTook time.Duration // how long it took, or has run so far
 }
 
 func (a *Admin) view() statusView {
