@@ -202,7 +202,7 @@ func TestAlertRules(t *testing.T) {
 		"wxlookup_cache_misses_total", "wxlookup_cache_entries", "wxlookup_cache_cost_bytes", "wxlookup_cache_complete",
 		"wxlookup_cache_sets_dropped_total", "wxlookup_cache_evictions_total", "wxlookup_loader_last_success_timestamp_seconds",
 		"wxlookup_loader_staleness_seconds", "wxlookup_loader_rows_loaded_total", "wxlookup_loader_errors_total",
-		"wxlookup_duplicates_total", "wxlookup_rejected_total"} {
+		"wxlookup_duplicates_total", "wxlookup_rejected_total", "wxlookup_lookups_total"} {
 		if !strings.Contains(string(raw), m) {
 			t.Errorf("grafana.json does not chart %s", m)
 		}

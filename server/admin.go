@@ -229,11 +229,11 @@ func (a *Admin) sample() { a.history.add(a.read()) }
 func (a *Admin) read() sample {
 	s := sample{at: a.cfg.Now()}
 	if a.cfg.Cache != nil {
-		st := a.cfg.Cache.Status()
-		s.hits, s.misses = st.Hits, st.Misses
+		s.misses = a.cfg.Cache.Status().Misses
 	}
 	if a.cfg.Webhook != nil {
 		s.requests = a.cfg.Webhook.m.stats()
+		s.lookups, s.found = a.cfg.Webhook.m.location.stats()
 	}
 	return s
 }

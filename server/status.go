@@ -25,11 +25,14 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	"num":   formatCount,
 }).Parse(statusHTML))
 
-// sample is one reading of the counters the status page charts.
+// sample is one reading of the counters the status page charts: the numbers looked up and
+// found (the webhook's), the lookups that had to read through to the source (the cache's
+// misses), and the request latencies.
 type sample struct {
-	at           time.Time
-	hits, misses uint64
-	requests     requestStats
+	at             time.Time
+	lookups, found uint64
+	misses         uint64
+	requests       requestStats
 }
 
 // history is a ring of samples covering the last hour. Safe for concurrent use.
@@ -66,19 +69,22 @@ func (h *history) all() []sample {
 
 // statusView is what the status page shows.
 type statusView struct {
-	Version    string
-	Now        time.Time
-	Uptime     time.Duration
-	Ready      bool
-	Cache      cache.Status
-	Fill       float64 // CostBytes / MaxBytes
-	HitRatio   float64 // over the charted window
-	HitRatioOK bool
-	Rate       float64 // requests per second over the last minute
-	P50, P99   float64 // seconds, over the last minute
-	LatencyOK  bool
-	Window     time.Duration
-	Chart      template.HTML
+	Version string
+	Now     time.Time
+	Uptime  time.Duration
+	Ready   bool
+	Cache   cache.Status
+	Fill    float64 // CostBytes / MaxBytes
+	// Served is the share of lookups answered from memory, 1 − read-through misses /
+	// lookups, and Found the share found, both over the charted window; RatiosOK is
+	// false when there were no lookups.
+	Served, Found float64
+	RatiosOK      bool
+	Rate          float64 // requests per second over the last minute
+	P50, P99      float64 // seconds, over the last minute
+	LatencyOK     bool
+	Window        time.Duration
+	Chart         template.HTML
 	// Stale is set when the data is older than StaleAfter (/readyz answers 503): red.
 	// Failing is set, short of that, while the loader has failed since its last success:
 	// amber. LastError is the newest loader error, if any.
@@ -114,9 +120,7 @@ func (a *Admin) view() statusView {
 	if n := len(samples); n >= 2 {
 		first, last := samples[0], samples[n-1]
 		v.Window = last.at.Sub(first.at).Round(time.Second)
-		if h, m := delta(first.hits, last.hits), delta(first.misses, last.misses); h+m > 0 {
-			v.HitRatio, v.HitRatioOK = float64(h)/float64(h+m), true
-		}
+		v.Served, v.Found, v.RatiosOK = ratios(first, last)
 		// Rate and latency over the last minute (or what the history has of it).
 		base := first
 		for _, s := range samples {
@@ -132,7 +136,7 @@ func (a *Admin) view() statusView {
 			v.P50, v.P99, v.LatencyOK = p50, p99, true
 		}
 	}
-	v.Chart = hitRatioChart(samples)
+	v.Chart = ratioChart(samples)
 	if run, ok := a.lastReload(); ok {
 		v.Reload, v.ReloadTook = &run, run.took(now).Round(100*time.Millisecond)
 		if run.Finished.IsZero() {
@@ -161,8 +165,9 @@ func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
 		"version": v.Version, "ready": v.Ready, "uptime_seconds": v.Uptime.Seconds(),
 		"source": v.Cache.Source, "complete": v.Cache.Complete, "entries": v.Cache.Entries,
 		"cost_bytes": v.Cache.CostBytes, "max_bytes": v.Cache.MaxBytes,
-		"hit_ratio": nullable(v.HitRatio, v.HitRatioOK), "requests_per_second": v.Rate,
-		"p50_seconds": nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
+		"served_from_memory_ratio": nullable(v.Served, v.RatiosOK), "found_ratio": nullable(v.Found, v.RatiosOK),
+		"requests_per_second": v.Rate,
+		"p50_seconds":         nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
 		"last_success": v.Cache.LastSuccess, "staleness_seconds": v.Cache.Staleness.Seconds(),
 		"recent_errors": v.Cache.RecentErrors, "reload": reloadJSON(v.Reload, v.Now),
 		"stale": v.Stale, "stale_after_seconds": v.StaleAfter.Seconds(), "refresh_failing": v.Failing,
@@ -175,6 +180,17 @@ func reloadJSON(run *reloadRun, now time.Time) any {
 		return nil
 	}
 	return run.summary(now)
+}
+
+// ratios returns the shares of the lookups between two readings that were served from
+// memory (1 − read-through misses / lookups) and found; ok is false without lookups.
+func ratios(from, to sample) (served, found float64, ok bool) {
+	n := delta(from.lookups, to.lookups)
+	if n == 0 {
+		return 0, 0, false
+	}
+	misses := min(delta(from.misses, to.misses), n)
+	return 1 - float64(misses)/float64(n), float64(min(delta(from.found, to.found), n)) / float64(n), true
 }
 
 // delta is how much a counter rose from a to b; a counter that went back (a restart, or a
@@ -221,11 +237,12 @@ func quantiles(from, to requestStats) (p50, p99 float64, ok bool) {
 	return q(0.50), q(0.99), true
 }
 
-// hitRatioChart draws the hit ratio per sample interval as an inline SVG line chart.
-func hitRatioChart(samples []sample) template.HTML {
+// ratioChart draws, per sample interval, the share of lookups served from memory and the
+// share found as an inline SVG line chart; the page's legend names the two lines.
+func ratioChart(samples []sample) template.HTML {
 	const w, h, padL, padB = 600.0, 180.0, 44.0, 20.0
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" role="img" aria-label="Cache hit ratio over the last hour">`, w, h)
+	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" role="img" aria-label="Lookups served from memory and found, last hour">`, w, h)
 	for _, g := range []float64{0, 0.5, 1} {
 		y := 8 + (h-padB-8)*(1-g)
 		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" class="grid"/>`, padL, y+1, w, y+1)
@@ -236,27 +253,34 @@ func hitRatioChart(samples []sample) template.HTML {
 	if len(samples) >= 2 {
 		end := samples[len(samples)-1].at
 		span := time.Hour.Seconds()
-		var pts []string
-		for i := 1; i < len(samples); i++ {
-			p, s := samples[i-1], samples[i]
-			hit := delta(p.hits, s.hits)
-			d := hit + delta(p.misses, s.misses)
-			if d == 0 {
-				if len(pts) > 1 {
-					fmt.Fprintf(&b, `<polyline points="%s" class="line"/>`, strings.Join(pts, " "))
+		for _, line := range []struct {
+			class string
+			value func(served, found float64) float64
+		}{
+			{"served", func(s, _ float64) float64 { return s }},
+			{"found", func(_, f float64) float64 { return f }},
+		} {
+			var pts []string
+			flush := func() {
+				switch {
+				case len(pts) == 1:
+					fmt.Fprintf(&b, `<circle cx="%s" r="2.5" class="dot %s"/>`, strings.Replace(pts[0], ",", `" cy="`, 1), line.class)
+				case len(pts) > 1:
+					fmt.Fprintf(&b, `<polyline points="%s" class="line %s"/>`, strings.Join(pts, " "), line.class)
 				}
 				pts = pts[:0]
-				continue
 			}
-			ratio := float64(hit) / float64(d)
-			x := padL + (w-padL)*(1-end.Sub(s.at).Seconds()/span)
-			y := 8 + (h-padB-8)*(1-ratio)
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, padL), y+1))
-		}
-		if len(pts) == 1 {
-			fmt.Fprintf(&b, `<circle cx="%s" r="2.5" class="dot"/>`, strings.Replace(pts[0], ",", `" cy="`, 1))
-		} else if len(pts) > 1 {
-			fmt.Fprintf(&b, `<polyline points="%s" class="line"/>`, strings.Join(pts, " "))
+			for i := 1; i < len(samples); i++ {
+				served, found, ok := ratios(samples[i-1], samples[i])
+				if !ok {
+					flush() // a gap: no lookups in this interval
+					continue
+				}
+				x := padL + (w-padL)*(1-end.Sub(samples[i].at).Seconds()/span)
+				y := 8 + (h-padB-8)*(1-line.value(served, found))
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, padL), y+1))
+			}
+			flush()
 		}
 	}
 	b.WriteString(`</svg>`)

@@ -246,7 +246,7 @@ func TestEndToEndMySQL(t *testing.T) {
 	if code, _ := adminGet(t, m, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz = %d, want 200", code)
 	}
-	if code, body := adminGet(t, m, "/status"); code != http.StatusOK || !strings.Contains(body, "Cache hit ratio") {
+	if code, body := adminGet(t, m, "/status"); code != http.StatusOK || !strings.Contains(body, "Served from memory") {
 		t.Errorf("/status = %d", code)
 	}
 	for _, secret := range []string{e2eKey, e2eOldKey, "admin-secret", e2eToken} {
