@@ -169,9 +169,26 @@ func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
 		"requests_per_second": v.Rate,
 		"p50_seconds":         nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
 		"last_success": v.Cache.LastSuccess, "staleness_seconds": v.Cache.Staleness.Seconds(),
-		"recent_errors": v.Cache.RecentErrors, "reload": reloadJSON(v.Reload, v.Now),
+		"recent_errors": errorsJSON(v.Cache.RecentErrors), "reload": reloadJSON(v.Reload, v.Now),
 		"stale": v.Stale, "stale_after_seconds": v.StaleAfter.Seconds(), "refresh_failing": v.Failing,
 	})
+}
+
+// errorJSON is a loader error as /status.json shows it: keys in snake_case, like every
+// other key there.
+type errorJSON struct {
+	Time  time.Time `json:"time"`
+	Step  string    `json:"step"`
+	Error string    `json:"error"`
+}
+
+// errorsJSON is the recent loader errors for /status.json, newest first; [] when none.
+func errorsJSON(events []cache.ErrorEvent) []errorJSON {
+	out := make([]errorJSON, 0, len(events))
+	for _, e := range events {
+		out = append(out, errorJSON{Time: e.Time, Step: e.Step, Error: e.Err})
+	}
+	return out
 }
 
 // reloadJSON is the admin reload's record for /status.json: null before the first.
@@ -238,18 +255,22 @@ func quantiles(from, to requestStats) (p50, p99 float64, ok bool) {
 }
 
 // ratioChart draws, per sample interval, the share of lookups served from memory and the
-// share found as an inline SVG line chart; the page's legend names the two lines.
+// share found as a line chart: an inline SVG that stretches to the page's width, with the
+// axis labels in HTML around it, so that they keep their size (readable on a phone and on
+// a desktop alike) where SVG text would scale with the chart. The page's legend names the
+// two lines.
 func ratioChart(samples []sample) template.HTML {
-	const w, h, padL, padB = 600.0, 180.0, 44.0, 20.0
+	const w, h, pad = 600.0, 160.0, 8.0 // the SVG's user units; it is stretched to the box
+	y := func(ratio float64) float64 { return pad + (h-2*pad)*(1-ratio) }
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" role="img" aria-label="Lookups served from memory and found, last hour">`, w, h)
-	for _, g := range []float64{0, 0.5, 1} {
-		y := 8 + (h-padB-8)*(1-g)
-		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" class="grid"/>`, padL, y+1, w, y+1)
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" class="axis">%.0f%%</text>`, padL-4, y+5, g*100)
+	b.WriteString(`<div class="chart" role="img" aria-label="Lookups served from memory and found, last hour"><div class="yaxis">`)
+	for _, g := range []float64{1, 0.5, 0} {
+		fmt.Fprintf(&b, `<span class="axis" style="top:%.1f%%">%.0f%%</span>`, y(g)/h*100, g*100)
 	}
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis start">−60 min</text>`, padL, h-2)
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis">now</text>`, w-2, h-2)
+	fmt.Fprintf(&b, `</div><svg viewBox="0 0 %.0f %.0f" preserveAspectRatio="none" aria-hidden="true">`, w, h)
+	for _, g := range []float64{0, 0.5, 1} {
+		fmt.Fprintf(&b, `<line x1="0" y1="%.1f" x2="%.0f" y2="%.1f" class="grid"/>`, y(g), w, y(g))
+	}
 	if len(samples) >= 2 {
 		end := samples[len(samples)-1].at
 		span := time.Hour.Seconds()
@@ -263,8 +284,9 @@ func ratioChart(samples []sample) template.HTML {
 			var pts []string
 			flush := func() {
 				switch {
-				case len(pts) == 1:
-					fmt.Fprintf(&b, `<circle cx="%s" r="2.5" class="dot %s"/>`, strings.Replace(pts[0], ",", `" cy="`, 1), line.class)
+				case len(pts) == 1: // a lone reading: a short tick, as a circle would stretch
+					x, y, _ := strings.Cut(pts[0], ",")
+					fmt.Fprintf(&b, `<polyline points="%s,%s %s,%s" class="line %s"/>`, x, y, x, y, line.class)
 				case len(pts) > 1:
 					fmt.Fprintf(&b, `<polyline points="%s" class="line %s"/>`, strings.Join(pts, " "), line.class)
 				}
@@ -276,14 +298,13 @@ func ratioChart(samples []sample) template.HTML {
 					flush() // a gap: no lookups in this interval
 					continue
 				}
-				x := padL + (w-padL)*(1-end.Sub(samples[i].at).Seconds()/span)
-				y := 8 + (h-padB-8)*(1-line.value(served, found))
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, padL), y+1))
+				x := w * (1 - end.Sub(samples[i].at).Seconds()/span)
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, 0), y(line.value(served, found))))
 			}
 			flush()
 		}
 	}
-	b.WriteString(`</svg>`)
+	b.WriteString(`</svg><div class="xaxis"><span class="axis">−60 min</span><span class="axis">now</span></div></div>`)
 	return template.HTML(b.String())
 }
 
