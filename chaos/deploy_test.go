@@ -34,7 +34,7 @@ func nginxBinary(t *testing.T) string {
 	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
 		return "/usr/sbin/nginx"
 	}
-	t.Fatal("no nginx found: install it (make testdeps does: apt-get install nginx-light)")
+	t.Fatal("no nginx found: make testdeps installs Debian's nginx (stopped and disabled: the tests run their own)")
 	return ""
 }
 
