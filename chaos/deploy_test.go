@@ -49,7 +49,11 @@ func TestDeployNginxConfValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, key := selfSigned(t, dir)
-	site := strings.NewReplacer("/etc/ssl/wxlookup/fullchain.pem", cert, "/etc/ssl/wxlookup/privkey.pem", key).Replace(string(raw))
+	site := strings.NewReplacer("/etc/letsencrypt/live/wx.plant.example.com/fullchain.pem", cert,
+		"/etc/letsencrypt/live/wx.plant.example.com/privkey.pem", key).Replace(string(raw))
+	if site == string(raw) {
+		t.Fatalf("%s names no certificate the test knows to replace", deployNginx)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644); err != nil {
 		t.Fatal(err)
 	}
