@@ -10,7 +10,19 @@ export PROMTOOL
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test testdeps chaos bench fuzz lint clean
+# Tests leave no system service enabled or listening. apt-install keeps the daemons of the
+# packages it installs (nginx, mariadb) from starting, with a policy-rc.d that refuses
+# them for the install (Debian's maintainer scripts, sysvinit and systemd alike, ask it),
+# and disables them afterwards (apt enables them whatever the policy says). make test
+# compares before and after: SERVICES enabled, anything listening on PORTS.
+POLICY_RC_D ?= /usr/sbin/policy-rc.d
+SYSTEMD_RUN ?= /run/systemd/system
+SERVICES    := nginx mariadb
+PORTS       := 80 443 3306
+SERVICES_BEFORE ?= $(TOOLS)/services-before
+SERVICES_AFTER  ?= $(TOOLS)/services-after
+
+.PHONY: all build run test testdeps apt-install services-state services-check chaos bench fuzz lint clean
 
 all: build
 
@@ -26,34 +38,44 @@ run: build
 # dependencies stay out of the product's go.mod.
 MODULES   := . bench chaos
 
-## test: every test of every module, with the race detector, against private MariaDB instances.
-test: testdeps
+## test: every test of every module, with the race detector, against private MariaDB
+## instances; then a check that no system service was left enabled or listening.
+test:
+	@mkdir -p $(TOOLS) && $(MAKE) --no-print-directory -s services-state > $(SERVICES_BEFORE)
+	@$(MAKE) --no-print-directory testdeps
 	@set -e; for m in $(MODULES); do \
 		echo "go test ($$m)"; \
 		$(GO) -C $$m test -race -count=1 -timeout 20m ./...; \
 	done
+	@$(MAKE) --no-print-directory -s services-state > $(SERVICES_AFTER)
+	@$(MAKE) --no-print-directory -s services-check
 
 # testdeps installs what the tests need on a fresh Debian machine: a C compiler for
 # -race, mariadbd for the private database instances the tests start, chromium for the
-# status page's browser test, nginx for the two-replica test (chaos/), and promtool
-# (unpacked from Debian's prometheus package into .tools, so no Prometheus server is
-# installed or started) to check deploy/alerts.yml.
+# status page's browser test, nginx for the two-replica test (chaos/), systemd-analyze to
+# verify deploy/wxlookup.service, and promtool (unpacked from Debian's prometheus package
+# into .tools, so no Prometheus server is installed or started) to check deploy/alerts.yml.
+# mariadb and nginx are installed through apt-install: neither is left enabled or running.
 testdeps:
 	@if ! command -v cc >/dev/null 2>&1; then \
 		echo "make: no C compiler found (needed by go test -race): installing gcc with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; \
+		$(MAKE) --no-print-directory apt-install PKGS="gcc libc6-dev"; \
 	fi
 	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then \
 		echo "make: no mariadbd found (the tests start private instances): installing mariadb-server with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server; \
+		$(MAKE) --no-print-directory apt-install PKGS=mariadb-server DAEMONS=mariadb; \
 	fi
 	@if ! command -v chromium >/dev/null 2>&1; then \
 		echo "make: no chromium found (the status page is tested in a headless browser): installing chromium with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		$(MAKE) --no-print-directory apt-install PKGS=chromium; \
 	fi
 	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
 		echo "make: no nginx found (chaos/ runs two replicas behind it): installing nginx with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+		$(MAKE) --no-print-directory apt-install PKGS=nginx DAEMONS=nginx; \
+	fi
+	@if ! command -v systemd-analyze >/dev/null 2>&1; then \
+		echo "make: no systemd-analyze found (verifies deploy/wxlookup.service): installing systemd with apt-get (no services started)"; \
+		$(MAKE) --no-print-directory apt-install PKGS="--no-install-recommends systemd"; \
 	fi
 	@if ! command -v promtool >/dev/null 2>&1 && [ ! -x $(PROMTOOL) ]; then \
 		echo "make: no promtool found (checks deploy/alerts.yml): unpacking Debian's prometheus package into .tools"; \
@@ -61,6 +83,52 @@ testdeps:
 		{ apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } && \
 		dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb; \
 	fi
+
+# apt-install PKGS=… [DAEMONS=…]: apt-get install PKGS; the DAEMONS (services) they bring
+# are neither started (a policy-rc.d that refuses, unless the machine has its own) nor left
+# enabled (systemctl disable, with --now where systemd runs; update-rc.d without systemctl).
+apt-install:
+	@set -e; own_policy=; \
+	if [ ! -e $(POLICY_RC_D) ]; then \
+		printf '#!/bin/sh\n# wxlookup make testdeps: start no service during this install\nexit 101\n' > $(POLICY_RC_D); \
+		chmod 0755 $(POLICY_RC_D); own_policy=1; \
+	fi; \
+	trap 'if [ -n "$$own_policy" ]; then rm -f $(POLICY_RC_D); fi' EXIT; \
+	apt-get update -qq; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PKGS); \
+	for d in $(DAEMONS); do \
+		if [ -d $(SYSTEMD_RUN) ]; then \
+			echo "make: stopping and disabling $$d, which apt-get installed: the tests start their own"; \
+			systemctl disable --now $$d; \
+		elif command -v systemctl >/dev/null 2>&1; then \
+			echo "make: disabling $$d, which apt-get installed (systemd does not run here, so it did not start)"; \
+			systemctl disable $$d; \
+		else \
+			update-rc.d $$d disable; \
+		fi; \
+	done
+
+# services-state prints, one a line, whether each of SERVICES is enabled and whether
+# anything listens on each of PORTS (from /proc/net/tcp{,6}, so without ss or netstat).
+services-state:
+	@for s in $(SERVICES); do \
+		st=$$(systemctl is-enabled $$s 2>/dev/null | head -n 1); \
+		echo "enabled $$s $${st:-absent}"; \
+	done
+	@for p in $(PORTS); do \
+		hex=$$(printf ':%04X' $$p); \
+		if awk -v p=$$hex '$$4 == "0A" && substr($$2, length($$2) - 4) == p { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null; \
+		then echo "listening $$p yes"; else echo "listening $$p no"; fi; \
+	done
+
+# services-check fails when SERVICES_AFTER shows a service enabled or a port listening that
+# SERVICES_BEFORE did not.
+services-check:
+	@awk 'NR == FNR { before[$$1 " " $$2] = $$3; next } \
+		($$1 == "enabled" && $$3 == "enabled" || $$1 == "listening" && $$3 == "yes") && before[$$1 " " $$2] != $$3 { \
+			printf "make: after the tests, %s %s is %s; before them it was %s\n", $$1, $$2, $$3, before[$$1 " " $$2]; bad = 1 } \
+		END { if (bad) { print "make: the tests left a system service enabled or listening"; exit 1 } }' \
+		$(SERVICES_BEFORE) $(SERVICES_AFTER)
 
 ## chaos: the fault tests of chaos/ in their long form (10 MySQL kill cycles, …), without
 ## the race detector, printing the figures docs/OPERATIONS.md records. make test runs them

@@ -34,7 +34,7 @@ func nginxBinary(t *testing.T) string {
 	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
 		return "/usr/sbin/nginx"
 	}
-	t.Fatal("no nginx found: install it (make testdeps does: apt-get install nginx-light)")
+	t.Fatal("no nginx found: make testdeps installs Debian's nginx (stopped and disabled: the tests run their own)")
 	return ""
 }
 
@@ -49,7 +49,11 @@ func TestDeployNginxConfValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, key := selfSigned(t, dir)
-	site := strings.NewReplacer("/etc/ssl/wxlookup/fullchain.pem", cert, "/etc/ssl/wxlookup/privkey.pem", key).Replace(string(raw))
+	site := strings.NewReplacer("/etc/letsencrypt/live/wx.plant.example.com/fullchain.pem", cert,
+		"/etc/letsencrypt/live/wx.plant.example.com/privkey.pem", key).Replace(string(raw))
+	if site == string(raw) {
+		t.Fatalf("%s names no certificate the test knows to replace", deployNginx)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +206,7 @@ func TestAlertRules(t *testing.T) {
 		"wxlookup_cache_misses_total", "wxlookup_cache_entries", "wxlookup_cache_cost_bytes", "wxlookup_cache_complete",
 		"wxlookup_cache_sets_dropped_total", "wxlookup_cache_evictions_total", "wxlookup_loader_last_success_timestamp_seconds",
 		"wxlookup_loader_staleness_seconds", "wxlookup_loader_rows_loaded_total", "wxlookup_loader_errors_total",
-		"wxlookup_duplicates_total", "wxlookup_rejected_total"} {
+		"wxlookup_duplicates_total", "wxlookup_rejected_total", "wxlookup_lookups_total"} {
 		if !strings.Contains(string(raw), m) {
 			t.Errorf("grafana.json does not chart %s", m)
 		}

@@ -2,7 +2,9 @@ package chaos
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,9 +115,46 @@ http {
 // stops it when the test ends.
 func startNginx(t *testing.T, port int, replicas ...int) {
 	t.Helper()
-	bin := nginxBinary(t)
 	dir := t.TempDir()
-	conf := nginxConf(t, dir, port, replicas...)
+	serveNginx(t, dir, port, nginxConf(t, dir, port, replicas...))
+}
+
+// runNginx runs nginx with one http server block (listening on 127.0.0.1:port) in dir,
+// and stops it when the test ends.
+func runNginx(t *testing.T, dir string, port int, server string) {
+	t.Helper()
+	for _, sub := range []string{"tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/tmp/body;
+    proxy_temp_path %[1]s/tmp/proxy;
+    fastcgi_temp_path %[1]s/tmp/fastcgi;
+    uwsgi_temp_path %[1]s/tmp/uwsgi;
+    scgi_temp_path %[1]s/tmp/scgi;
+    %[2]s
+}
+`, dir, server)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	serveNginx(t, dir, port, path)
+}
+
+// serveNginx runs nginx on the configuration conf (prefix dir) and waits until it listens
+// on 127.0.0.1:port.
+func serveNginx(t *testing.T, dir string, port int, conf string) {
+	t.Helper()
+	bin := nginxBinary(t)
 	cmd := exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out := &logtest.Buffer{}
@@ -209,4 +248,70 @@ func TestNginxTwoReplicasOneKilled(t *testing.T) {
 	f := l.Stop()
 	report(t, "nginx-replica-killed", f, fmt.Sprintf("a_served_before_kill=%.0f b_served_before_sigterm=%.0f a2_served=%.0f",
 		aServed, bServed, requestsServed(a2)))
+}
+
+// TestDeployNginxACMEChallenge: deploy/nginx.conf's port-80 server, as shipped (on a
+// loopback port, its webroot in a temporary directory), answers Let's Encrypt's HTTP-01
+// challenge from certbot's webroot in plain HTTP, without the redirect to https that
+// everything else gets.
+func TestDeployNginxACMEChallenge(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(deployNginx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := block(t, string(raw), "server {")
+	if !strings.Contains(plain, "listen 80;") {
+		t.Fatalf("%s: the first server block is not the port-80 one:\n%s", deployNginx, plain)
+	}
+	webroot := regexp.MustCompile(`(?m)^\s*root\s+([^;]+);`).FindStringSubmatch(block(t, plain, "location ^~ /.well-known/acme-challenge/ {"))
+	if webroot == nil {
+		t.Fatalf("%s: the ACME location has no root (certbot --webroot -w DIR)", deployNginx)
+	}
+	dir := t.TempDir()
+	challenge := filepath.Join(dir, "webroot", ".well-known", "acme-challenge")
+	if err := os.MkdirAll(challenge, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const token, keyAuth = "Tk3n_abc-123", "Tk3n_abc-123.thumbprint"
+	if err := os.WriteFile(filepath.Join(challenge, token), []byte(keyAuth), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	server := strings.NewReplacer("listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port),
+		webroot[0], strings.Replace(webroot[0], webroot[1], filepath.Join(dir, "webroot"), 1)).Replace(plain)
+	runNginx(t, dir, port, server)
+
+	client := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	tests := []struct {
+		name, path string
+		status     int
+		body       string // for 200
+		location   string // for 301
+	}{
+		{"challenge", "/.well-known/acme-challenge/" + token, http.StatusOK, keyAuth, ""},
+		{"unknown challenge", "/.well-known/acme-challenge/nope", http.StatusNotFound, "", ""},
+		{"webhook", "/wx?signature=x", http.StatusMovedPermanently, "", "https://wx.plant.example.com/wx?signature=x"},
+		{"other well-known", "/.well-known/security.txt", http.StatusMovedPermanently, "", "https://wx.plant.example.com/.well-known/security.txt"},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(http.MethodGet, base+tt.path, nil)
+		req.Host = "wx.plant.example.com"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: GET %s: got %d, want %d", tt.name, tt.path, resp.StatusCode, tt.status)
+		}
+		if tt.body != "" && string(b) != tt.body {
+			t.Errorf("%s: got body %q, want %q", tt.name, b, tt.body)
+		}
+		if got := resp.Header.Get("Location"); got != tt.location {
+			t.Errorf("%s: got Location %q, want %q", tt.name, got, tt.location)
+		}
+	}
 }

@@ -3,9 +3,11 @@ package chaos
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,13 +98,21 @@ func (r *slowRequest) finish(t *testing.T) (int, bool) {
 	return resp.StatusCode, strings.Contains(b.String(), r.want)
 }
 
-// TestSIGTERMHandover: under load, a second process starts on the same port (SO_REUSEPORT)
-// and the first gets SIGTERM. No reply fails; a request whose body was still arriving at
+// handoverEnv is demoEnv for a process that shares its webhook port with its successor
+// (WXLOOKUP_REUSE_PORT, which both must set).
+func handoverEnv(port int) map[string]string {
+	env := demoEnv(port)
+	env["WXLOOKUP_REUSE_PORT"] = "true"
+	return env
+}
+
+// TestSIGTERMHandover: under load, a second process starts on the same port
+// (WXLOOKUP_REUSE_PORT on both) and the first gets SIGTERM. No reply fails; a request whose body was still arriving at
 // the SIGTERM is answered in full; the old process exits 0; the new one answers the rest.
 func TestSIGTERMHandover(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
-	old := startService(t, "old", demoEnv(port))
+	old := startService(t, "old", handoverEnv(port))
 	old.waitReady(30 * time.Second)
 	c := newClient(old.Webhook, "demo", "", "")
 	l := startLoad(loadConfig{Rate: 300, Workers: 6, MaxSent: 100_000, MaxTime: 2 * time.Minute}, askDemo(c))
@@ -117,7 +127,7 @@ func TestSIGTERMHandover(t *testing.T) {
 		return strings.Contains(mustGet(t, old, "/debug/pprof/goroutine?debug=1"), "fasthttp.(*Server).serveConn")
 	})
 
-	next := startService(t, "new", demoEnv(port))
+	next := startService(t, "new", handoverEnv(port))
 	next.waitReady(30 * time.Second)
 	if !l.waitSent(300, 10*time.Second) {
 		t.Fatal("the load stalled with two processes on the port")
@@ -153,4 +163,28 @@ func mustGet(t *testing.T, s *service, path string) string {
 		t.Fatalf("%s %s: %d %v", s.name, path, code, err)
 	}
 	return body
+}
+
+// TestSecondServeOnPortInUse: a second `wxlookup serve` on the port of a running one, with
+// the default settings, exits 1 saying "address already in use" and naming WXLOOKUP_LISTEN,
+// instead of silently sharing the port.
+func TestSecondServeOnPortInUse(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	first := startService(t, "first", demoEnv(port))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), "serve")
+	cmd.Env = append(serviceEnv(), "WXLOOKUP_LISTEN=127.0.0.1:"+strconv.Itoa(port), "WXLOOKUP_ADMIN_LISTEN=127.0.0.1:0")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("second serve on port %d: got %v, want exit status 1\n%s", port, err, out)
+	}
+	if !strings.Contains(string(out), "address already in use") || !strings.Contains(string(out), "WXLOOKUP_LISTEN") {
+		t.Errorf("second serve said %q, want a line naming WXLOOKUP_LISTEN and address already in use", out)
+	}
+	if code, _, err := first.get("/healthz"); err != nil || code != http.StatusOK {
+		t.Errorf("the first server after the second one's attempt: %d %v", code, err)
+	}
 }

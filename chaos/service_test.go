@@ -76,6 +76,7 @@ type service struct {
 	cmd     *exec.Cmd
 	Webhook string          // http://127.0.0.1:port/wx
 	Admin   string          // http://127.0.0.1:port
+	token   string          // WXLOOKUP_ADMIN_TOKEN, sent with every admin request but the probes
 	Port    int             // the webhook's port
 	log     *logtest.Buffer // the process's stderr
 	done    chan struct{}   // closed when the process has exited
@@ -93,6 +94,18 @@ func freePort(tb testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// serviceEnv is the test's environment without any WXLOOKUP_* setting, for a service
+// started with its own.
+func serviceEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WXLOOKUP_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // startService runs `wxlookup serve` with env (WXLOOKUP_* settings; the listeners default
 // to 127.0.0.1:0), waits until both listeners accept, and stops it when the test ends.
 // It does not wait for the first load: see waitReady.
@@ -100,11 +113,7 @@ func startService(tb testing.TB, name string, env map[string]string) *service {
 	tb.Helper()
 	bin := binary(tb)
 	cmd := exec.Command(bin, "serve")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WXLOOKUP_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = serviceEnv()
 	settings := map[string]string{"WXLOOKUP_LISTEN": "127.0.0.1:0", "WXLOOKUP_ADMIN_LISTEN": "127.0.0.1:0"}
 	for k, v := range env {
 		settings[k] = v
@@ -115,7 +124,8 @@ func startService(tb testing.TB, name string, env map[string]string) *service {
 	if raceEnabled {
 		cmd.Env = append(cmd.Env, "GORACE=halt_on_error=1 exitcode=66")
 	}
-	s := &service{tb: tb, name: name, cmd: cmd, log: &logtest.Buffer{}, done: make(chan struct{})}
+	s := &service{tb: tb, name: name, cmd: cmd, log: &logtest.Buffer{}, done: make(chan struct{}),
+		token: settings["WXLOOKUP_ADMIN_TOKEN"]}
 	cmd.Stderr = s.log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -191,9 +201,16 @@ func (s *service) waitFor(timeout time.Duration, what string, cond func() bool) 
 
 var adminClient = &http.Client{Timeout: 5 * time.Second}
 
-// get fetches an admin path.
+// get fetches an admin path, with the service's admin token if it has one.
 func (s *service) get(path string) (int, string, error) {
-	resp, err := adminClient.Get(s.Admin + path)
+	req, err := http.NewRequest(http.MethodGet, s.Admin+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := adminClient.Do(req)
 	if err != nil {
 		return 0, "", err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,10 @@ import (
 // DefaultAdminListen is the admin listener's default address: loopback only.
 const DefaultAdminListen = "127.0.0.1:9090"
 
+// DefaultStaleAfter is how old the cached data may grow (no successful refresh) before
+// /readyz answers 503 and the status page turns red (WXLOOKUP_STALE_AFTER).
+const DefaultStaleAfter = 60 * time.Second
+
 // Cache is what the admin listener needs of the cache: its state and a full reload.
 // cache.Cache satisfies it.
 type Cache interface {
@@ -33,7 +38,10 @@ type Cache interface {
 
 // AdminConfig configures the admin listener.
 type AdminConfig struct {
-	// Token is the bearer token for POST /admin/*; "" turns the admin actions off.
+	// Token guards every route but /healthz and /readyz: a request must carry it as a
+	// bearer token (or as the password of basic auth, for a browser). "" leaves the
+	// routes open and turns the admin actions (POST /admin/*) off; cmd allows that only
+	// on a loopback address.
 	Token    string
 	Gatherer prometheus.Gatherer // what /metrics serves
 	Cache    Cache
@@ -43,16 +51,20 @@ type AdminConfig struct {
 	Now      func() time.Time
 	// SampleInterval is how often the status page's history is sampled (default 10s).
 	SampleInterval time.Duration
+	// StaleAfter is the staleness beyond which /readyz answers 503 and the status page
+	// is red (0 takes DefaultStaleAfter).
+	StaleAfter time.Duration
 }
 
 // Admin is the admin listener's handler: /metrics, /healthz, /readyz, /status,
-// POST /admin/reload and /debug/pprof/. Start begins sampling the history the status page
+// POST /admin/reload and /debug/pprof/, all but the two probes behind AdminConfig.Token. Start begins sampling the history the status page
 // charts; Close stops it and any reload it started. Admin is safe for concurrent use.
 type Admin struct {
-	cfg     AdminConfig
-	mux     *http.ServeMux
-	started time.Time
-	history *history
+	cfg      AdminConfig
+	tokenSum *[sha256.Size]byte // SHA-256 of cfg.Token; nil without a token
+	mux      *http.ServeMux
+	started  time.Time
+	history  *history
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,11 +121,18 @@ func NewAdmin(cfg AdminConfig) *Admin {
 	if cfg.SampleInterval <= 0 {
 		cfg.SampleInterval = 10 * time.Second
 	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = DefaultStaleAfter
+	}
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.NewRegistry()
 	}
 	a := &Admin{cfg: cfg, mux: http.NewServeMux(), started: cfg.Now(),
 		history: newHistory(int(time.Hour / cfg.SampleInterval))}
+	if cfg.Token != "" {
+		sum := sha256.Sum256([]byte(cfg.Token))
+		a.tokenSum = &sum
+	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /healthz", a.healthz)
@@ -132,10 +151,46 @@ func NewAdmin(cfg AdminConfig) *Admin {
 	return a
 }
 
-// ServeHTTP serves the admin routes.
+// ServeHTTP serves the admin routes; with a token, only /healthz and /readyz without it.
 func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if a.tokenSum != nil && !isProbe(r.URL.Path) && !a.tokenOK(r) {
+		w.Header().Add("WWW-Authenticate", `Bearer realm="wxlookup admin"`)
+		w.Header().Add("WWW-Authenticate", `Basic realm="wxlookup admin", charset="UTF-8"`)
+		http.Error(w, "unauthorised: send WXLOOKUP_ADMIN_TOKEN as a bearer token", http.StatusUnauthorized)
+		return
+	}
 	a.mux.ServeHTTP(w, r)
+}
+
+// isProbe reports whether path is a health probe, open to callers without the token (a
+// load balancer, systemd, a container runtime): they tell only "up" and "ready".
+func isProbe(path string) bool { return path == "/healthz" || path == "/readyz" }
+
+// tokenOK reports whether r carries the admin token, as a bearer token or as the password
+// of basic auth (any user name). It compares SHA-256 digests in constant time, so neither
+// the token's bytes nor its length show in how long a refusal takes.
+func (a *Admin) tokenOK(r *http.Request) bool {
+	if a.tokenSum == nil {
+		return false
+	}
+	var got string
+	auth := r.Header.Get("Authorization")
+	scheme, cred, _ := strings.Cut(auth, " ")
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
+		got = cred
+	case strings.EqualFold(scheme, "Basic"):
+		_, pass, ok := r.BasicAuth()
+		if !ok {
+			return false
+		}
+		got = pass
+	default:
+		return false
+	}
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) == 1
 }
 
 // Start begins sampling the status page's history every SampleInterval.
@@ -174,11 +229,11 @@ func (a *Admin) sample() { a.history.add(a.read()) }
 func (a *Admin) read() sample {
 	s := sample{at: a.cfg.Now()}
 	if a.cfg.Cache != nil {
-		st := a.cfg.Cache.Status()
-		s.hits, s.misses = st.Hits, st.Misses
+		s.misses = a.cfg.Cache.Status().Misses
 	}
 	if a.cfg.Webhook != nil {
 		s.requests = a.cfg.Webhook.m.stats()
+		s.lookups, s.found = a.cfg.Webhook.m.location.stats()
 	}
 	return s
 }
@@ -188,11 +243,23 @@ func (a *Admin) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ok\n"))
 }
 
+// readyz answers 200 once the first load has finished and while the data is fresher than
+// StaleAfter, else 503 saying why.
 func (a *Admin) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if a.cfg.Cache == nil || !a.cfg.Cache.Ready() {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("starting: the first load from the source has not finished\n"))
+		return
+	}
+	if st := a.cfg.Cache.Status(); st.Staleness > a.cfg.StaleAfter {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "stale: no successful refresh for %s (more than WXLOOKUP_STALE_AFTER=%s)", st.Staleness.Truncate(time.Second), a.cfg.StaleAfter)
+		if len(st.RecentErrors) > 0 {
+			e := st.RecentErrors[0]
+			fmt.Fprintf(w, "; last error (%s, %s): %s", e.Step, e.Time.Format(time.RFC3339), e.Err)
+		}
+		w.Write([]byte("\n"))
 		return
 	}
 	w.Write([]byte("ready\n"))
@@ -307,15 +374,15 @@ func (a *Admin) lastReload() (run reloadRun, ok bool) {
 	return *a.current, true
 }
 
-// authorised checks the bearer token in constant time; without a configured token the
-// admin actions are off.
+// authorised lets an admin action through when a token is configured and r carries it
+// (ServeHTTP has checked it already; checking again keeps the action safe on its own).
+// Without a configured token the admin actions are off.
 func (a *Admin) authorised(w http.ResponseWriter, r *http.Request) bool {
-	if a.cfg.Token == "" {
+	if a.tokenSum == nil {
 		http.Error(w, "admin actions are off: set WXLOOKUP_ADMIN_TOKEN", http.StatusForbidden)
 		return false
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.cfg.Token)) != 1 {
+	if !a.tokenOK(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wxlookup admin"`)
 		http.Error(w, "unauthorised", http.StatusUnauthorized)
 		return false

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,10 +88,11 @@ func serveAsync(h http.Handler, req *http.Request) <-chan *httptest.ResponseReco
 	return done
 }
 
-// reloadStatus returns the "reload" object of /status.json (nil for null).
+// reloadStatus returns the "reload" object of /status.json (nil for null), asking with the
+// token the reload tests configure.
 func reloadStatus(tb testing.TB, a *Admin) map[string]any {
 	tb.Helper()
-	code, body := get(tb, a, "GET", "/status.json", "")
+	code, body := get(tb, a, "GET", "/status.json", "Bearer s3cret")
 	var v struct {
 		Reload map[string]any `json:"reload"`
 	}
@@ -136,10 +138,10 @@ func TestAdminRoutes(t *testing.T) {
 	if code, _ := get(t, a, "GET", "/readyz", ""); code != 200 {
 		t.Errorf("/readyz after warm: %d, want 200", code)
 	}
-	if code, body := get(t, a, "GET", "/metrics", ""); code != 200 || !strings.Contains(body, "wxlookup_test_total 0") {
+	if code, body := get(t, a, "GET", "/metrics", "Bearer s3cret"); code != 200 || !strings.Contains(body, "wxlookup_test_total 0") {
 		t.Errorf("/metrics: %d %q", code, body)
 	}
-	code, body := get(t, a, "GET", "/status", "")
+	code, body := get(t, a, "GET", "/status", "Bearer s3cret")
 	for _, want := range []string{"1,234", "ready", "connection refused", "<svg", "v-test", "mysql ro@tcp(db:3306)/plant"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/status (%d) lacks %q", code, want)
@@ -148,10 +150,10 @@ func TestAdminRoutes(t *testing.T) {
 	if strings.Contains(body, "http://") && strings.Contains(body, "<script src") {
 		t.Errorf("/status loads external assets")
 	}
-	if code, body := get(t, a, "GET", "/status.json", ""); code != 200 || !strings.Contains(body, `"entries": 1234`) {
+	if code, body := get(t, a, "GET", "/status.json", "Bearer s3cret"); code != 200 || !strings.Contains(body, `"entries": 1234`) {
 		t.Errorf("/status.json: %d %s", code, body)
 	}
-	if code, _ := get(t, a, "GET", "/debug/pprof/", ""); code != 200 {
+	if code, _ := get(t, a, "GET", "/debug/pprof/", "Bearer s3cret"); code != 200 {
 		t.Errorf("/debug/pprof/: %d", code)
 	}
 
@@ -269,7 +271,7 @@ func TestReloadNoWait(t *testing.T) {
 	if rs := reloadStatus(t, a); rs["state"] != "running" || rs["started"] != "2026-11-27T14:30:05Z" {
 		t.Errorf("/status.json reload while running = %v, want running since 14:30:05", rs)
 	}
-	if _, body := get(t, a, "GET", "/status", ""); !strings.Contains(body, "running since 14:30:05") {
+	if _, body := get(t, a, "GET", "/status", "Bearer s3cret"); !strings.Contains(body, "running since 14:30:05") {
 		t.Errorf("/status does not show the running reload")
 	}
 
@@ -283,7 +285,7 @@ func TestReloadNoWait(t *testing.T) {
 		rs["finished"] != "2026-11-27T14:30:12Z" {
 		t.Errorf("/status.json reload after it ended = %v, want done at 14:30:12 in 7 s with 42 entries", rs)
 	}
-	if _, body := get(t, a, "GET", "/status", ""); !strings.Contains(body, "done at 2026-11-27 14:30:12 in 7s: 42 entries") {
+	if _, body := get(t, a, "GET", "/status", "Bearer s3cret"); !strings.Contains(body, "done at 2026-11-27 14:30:12 in 7s: 42 entries") {
 		t.Errorf("/status does not show the reload's outcome")
 	}
 	if n := fc.reloads.Load(); n != 1 {
@@ -386,5 +388,64 @@ func TestQuantiles(t *testing.T) {
 	}
 	if _, _, ok := quantiles(to, to); ok {
 		t.Fatalf("no requests in the window must give no quantiles")
+	}
+}
+
+// TestAdminTokenGuardsAllButProbes: with a token set, every admin route but /healthz and
+// /readyz answers 401 without it (or with a wrong one, a prefix of it, or it with a byte
+// more), and serves with it, as a bearer token or as the password of basic auth (so a
+// browser can show /status); without a token everything but the admin actions is open
+// (the listener is then loopback-only: cmd refuses anything else).
+func TestAdminTokenGuardsAllButProbes(t *testing.T) {
+	const token = "s3cret-admin-token"
+	fc := &fakeCache{status: cache.Status{Entries: 7, Complete: true, Ready: true}}
+	fc.ready.Store(true)
+	guarded := []struct{ method, path string }{
+		{"GET", "/metrics"}, {"GET", "/status"}, {"GET", "/status.json"}, {"GET", "/"},
+		{"GET", "/debug/pprof/"}, {"GET", "/debug/pprof/cmdline"}, {"GET", "/debug/pprof/symbol"},
+		{"POST", "/admin/reload"}, {"GET", "/no/such/page"},
+	}
+	basic := func(user, pass string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	}
+	a := NewAdmin(AdminConfig{Token: token, Cache: fc})
+	defer a.Close()
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code, _ := get(t, a, "GET", p, ""); code != http.StatusOK {
+			t.Errorf("GET %s without a token: got %d, want 200", p, code)
+		}
+	}
+	for _, r := range guarded {
+		for _, auth := range []string{"", "Bearer ", "Bearer wrong", "Bearer " + token[:len(token)-1], "Bearer " + token + "x",
+			"bearer" + token, "Basic " + token, basic("admin", "wrong"), "Token " + token} {
+			code, body := get(t, a, r.method, r.path, auth)
+			if code != http.StatusUnauthorized {
+				t.Errorf("%s %s with Authorization %q: got %d, want 401", r.method, r.path, auth, code)
+			}
+			if strings.Contains(body, token) {
+				t.Errorf("%s %s: the 401 shows the token", r.method, r.path)
+			}
+		}
+		for _, auth := range []string{"Bearer " + token, basic("admin", token), basic("", token)} {
+			if code, _ := get(t, a, r.method, r.path, auth); code == http.StatusUnauthorized || code == http.StatusForbidden {
+				t.Errorf("%s %s with the token (%s): got %d, want it served", r.method, r.path, strings.Fields(auth)[0], code)
+			}
+		}
+	}
+	waitReloads(a)
+	rec := recv(t, serveAsync(a, httptest.NewRequest("GET", "/metrics", nil)), "/metrics")
+	if got := rec.Header().Values("WWW-Authenticate"); len(got) != 2 || !strings.HasPrefix(got[0], "Bearer") || !strings.HasPrefix(got[1], "Basic") {
+		t.Errorf("WWW-Authenticate %q, want a Bearer and a Basic challenge", got)
+	}
+
+	open := NewAdmin(AdminConfig{Cache: fc})
+	defer open.Close()
+	for _, p := range []string{"/metrics", "/status", "/status.json", "/debug/pprof/"} {
+		if code, _ := get(t, open, "GET", p, ""); code != http.StatusOK {
+			t.Errorf("GET %s without a configured token: got %d, want 200", p, code)
+		}
+	}
+	if code, _ := get(t, open, "POST", "/admin/reload", "Bearer "); code != http.StatusForbidden {
+		t.Errorf("POST /admin/reload without a configured token: got %d, want 403", code)
 	}
 }

@@ -37,6 +37,7 @@ type answerer struct {
 	lookup  Lookuper
 	allowed func(openID []byte) bool // nil: everyone
 	limiter *limiter
+	counts  *queryCounters // nil: not counted
 }
 
 // answer writes the text reply content for m into w.content. It returns success=true when
@@ -108,9 +109,11 @@ func (a *answerer) answerQuery(ctx context.Context, dst []byte, keyBuf *[]byte, 
 			dst = a.tmpl.unavailable.appendTo(dst, tok, openID, MaxQueries)
 		case ok:
 			found++
+			a.counts.countFound()
 			dst = append(dst, line...)
 		default:
 			missing++
+			a.counts.countNotFound()
 			dst = a.tmpl.notFound.appendTo(dst, tok, openID, MaxQueries)
 		}
 	}

@@ -87,6 +87,7 @@ type metrics struct {
 	duration   prometheus.Histogram
 	duplicates prometheus.Counter
 	rejected   [numReasons]prometheus.Counter
+	location   *queryCounters // the implicit query of SPEC section 10
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -122,6 +123,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(requests, m.duration, m.duplicates, rejected)
 	}
+	m.location = newQueryCounters(reg, queryLocation)
 	return m
 }
 
@@ -145,4 +147,75 @@ func (m *metrics) stats() requestStats {
 		st.buckets = append(st.buckets, b.GetCumulativeCount())
 	}
 	return st
+}
+
+// queryLocation names the one query there is until configured queries (SPEC section 10):
+// the table settings of section 4.
+const queryLocation = "location"
+
+// queryCounters count one query's lookups, a number each, by result
+// (wxlookup_lookups_total{query,result}), and its misses (wxlookup_not_found_total{query}).
+// A nil *queryCounters counts nothing.
+type queryCounters struct {
+	found, notFound, notFoundReport prometheus.Counter
+}
+
+var (
+	lookupsOpts = prometheus.CounterOpts{
+		Name: "wxlookup_lookups_total",
+		Help: "Numbers looked up, by query and result (found, not_found); served from memory = 1 - wxlookup_cache_misses_total / this.",
+	}
+	notFoundOpts = prometheus.CounterOpts{
+		Name: "wxlookup_not_found_total",
+		Help: "Numbers looked up and not found, by query.",
+	}
+)
+
+// newQueryCounters returns the counters of query, registered on reg (when not nil) the
+// first time, and reused for the next query.
+func newQueryCounters(reg prometheus.Registerer, query string) *queryCounters {
+	lookups := prometheus.NewCounterVec(lookupsOpts, []string{"query", "result"})
+	notFound := prometheus.NewCounterVec(notFoundOpts, []string{"query"})
+	if reg != nil {
+		reg.MustRegister(lookups, notFound)
+	}
+	return &queryCounters{
+		found:          lookups.WithLabelValues(query, "found"),
+		notFound:       lookups.WithLabelValues(query, "not_found"),
+		notFoundReport: notFound.WithLabelValues(query),
+	}
+}
+
+// countFound counts a number found.
+func (q *queryCounters) countFound() {
+	if q != nil {
+		q.found.Inc()
+	}
+}
+
+// countNotFound counts a number not found.
+func (q *queryCounters) countNotFound() {
+	if q != nil {
+		q.notFound.Inc()
+		q.notFoundReport.Inc()
+	}
+}
+
+// stats reads how many numbers were looked up and how many of them found, for the status
+// page's ratios.
+func (q *queryCounters) stats() (lookups, found uint64) {
+	if q == nil {
+		return 0, 0
+	}
+	f, nf := counterValue(q.found), counterValue(q.notFound)
+	return f + nf, f
+}
+
+// counterValue reads a counter's value.
+func counterValue(c prometheus.Counter) uint64 {
+	var pb dto.Metric
+	if err := c.Write(&pb); err != nil || pb.Counter == nil {
+		return 0
+	}
+	return uint64(pb.Counter.GetValue())
 }

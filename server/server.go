@@ -137,7 +137,7 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 		rejects: newLogLimiter(10, time.Second),
 	}
 	s.ans = &answerer{tmpl: tmpl, lookup: lookup, allowed: cfg.Allowed,
-		limiter: newLimiter(cfg.RatePerMinute, cfg.RateBurst)}
+		limiter: newLimiter(cfg.RatePerMinute, cfg.RateBurst), counts: s.m.location}
 	if cfg.AESKey != "" {
 		if s.oa, err = wechat.NewCrypter(cfg.Token, cfg.AppID, cfg.AESKey, cfg.AESKeyPrevious); err != nil {
 			return nil, fmt.Errorf("server: WXLOOKUP_AES_KEY: %w", err)

@@ -25,11 +25,14 @@ var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	"num":   formatCount,
 }).Parse(statusHTML))
 
-// sample is one reading of the counters the status page charts.
+// sample is one reading of the counters the status page charts: the numbers looked up and
+// found (the webhook's), the lookups that had to read through to the source (the cache's
+// misses), and the request latencies.
 type sample struct {
-	at           time.Time
-	hits, misses uint64
-	requests     requestStats
+	at             time.Time
+	lookups, found uint64
+	misses         uint64
+	requests       requestStats
 }
 
 // history is a ring of samples covering the last hour. Safe for concurrent use.
@@ -66,22 +69,31 @@ func (h *history) all() []sample {
 
 // statusView is what the status page shows.
 type statusView struct {
-	Version      string
-	Now          time.Time
-	Uptime       time.Duration
-	Ready        bool
-	Cache        cache.Status
-	Fill         float64 // CostBytes / MaxBytes
-	HitRatio     float64 // over the charted window
-	HitRatioOK   bool
-	Rate         float64 // requests per second over the last minute
-	P50, P99     float64 // seconds, over the last minute
-	LatencyOK    bool
-	Window       time.Duration
-	Chart        template.HTML
-	StaleWarning bool
-	Reload       *reloadRun    // the running admin reload, else the last one; nil before the first
-	ReloadTook   time.Duration // how long it took, or has run so far
+	Version string
+	Now     time.Time
+	Uptime  time.Duration
+	Ready   bool
+	Cache   cache.Status
+	Fill    float64 // CostBytes / MaxBytes
+	// Served is the share of lookups answered from memory, 1 − read-through misses /
+	// lookups, and Found the share found, both over the charted window; RatiosOK is
+	// false when there were no lookups.
+	Served, Found float64
+	RatiosOK      bool
+	Rate          float64 // requests per second over the last minute
+	P50, P99      float64 // seconds, over the last minute
+	LatencyOK     bool
+	Window        time.Duration
+	Chart         template.HTML
+	// Stale is set when the data is older than StaleAfter (/readyz answers 503): red.
+	// Failing is set, short of that, while the loader has failed since its last success:
+	// amber. LastError is the newest loader error, if any.
+	Stale      bool
+	StaleAfter time.Duration
+	Failing    bool
+	LastError  *cache.ErrorEvent
+	Reload     *reloadRun    // the running admin reload, else the last one; nil before the first
+	ReloadTook time.Duration // how long it took, or has run so far
 }
 
 func (a *Admin) view() statusView {
@@ -93,7 +105,12 @@ func (a *Admin) view() statusView {
 		if v.Cache.MaxBytes > 0 {
 			v.Fill = float64(v.Cache.CostBytes) / float64(v.Cache.MaxBytes)
 		}
-		v.StaleWarning = v.Ready && v.Cache.Staleness > 10*time.Second
+		v.StaleAfter = a.cfg.StaleAfter
+		v.Stale = v.Ready && v.Cache.Staleness > a.cfg.StaleAfter
+		if errs := v.Cache.RecentErrors; len(errs) > 0 {
+			v.LastError = &errs[0]
+			v.Failing = v.Ready && !v.Stale && errs[0].Time.After(v.Cache.LastSuccess)
+		}
 	}
 	// The history plus a reading taken now, so the page is current between samples.
 	samples := a.history.all()
@@ -103,9 +120,7 @@ func (a *Admin) view() statusView {
 	if n := len(samples); n >= 2 {
 		first, last := samples[0], samples[n-1]
 		v.Window = last.at.Sub(first.at).Round(time.Second)
-		if h, m := delta(first.hits, last.hits), delta(first.misses, last.misses); h+m > 0 {
-			v.HitRatio, v.HitRatioOK = float64(h)/float64(h+m), true
-		}
+		v.Served, v.Found, v.RatiosOK = ratios(first, last)
 		// Rate and latency over the last minute (or what the history has of it).
 		base := first
 		for _, s := range samples {
@@ -121,7 +136,7 @@ func (a *Admin) view() statusView {
 			v.P50, v.P99, v.LatencyOK = p50, p99, true
 		}
 	}
-	v.Chart = hitRatioChart(samples)
+	v.Chart = ratioChart(samples)
 	if run, ok := a.lastReload(); ok {
 		v.Reload, v.ReloadTook = &run, run.took(now).Round(100*time.Millisecond)
 		if run.Finished.IsZero() {
@@ -150,11 +165,30 @@ func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
 		"version": v.Version, "ready": v.Ready, "uptime_seconds": v.Uptime.Seconds(),
 		"source": v.Cache.Source, "complete": v.Cache.Complete, "entries": v.Cache.Entries,
 		"cost_bytes": v.Cache.CostBytes, "max_bytes": v.Cache.MaxBytes,
-		"hit_ratio": nullable(v.HitRatio, v.HitRatioOK), "requests_per_second": v.Rate,
-		"p50_seconds": nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
+		"served_from_memory_ratio": nullable(v.Served, v.RatiosOK), "found_ratio": nullable(v.Found, v.RatiosOK),
+		"requests_per_second": v.Rate,
+		"p50_seconds":         nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
 		"last_success": v.Cache.LastSuccess, "staleness_seconds": v.Cache.Staleness.Seconds(),
-		"recent_errors": v.Cache.RecentErrors, "reload": reloadJSON(v.Reload, v.Now),
+		"recent_errors": errorsJSON(v.Cache.RecentErrors), "reload": reloadJSON(v.Reload, v.Now),
+		"stale": v.Stale, "stale_after_seconds": v.StaleAfter.Seconds(), "refresh_failing": v.Failing,
 	})
+}
+
+// errorJSON is a loader error as /status.json shows it: keys in snake_case, like every
+// other key there.
+type errorJSON struct {
+	Time  time.Time `json:"time"`
+	Step  string    `json:"step"`
+	Error string    `json:"error"`
+}
+
+// errorsJSON is the recent loader errors for /status.json, newest first; [] when none.
+func errorsJSON(events []cache.ErrorEvent) []errorJSON {
+	out := make([]errorJSON, 0, len(events))
+	for _, e := range events {
+		out = append(out, errorJSON{Time: e.Time, Step: e.Step, Error: e.Err})
+	}
+	return out
 }
 
 // reloadJSON is the admin reload's record for /status.json: null before the first.
@@ -163,6 +197,17 @@ func reloadJSON(run *reloadRun, now time.Time) any {
 		return nil
 	}
 	return run.summary(now)
+}
+
+// ratios returns the shares of the lookups between two readings that were served from
+// memory (1 − read-through misses / lookups) and found; ok is false without lookups.
+func ratios(from, to sample) (served, found float64, ok bool) {
+	n := delta(from.lookups, to.lookups)
+	if n == 0 {
+		return 0, 0, false
+	}
+	misses := min(delta(from.misses, to.misses), n)
+	return 1 - float64(misses)/float64(n), float64(min(delta(from.found, to.found), n)) / float64(n), true
 }
 
 // delta is how much a counter rose from a to b; a counter that went back (a restart, or a
@@ -209,45 +254,57 @@ func quantiles(from, to requestStats) (p50, p99 float64, ok bool) {
 	return q(0.50), q(0.99), true
 }
 
-// hitRatioChart draws the hit ratio per sample interval as an inline SVG line chart.
-func hitRatioChart(samples []sample) template.HTML {
-	const w, h, padL, padB = 600.0, 180.0, 44.0, 20.0
+// ratioChart draws, per sample interval, the share of lookups served from memory and the
+// share found as a line chart: an inline SVG that stretches to the page's width, with the
+// axis labels in HTML around it, so that they keep their size (readable on a phone and on
+// a desktop alike) where SVG text would scale with the chart. The page's legend names the
+// two lines.
+func ratioChart(samples []sample) template.HTML {
+	const w, h, pad = 600.0, 160.0, 8.0 // the SVG's user units; it is stretched to the box
+	y := func(ratio float64) float64 { return pad + (h-2*pad)*(1-ratio) }
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" role="img" aria-label="Cache hit ratio over the last hour">`, w, h)
-	for _, g := range []float64{0, 0.5, 1} {
-		y := 8 + (h-padB-8)*(1-g)
-		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" class="grid"/>`, padL, y+1, w, y+1)
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" class="axis">%.0f%%</text>`, padL-4, y+5, g*100)
+	b.WriteString(`<div class="chart" role="img" aria-label="Lookups served from memory and found, last hour"><div class="yaxis">`)
+	for _, g := range []float64{1, 0.5, 0} {
+		fmt.Fprintf(&b, `<span class="axis" style="top:%.1f%%">%.0f%%</span>`, y(g)/h*100, g*100)
 	}
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis start">−60 min</text>`, padL, h-2)
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="axis">now</text>`, w-2, h-2)
+	fmt.Fprintf(&b, `</div><svg viewBox="0 0 %.0f %.0f" preserveAspectRatio="none" aria-hidden="true">`, w, h)
+	for _, g := range []float64{0, 0.5, 1} {
+		fmt.Fprintf(&b, `<line x1="0" y1="%.1f" x2="%.0f" y2="%.1f" class="grid"/>`, y(g), w, y(g))
+	}
 	if len(samples) >= 2 {
 		end := samples[len(samples)-1].at
 		span := time.Hour.Seconds()
-		var pts []string
-		for i := 1; i < len(samples); i++ {
-			p, s := samples[i-1], samples[i]
-			hit := delta(p.hits, s.hits)
-			d := hit + delta(p.misses, s.misses)
-			if d == 0 {
-				if len(pts) > 1 {
-					fmt.Fprintf(&b, `<polyline points="%s" class="line"/>`, strings.Join(pts, " "))
+		for _, line := range []struct {
+			class string
+			value func(served, found float64) float64
+		}{
+			{"served", func(s, _ float64) float64 { return s }},
+			{"found", func(_, f float64) float64 { return f }},
+		} {
+			var pts []string
+			flush := func() {
+				switch {
+				case len(pts) == 1: // a lone reading: a short tick, as a circle would stretch
+					x, y, _ := strings.Cut(pts[0], ",")
+					fmt.Fprintf(&b, `<polyline points="%s,%s %s,%s" class="line %s"/>`, x, y, x, y, line.class)
+				case len(pts) > 1:
+					fmt.Fprintf(&b, `<polyline points="%s" class="line %s"/>`, strings.Join(pts, " "), line.class)
 				}
 				pts = pts[:0]
-				continue
 			}
-			ratio := float64(hit) / float64(d)
-			x := padL + (w-padL)*(1-end.Sub(s.at).Seconds()/span)
-			y := 8 + (h-padB-8)*(1-ratio)
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, padL), y+1))
-		}
-		if len(pts) == 1 {
-			fmt.Fprintf(&b, `<circle cx="%s" r="2.5" class="dot"/>`, strings.Replace(pts[0], ",", `" cy="`, 1))
-		} else if len(pts) > 1 {
-			fmt.Fprintf(&b, `<polyline points="%s" class="line"/>`, strings.Join(pts, " "))
+			for i := 1; i < len(samples); i++ {
+				served, found, ok := ratios(samples[i-1], samples[i])
+				if !ok {
+					flush() // a gap: no lookups in this interval
+					continue
+				}
+				x := w * (1 - end.Sub(samples[i].at).Seconds()/span)
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", math.Max(x, 0), y(line.value(served, found))))
+			}
+			flush()
 		}
 	}
-	b.WriteString(`</svg>`)
+	b.WriteString(`</svg><div class="xaxis"><span class="axis">−60 min</span><span class="axis">now</span></div></div>`)
 	return template.HTML(b.String())
 }
 

@@ -279,6 +279,7 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, r
 		s.dedupe.store(w.id, w.reply, o, now)
 	}
 	s.m.requests[rt][k][o].Inc()
+	ctx.Response.Header.SetCanonical(outcomeHeaderKey, outcomeValues[o])
 
 	if success {
 		ctx.SetContentType("text/plain; charset=utf-8")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"wxlookup/server"
 	"wxlookup/wechat"
 )
 
@@ -28,7 +30,7 @@ type Asker struct {
 	// WeComCorp switches to the WeCom protocol with this corp id (AESKey required).
 	WeComCorp string
 	AgentID   string
-	OpenID    string // the sender
+	OpenID    string // the sender; "" sends each message from a fresh test OpenID
 	Account   string // the Official Account's original id (ToUserName)
 	Client    *http.Client
 	Now       func() time.Time
@@ -39,21 +41,36 @@ type Reply struct {
 	Content   string // the text reply's content; "success" for WeChat's empty reply
 	Encrypted bool
 	Raw       []byte // the (decrypted) reply XML
+	// Outcome is how the server says it answered (server.OutcomeHeader): found,
+	// not_found, rate_limited, …; "" from a server that does not say.
+	Outcome string
 }
+
+// refusals are the outcomes that answer no query: `wxlookup ask` exits non-zero on them,
+// so a script notices a rate limit, an allow-list refusal, a cache not yet warm or a
+// failed read-through. (A number not found is an answer.)
+var refusals = map[string]bool{"rate_limited": true, "unauthorised": true, "starting": true, "unavailable": true}
+
+const askUsage = `usage: wxlookup ask [flags] TEXT
+
+Sends TEXT to the webhook as WeChat would (signed; encrypted with --aes-key), checks and
+decrypts the reply and prints its content. Each call sends from a fresh test OpenID unless
+--from names one. Exits 1 on any failure, including a rate-limited, unauthorised,
+starting-up or unavailable reply.`
 
 func runAsk(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ask", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	a := Asker{}
 	fs.StringVar(&a.URL, "url", "http://127.0.0.1:8080/wx", "webhook URL")
 	fs.StringVar(&a.Token, "token", "demo", "Official Account (or WeCom) token")
 	fs.StringVar(&a.AppID, "appid", "", "AppID (safe mode)")
 	fs.StringVar(&a.AESKey, "aes-key", "", "EncodingAESKey: send in safe mode")
 	fs.StringVar(&a.WeComCorp, "wecom-corp", "", "WeCom corp id: speak the WeCom protocol")
-	fs.StringVar(&a.OpenID, "openid", "oTestOpenID_wxlookup_ask", "sender OpenID (FromUserName)")
+	fs.StringVar(&a.OpenID, "from", "", "sender OpenID (FromUserName); default: a fresh test OpenID per call")
+	fs.StringVar(&a.OpenID, "openid", "", "same as --from")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long (WeChat allows 5s)")
-	verbose := fs.Bool("v", false, "print the reply XML too")
-	if err := fs.Parse(args); err != nil {
+	verbose := fs.Bool("v", false, "print the reply XML and its outcome too")
+	if err := parseFlags(fs, askUsage, args, stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -66,14 +83,23 @@ func runAsk(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if *verbose {
-		fmt.Fprintf(stderr, "%s\n", r.Raw)
+		fmt.Fprintf(stderr, "%s\n%s: %s\n", r.Raw, server.OutcomeHeader, r.Outcome)
+	}
+	if refusals[r.Outcome] {
+		return fmt.Errorf("ask: the server answered %s, not the query: %s", r.Outcome, r.Content)
 	}
 	fmt.Fprintln(stdout, r.Content)
 	return nil
 }
 
-// Ask sends text as a new message and returns the checked reply.
+// Ask sends text as a new message and returns the checked reply, whatever its outcome.
+// Without an OpenID set it sends from a fresh test OpenID.
 func (a *Asker) Ask(ctx context.Context, text string) (Reply, error) {
+	if a.OpenID == "" {
+		fresh := *a
+		fresh.OpenID = freshOpenID()
+		return fresh.Ask(ctx, text)
+	}
 	now := time.Now
 	if a.Now != nil {
 		now = a.Now
@@ -153,7 +179,9 @@ func (a *Asker) Send(ctx context.Context, msg []byte, t time.Time) (Reply, error
 		}
 		return Reply{}, fmt.Errorf("ask: webhook answered %s%s: %s", resp.Status, hint, bytes.TrimSpace(raw))
 	}
-	return a.check(raw, crypter)
+	r, err := a.check(raw, crypter)
+	r.Outcome = resp.Header.Get(server.OutcomeHeader)
+	return r, err
 }
 
 // check verifies and decodes a reply body.
@@ -202,4 +230,12 @@ func randomDigits(n int) string {
 		b[i] = '0' + b[i]%10
 	}
 	return string(b)
+}
+
+// freshOpenID returns a test OpenID no one has used: 28 characters like WeChat's, "oWxAsk"
+// and 22 random hex digits.
+func freshOpenID() string {
+	var b [11]byte
+	rand.Read(b[:])
+	return "oWxAsk" + hex.EncodeToString(b[:])
 }

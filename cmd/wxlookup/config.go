@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/go-sql-driver/mysql"
 	"go.yaml.in/yaml/v3"
 
 	"wxlookup/cache"
@@ -25,7 +28,11 @@ type Config struct {
 	// ListenWhenReady opens the webhook listener only after the first load, so that no
 	// request is answered "starting up" by a replica or a successor process that another
 	// one could answer (WXLOOKUP_LISTEN_WHEN_READY; default false: listen at once).
-	ListenWhenReady   bool
+	ListenWhenReady bool
+	// ReusePort lets a second process listen on the webhook's port (SO_REUSEPORT) for a
+	// zero-downtime handover (WXLOOKUP_REUSE_PORT; default false: a port in use is an
+	// error, so two servers never silently share one).
+	ReusePort         bool
 	Path              string
 	Token             string
 	AppID             string
@@ -55,6 +62,9 @@ type Config struct {
 
 	AdminListen string
 	AdminToken  string
+	// StaleAfter is the staleness beyond which /readyz answers 503 and the status page
+	// is red (WXLOOKUP_STALE_AFTER).
+	StaleAfter time.Duration
 
 	TimestampSkew time.Duration
 	RateLimit     int // per OpenID per minute; 0 disables
@@ -129,6 +139,7 @@ func boolean(dst func(*Config) *bool) func(*Config, string) error {
 var settings = []setting{
 	{key: "listen", parse: str(func(c *Config) *string { return &c.Listen })},
 	{key: "listen_when_ready", parse: boolean(func(c *Config) *bool { return &c.ListenWhenReady })},
+	{key: "reuse_port", parse: boolean(func(c *Config) *bool { return &c.ReusePort })},
 	{key: "path", parse: str(func(c *Config) *string { return &c.Path })},
 	{key: "token", parse: str(func(c *Config) *string { return &c.Token }), secret: true},
 	{key: "appid", parse: str(func(c *Config) *string { return &c.AppID })},
@@ -171,6 +182,7 @@ var settings = []setting{
 	}},
 	{key: "admin_listen", parse: str(func(c *Config) *string { return &c.AdminListen })},
 	{key: "admin_token", parse: str(func(c *Config) *string { return &c.AdminToken }), secret: true},
+	{key: "stale_after", parse: dur(func(c *Config) *time.Duration { return &c.StaleAfter })},
 	{key: "timestamp_skew", parse: dur(func(c *Config) *time.Duration { return &c.TimestampSkew })},
 	{key: "rate_limit", parse: integer(func(c *Config) *int { return &c.RateLimit })},
 	{key: "rate_burst", parse: integer(func(c *Config) *int { return &c.RateBurst })},
@@ -204,6 +216,7 @@ func DefaultConfig() Config {
 		ReconcileInterval: cache.DefaultReconcileInterval,
 		CacheMaxBytes:     cache.DefaultMaxBytes,
 		AdminListen:       server.DefaultAdminListen,
+		StaleAfter:        server.DefaultStaleAfter,
 		TimestampSkew:     server.DefaultTimestampSkew,
 		RateLimit:         server.DefaultRatePerMinute,
 		RateBurst:         server.DefaultRateBurst,
@@ -355,6 +368,15 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("config: WXLOOKUP_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if err := c.validateDSN(); err != nil {
+		return err
+	}
+	if err := c.validateAdmin(); err != nil {
+		return err
+	}
+	if err := c.validateStaleAfter(); err != nil {
+		return err
+	}
 	if err := c.mapping().Validate(); err != nil {
 		var me *store.MappingError
 		if errors.As(err, &me) {
@@ -372,4 +394,137 @@ var mappingSettings = map[string]string{"Table": "WXLOOKUP_TABLE", "KeyColumn": 
 // mapping is the table mapping of the configuration.
 func (c *Config) mapping() store.Mapping {
 	return store.Mapping{Table: c.Table, KeyColumn: c.KeyColumn, ValueColumns: c.ValueColumns, UpdatedColumn: c.UpdatedColumn}
+}
+
+// validateAdmin refuses an admin listener that other machines can reach without
+// WXLOOKUP_ADMIN_TOKEN: it serves profiles, the status page and the reload action.
+func (c *Config) validateAdmin() error {
+	host, _, err := net.SplitHostPort(c.AdminListen)
+	if err != nil {
+		return fmt.Errorf("config: WXLOOKUP_ADMIN_LISTEN %q: want host:port, e.g. 127.0.0.1:9090", c.AdminListen)
+	}
+	if c.AdminToken != "" || isLoopbackHost(host) {
+		return nil
+	}
+	return fmt.Errorf("config: WXLOOKUP_ADMIN_LISTEN %s is not a loopback address: set WXLOOKUP_ADMIN_TOKEN "+
+		"(every admin route but /healthz and /readyz then needs it) or listen on 127.0.0.1", c.AdminListen)
+}
+
+// isLoopbackHost reports whether a listen address's host is loopback only: localhost or a
+// loopback IP. "" (every interface) and other names are not.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// validateStaleAfter checks WXLOOKUP_STALE_AFTER: a threshold no longer than one refresh
+// interval would flag every healthy pause between refreshes.
+func (c *Config) validateStaleAfter() error {
+	if c.StaleAfter <= c.RefreshInterval {
+		return fmt.Errorf("config: WXLOOKUP_STALE_AFTER (%s) must be longer than WXLOOKUP_REFRESH_INTERVAL (%s), e.g. 60s", c.StaleAfter, c.RefreshInterval)
+	}
+	return nil
+}
+
+// dsnForm is the shape of a go-sql-driver DSN, shown when WXLOOKUP_MYSQL_DSN is not one.
+const dsnForm = "want user:password@tcp(host:3306)/database, e.g. wxlookup_ro:PASSWORD@tcp(db.plant.local:3306)/plant?readTimeout=5s"
+
+// validateDSN checks that the driver can parse WXLOOKUP_MYSQL_DSN, so a malformed one stops
+// start-up with its reason and the right form instead of failing every connection later.
+// The line never shows the DSN's password.
+func (c *Config) validateDSN() error {
+	if c.MySQLDSN == "" {
+		return nil
+	}
+	if _, err := mysql.ParseDSN(c.MySQLDSN); err != nil {
+		return fmt.Errorf("config: WXLOOKUP_MYSQL_DSN is not a DSN the MySQL driver can parse (%s); %s", dsnProblem(c.MySQLDSN, err), dsnForm)
+	}
+	return nil
+}
+
+// dsnProblem says what is wrong with dsn from the driver's error, without the password:
+// the driver's own words unless they hold a piece of it.
+func dsnProblem(dsn string, err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "default addr for network") {
+		// The part before "/" was read as a network name: "host:3306" or "mysql://…".
+		return "the address must be written tcp(host:port)"
+	}
+	msg = strings.TrimPrefix(msg, "invalid DSN: ")
+	creds := dsn
+	if i := strings.LastIndexByte(dsn, '@'); i >= 0 {
+		creds = dsn[:i]
+	}
+	if _, pw, ok := strings.Cut(creds, ":"); ok {
+		n := min(3, len(pw))
+		for i := 0; n > 0 && i+n <= len(pw); i++ {
+			if strings.Contains(msg, pw[i:i+n]) {
+				return "it does not parse"
+			}
+		}
+	}
+	return msg
+}
+
+// knownEnv are WXLOOKUP_* names that are not settings but are read all the same.
+var knownEnv = map[string]bool{
+	"WXLOOKUP_CONFIG":         true, // serve's --config default
+	"WXLOOKUP_TEST_MYSQL_DSN": true, // the tests' MariaDB
+}
+
+// unknownEnv returns a warning for each WXLOOKUP_* name in environ ("NAME=value" entries)
+// that is no setting, naming the closest setting, so a typo does not silently leave a
+// default in place.
+func unknownEnv(environ []string) []string {
+	var warnings []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "WXLOOKUP_") || knownEnv[name] {
+			continue
+		}
+		best, bestD := "", -1
+		for _, s := range settings {
+			env := envName(s.key)
+			if env == name {
+				best, bestD = "", 0
+				break
+			}
+			if d := editDistance(strings.ToUpper(name), env); bestD < 0 || d < bestD {
+				best, bestD = env, d
+			}
+		}
+		if best != "" {
+			warnings = append(warnings, fmt.Sprintf("config: %s is not a setting; did you mean %s?", name, best))
+		}
+	}
+	return warnings
+}
+
+// editDistance is the optimal string alignment distance between a and b: insertions,
+// deletions, substitutions and transpositions of neighbouring bytes each cost 1.
+func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
 }

@@ -33,10 +33,13 @@ func main() {
 	}
 }
 
-// exitCode is 2 for usage errors and 1 for everything else.
+// exitCode is 0 for a help request, 2 for usage errors and 1 for everything else.
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &u):
 		return 2
 	}
 	return 1
@@ -54,8 +57,16 @@ const usage = `usage:
 
 Settings come from the environment (WXLOOKUP_*) and an optional YAML file; see README.md.`
 
-// run dispatches a subcommand.
+// run dispatches a subcommand. A subcommand's --help prints its usage and succeeds.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	err := dispatch(ctx, args, stdout, stderr, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, usage)
 		return usageError{"no command given"}
@@ -68,6 +79,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "seed":
 		return runSeed(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
+		fs := flag.NewFlagSet("version", flag.ContinueOnError)
+		if err := parseFlags(fs, "usage: wxlookup version", rest, stdout, stderr); err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, "wxlookup", version)
 		return nil
 	case "help", "-h", "--help":
@@ -77,4 +92,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintln(stderr, usage)
 		return usageError{fmt.Sprintf("unknown command %q", cmd)}
 	}
+}
+
+// parseFlags parses a subcommand's flags. With -h or --help it prints synopsis and the
+// flags to stdout and returns flag.ErrHelp (run turns that into success); a bad flag is a
+// usageError, with the synopsis and the flags on stderr.
+func parseFlags(fs *flag.FlagSet, synopsis string, args []string, stdout, stderr io.Writer) error {
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard) // the error is returned, and main prints it once
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		printUsage(fs, synopsis, stdout)
+		return flag.ErrHelp
+	case err != nil:
+		printUsage(fs, synopsis, stderr)
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+func printUsage(fs *flag.FlagSet, synopsis string, w io.Writer) {
+	fmt.Fprintf(w, "%s\n\nflags:\n", synopsis)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
 }

@@ -68,9 +68,17 @@ func (w tbWriter) Write(p []byte) (int, error) {
 
 func webhookURL(m *Main, path string) string { return "http://" + m.WebhookAddr.String() + path }
 
+// adminGet fetches an admin path, with the admin token when the service has one.
 func adminGet(tb testing.TB, m *Main, path string) (int, string) {
 	tb.Helper()
-	resp, err := http.Get("http://" + m.AdminAddr.String() + path)
+	req, err := http.NewRequest(http.MethodGet, "http://"+m.AdminAddr.String()+path, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if m.Config.AdminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+m.Config.AdminToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -239,7 +247,7 @@ func TestEndToEndMySQL(t *testing.T) {
 	if code, _ := adminGet(t, m, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz = %d, want 200", code)
 	}
-	if code, body := adminGet(t, m, "/status"); code != http.StatusOK || !strings.Contains(body, "Cache hit ratio") {
+	if code, body := adminGet(t, m, "/status"); code != http.StatusOK || !strings.Contains(body, "Served from memory") {
 		t.Errorf("/status = %d", code)
 	}
 	for _, secret := range []string{e2eKey, e2eOldKey, "admin-secret", e2eToken} {

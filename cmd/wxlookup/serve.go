@@ -35,9 +35,8 @@ const drainTimeout = 2 * time.Second
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	configPath := fs.String("config", getenv("WXLOOKUP_CONFIG"), "YAML configuration file (settings in the environment win)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, "usage: wxlookup serve [--config FILE]\n\nRuns the responder; settings come from WXLOOKUP_* and the file (see README.md).", args, stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -49,6 +48,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	m := NewMain(cfg)
 	m.Logger = newLogger(cfg, stderr)
+	for _, w := range unknownEnv(os.Environ()) {
+		m.Logger.Warn(w)
+	}
 	if err := m.Run(ctx); err != nil {
 		cerr := m.Close()
 		if ctx.Err() != nil { // stopped while waiting for the first load
@@ -165,13 +167,13 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	adminLn, err := listen(ctx, cfg.AdminListen)
+	adminLn, err := listen(ctx, cfg.AdminListen, false)
 	if err != nil {
 		return fmt.Errorf("WXLOOKUP_ADMIN_LISTEN %s: %w", cfg.AdminListen, err)
 	}
 	m.AdminAddr = adminLn.Addr()
 	m.admin = server.NewAdmin(server.AdminConfig{
-		Token: cfg.AdminToken, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
+		Token: cfg.AdminToken, StaleAfter: cfg.StaleAfter, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
 		Version: version, Logger: m.Logger.With("component", "admin"),
 	})
 	m.adminSrv = &http.Server{Handler: m.admin, ReadHeaderTimeout: 5 * time.Second,
@@ -186,14 +188,14 @@ func (m *Main) Run(ctx context.Context) error {
 
 	if cfg.ListenWhenReady {
 		// Behind nginx with other replicas, or taking a port over from a running process
-		// (SO_REUSEPORT), a listener open before the first load would answer "starting up"
+		// (WXLOOKUP_REUSE_PORT), a listener open before the first load would answer "starting up"
 		// to requests the others can answer; closed, nginx and the kernel send them there.
 		m.Logger.Info("waiting for the first load before opening the webhook listener", "setting", "WXLOOKUP_LISTEN_WHEN_READY")
 		if err := m.Cache.WaitReady(ctx); err != nil {
 			return fmt.Errorf("WXLOOKUP_LISTEN_WHEN_READY: waiting for the first load: %w", err)
 		}
 	}
-	ln, err := listen(ctx, cfg.Listen)
+	ln, err := listen(ctx, cfg.Listen, cfg.ReusePort)
 	if err != nil {
 		return fmt.Errorf("WXLOOKUP_LISTEN %s: %w", cfg.Listen, err)
 	}
@@ -202,7 +204,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.webhook.Serve(m.ln) }()
 	m.Logger.Info("wxlookup started", "version", version, "webhook", m.WebhookAddr.String()+cfg.Path,
-		"admin", m.AdminAddr.String(), "source", fmt.Sprint(src), "demo", cfg.Demo,
+		"admin", m.AdminAddr.String(), "admin_token", cfg.AdminToken != "", "source", fmt.Sprint(src), "demo", cfg.Demo,
 		"safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "")
 	return nil
 }
@@ -272,21 +274,26 @@ func (m *Main) openAllowList(ctx context.Context, src cache.Source) error {
 	return nil
 }
 
-// listen opens a TCP listener with SO_REUSEPORT, so a new process can take over the port
-// while this one drains its connections on shutdown.
-func listen(ctx context.Context, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		return errors.Join(err, serr)
-	}}
+// listen opens a TCP listener on addr. A port in use is an error ("address already in
+// use") unless reusePort is set: then the socket has SO_REUSEPORT, so a new process started
+// with the same setting can take over the port while this one drains its connections on
+// shutdown (WXLOOKUP_REUSE_PORT).
+func listen(ctx context.Context, addr string, reusePort bool) (net.Listener, error) {
+	var lc net.ListenConfig
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			return errors.Join(err, serr)
+		}
+	}
 	return lc.Listen(ctx, "tcp", addr)
 }
 
 // handoverListener lets a stopping process close its listening socket early, so that the
-// kernel sends new connections only to the process that shares the port (SO_REUSEPORT),
+// kernel sends new connections only to the process that shares the port (ReusePort),
 // while fasthttp's accept loop, and with it the connections already open, keeps running
 // until Close.
 type handoverListener struct {
@@ -344,6 +351,10 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.webhook != nil && m.served != nil {
 		errs = append(errs, m.webhook.Shutdown(ctx))
+		// Shutdown closes only the listeners Serve has registered, and a Close right
+		// after Run may come before Serve has: close the socket here too, so that Serve,
+		// whenever it starts, returns at once instead of accepting for ever.
+		m.ln.Close()
 		errs = append(errs, <-m.served)
 	}
 	// The admin handler first: it cancels a reload that a POST /admin/reload is waiting
@@ -376,6 +387,12 @@ func (m *Main) printBanner(w io.Writer) {
 	cfg := m.Config
 	url := "http://" + hostPort(m.WebhookAddr) + cfg.Path
 	fmt.Fprintf(w, "wxlookup %s listening\n  webhook: %s\n  admin:   http://%s/status\n", version, url, hostPort(m.AdminAddr))
+	if a, ok := m.AdminAddr.(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+		fmt.Fprintf(w, "  (the admin listener is on %s: every interface)\n", m.AdminAddr)
+	}
+	if cfg.AdminToken != "" {
+		fmt.Fprintln(w, "  every admin route but /healthz and /readyz needs WXLOOKUP_ADMIN_TOKEN as a bearer token")
+	}
 	if cfg.Demo {
 		fmt.Fprintf(w, "demo mode: %s, token %q\n", "embedded examples/locations.csv", cfg.Token)
 	}

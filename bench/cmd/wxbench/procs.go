@@ -282,6 +282,12 @@ func metrics(ctx context.Context, admin string) (map[string]float64, error) {
 // httpClient talks to the admin listeners. A reload can take a while; nothing else does.
 var httpClient = &http.Client{Timeout: 5 * time.Minute}
 
+// newGet returns a GET of an admin URL, carrying the admin token the harness gives
+// wxlookup (every admin route but the probes needs it).
 func newGet(ctx context.Context, url string) (*http.Request, error) {
-	return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err == nil {
+		req.Header.Set("Authorization", "Bearer "+benchAdminToken)
+	}
+	return req, err
 }
