@@ -26,16 +26,16 @@ func TestOutcomeHeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := handlerRequest(t, plainURI(now), textXML(tt.text))
+			ctx := handlerRequest(t, plainURINonce(now, freshNonce()), textXML(tt.text))
 			h(ctx)
 			if got := string(ctx.Response.Header.Peek(OutcomeHeader)); got != tt.want {
 				t.Errorf("got %s %q, want %q (reply %s)", OutcomeHeader, got, tt.want, ctx.Response.Body())
 			}
 		})
 	}
-	msg := textXML("?99-999")
+	msg, uri := textXML("?99-999"), plainURINonce(now, freshNonce())
 	for i, want := range []string{"rate_limited", "rate_limited"} { // still over the limit; the retry repeats the first
-		ctx := handlerRequest(t, plainURI(now), msg)
+		ctx := handlerRequest(t, uri, msg)
 		h(ctx)
 		if got := string(ctx.Response.Header.Peek(OutcomeHeader)); got != want {
 			t.Errorf("message %d: got %q, want %q", i, got, want)

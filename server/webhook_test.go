@@ -575,9 +575,13 @@ func handlerRequest(tb testing.TB, uri string, body []byte) *fasthttp.RequestCtx
 	return ctx
 }
 
-func plainURI(now time.Time) string {
+func plainURI(now time.Time) string { return plainURINonce(now, "77") }
+
+// plainURINonce is plainURI with the nonce given: the replay guard binds a (timestamp,
+// nonce) to the first message signed with it.
+func plainURINonce(now time.Time, nonce string) string {
 	ts := strconv.FormatInt(now.Unix(), 10)
-	return "/wx?signature=" + wechat.Signature(testToken, ts, "77") + "&timestamp=" + ts + "&nonce=77&openid=oUser"
+	return "/wx?signature=" + wechat.Signature(testToken, ts, nonce) + "&timestamp=" + ts + "&nonce=" + nonce + "&openid=oUser"
 }
 
 // TestHandlerAllocations: the plaintext hot path (signature, replay guard, parse, lookup,
