@@ -8,8 +8,10 @@ package cache_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -328,4 +330,151 @@ func typedLine(i int, loc *time.Location) string {
 		r.Values = append(r.Values, s)
 	}
 	return string(cache.DefaultRender(nil, r))
+}
+
+// churn writes to the default table at random from one goroutine, as the plant's systems
+// would: upserts, deletes, key changes (of the key's case too), multi-row updates and
+// small transactions over a pool of keys, until halted or after maxWrites statements. A key change onto a key that
+// exists fails (duplicate key) and is skipped; any other error stops it.
+type churn struct {
+	writes atomic.Int64
+	stop   chan struct{}
+	done   chan struct{}
+	err    error // after halt: the error that stopped it
+}
+
+// maxWrites bounds a churn.
+const maxWrites = 20_000
+
+// startChurn starts a churn over pool with the random seed; the test's cleanup halts it.
+func startChurn(tb testing.TB, db *sql.DB, pool []string, seed uint64) *churn {
+	tb.Helper()
+	tb.Logf("churn seed %d", seed)
+	c := &churn{stop: make(chan struct{}), done: make(chan struct{})}
+	rnd := rand.New(rand.NewPCG(seed, seed))
+	key := func() string { return pool[rnd.IntN(len(pool))] }
+	upsert := "INSERT INTO workpiece_location (part_no, location) VALUES (?, ?) ON DUPLICATE KEY UPDATE location = VALUES(location)"
+	del := "DELETE FROM workpiece_location WHERE part_no = ?"
+	go func() {
+		defer close(c.done)
+		for i := 0; i < maxWrites; i++ {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			v := fmt.Sprintf("写入%d", i)
+			var stmts []sqlStmt
+			tx := false
+			switch op := rnd.IntN(11); {
+			case op < 4:
+				stmts = []sqlStmt{{upsert, []any{key(), v}}}
+			case op < 6:
+				stmts = []sqlStmt{{del, []any{key()}}}
+			case op == 6:
+				stmts = []sqlStmt{{"UPDATE workpiece_location SET part_no = ? WHERE part_no = ?", []any{key(), key()}}}
+			case op == 7:
+				stmts = []sqlStmt{{"UPDATE workpiece_location SET location = CONCAT(?, part_no) WHERE part_no IN (?, ?, ?, ?, ?)",
+					[]any{v, key(), key(), key(), key(), key()}}}
+			case op == 8:
+				tx, stmts = true, []sqlStmt{{upsert, []any{key(), v}}, {del, []any{key()}}, {upsert, []any{key(), v + "b"}}}
+			case op == 9: // the stored key's case flips: the same key to a lookup, another spelling in replies
+				stmts = []sqlStmt{{"UPDATE workpiece_location SET part_no = IF(BINARY part_no = UPPER(part_no), LOWER(part_no), UPPER(part_no)) WHERE part_no = ?", []any{key()}}}
+			default:
+				k := key()
+				tx, stmts = true, []sqlStmt{{del, []any{k}}, {upsert, []any{k, v}}}
+			}
+			if err := churnWrite(db, tx, stmts); err != nil {
+				c.err = err
+				return
+			}
+			c.writes.Add(1)
+		}
+	}()
+	tb.Cleanup(c.halt)
+	return c
+}
+
+// churnWrite runs stmts, in one transaction if tx; a duplicate key is not an error.
+func churnWrite(db *sql.DB, tx bool, stmts []sqlStmt) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var run interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	} = db
+	var t *sql.Tx
+	if tx {
+		var err error
+		if t, err = db.BeginTx(ctx, nil); err != nil {
+			return err
+		}
+		defer t.Rollback()
+		run = t
+	}
+	for _, s := range stmts {
+		if _, err := run.ExecContext(ctx, s.q, s.args...); err != nil {
+			if me, ok := errors.AsType[*mysql.MySQLError](err); ok && me.Number == 1062 {
+				return nil // ER_DUP_ENTRY: a key change onto a key in use
+			}
+			return fmt.Errorf("%s: %w", s.q, err)
+		}
+	}
+	if t != nil {
+		return t.Commit()
+	}
+	return nil
+}
+
+// halt stops the churn and waits for it.
+func (c *churn) halt() {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	<-c.done
+}
+
+// churnPool returns the keys a churn over n demo rows writes (two rows in three, and as
+// many new keys), and the stable rows it never touches, by key with their lines.
+func churnPool(n int) (pool []string, stable map[string]string) {
+	stable = map[string]string{}
+	for i := range n {
+		if i%3 == 0 {
+			stable[demoKey(i)] = demoLine(demoKey(i), demoValue(i))
+		} else {
+			pool = append(pool, demoKey(i))
+		}
+		pool = append(pool, fmt.Sprintf("NX-%04d", i))
+	}
+	return pool, stable
+}
+
+// lookupStable starts a lookupLoop over the stable rows of churnPool: each must be found
+// with its line every time.
+func lookupStable(tb testing.TB, c *cache.Cache, stable map[string]string) *lookupLoop {
+	tb.Helper()
+	var keys []string
+	for k := range stable {
+		keys = append(keys, k)
+	}
+	return startLookups(tb, c, keys, func(key, line string, found bool, err error) bool {
+		return err == nil && found && line == stable[key]
+	})
+}
+
+// absent returns the keys of pool that the table (read by query on db) does not hold.
+func absent(tb testing.TB, db *sql.DB, query string, pool []string) []string {
+	tb.Helper()
+	in := map[string]bool{}
+	for _, r := range tableRows(tb, db, query) {
+		in[cache.Key(r.Key)] = true
+	}
+	var out []string
+	for _, k := range pool {
+		if !in[cache.Key(k)] {
+			out = append(out, k)
+		}
+	}
+	return out
 }

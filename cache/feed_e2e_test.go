@@ -146,78 +146,78 @@ type feedFixture struct {
 
 // newFeedFixture seeds a fresh database on srv with n demo rows and the marker, and opens
 // a source and a cache on it (not started: see start).
-func newFeedFixture(t *testing.T, srv *mariadbtest.Server, n int) *feedFixture {
-	t.Helper()
-	dsn, db := seeded(t, srv, n)
-	exec(t, db, "INSERT INTO workpiece_location (part_no, location) VALUES (?, 'mark 0')", markKey)
-	fx := &feedFixture{srv: srv, dsn: dsn, db: db, rdb: readerDB(t, dsn), query: defaultTable,
+func newFeedFixture(tb testing.TB, srv *mariadbtest.Server, n int) *feedFixture {
+	tb.Helper()
+	dsn, db := seeded(tb, srv, n)
+	exec(tb, db, "INSERT INTO workpiece_location (part_no, location) VALUES (?, 'mark 0')", markKey)
+	fx := &feedFixture{srv: srv, dsn: dsn, db: db, rdb: readerDB(tb, dsn), query: defaultTable,
 		serverID: 2000 + feedServerIDs.Add(1),
 		mark: func(v string) (sqlStmt, string, string) {
 			return sqlStmt{"INSERT INTO workpiece_location (part_no, location) VALUES (?, ?) ON DUPLICATE KEY UPDATE location = VALUES(location)",
 				[]any{markKey, v}}, markKey, demoLine(markKey, v)
 		}}
-	fx.open(t)
+	fx.open(tb)
 	return fx
 }
 
 // newTypedFeedFixture is newFeedFixture for the typed table with rows 1 … n, in the
 // session time zone z; it returns the location of z too.
-func newTypedFeedFixture(t *testing.T, srv *mariadbtest.Server, n int, z typedZone) (*feedFixture, *time.Location) {
-	t.Helper()
-	dsn, loc, db := typedTable(t, srv, n, z)
+func newTypedFeedFixture(tb testing.TB, srv *mariadbtest.Server, n int, z typedZone) (*feedFixture, *time.Location) {
+	tb.Helper()
+	dsn, loc, db := typedTable(tb, srv, n, z)
 	const markID = "999999"
-	fx := &feedFixture{srv: srv, dsn: dsn, db: db, rdb: readerDB(t, dsn), mapping: typedMapping, query: typedQuery,
+	fx := &feedFixture{srv: srv, dsn: dsn, db: db, rdb: readerDB(tb, dsn), mapping: typedMapping, query: typedQuery,
 		serverID: 2000 + feedServerIDs.Add(1),
 		mark: func(v string) (sqlStmt, string, string) {
 			line := cache.DefaultRender(nil, cache.Row{Key: markID, Values: []string{"", "", "", "", v}})
 			return sqlStmt{"INSERT INTO parts (id, name) VALUES (?, ?) ON DUPLICATE KEY UPDATE name = VALUES(name)",
 				[]any{markID, v}}, markID, string(line)
 		}}
-	fx.open(t)
+	fx.open(tb)
 	return fx, loc
 }
 
 // open opens a new source and cache with the fixture's server_id, as a start of wxlookup
 // does; both are closed when t ends.
-func (fx *feedFixture) open(t *testing.T) {
-	t.Helper()
+func (fx *feedFixture) open(tb testing.TB) {
+	tb.Helper()
 	b, err := store.OpenBinlog(store.BinlogConfig{
 		MySQLConfig: store.MySQLConfig{DSN: fx.dsn, PageSize: 100, Mapping: fx.mapping},
 		ServerID:    fx.serverID,
 		Heartbeat:   100 * time.Millisecond,
 	})
 	if err != nil {
-		t.Fatalf("OpenBinlog: %v", err)
+		tb.Fatalf("OpenBinlog: %v", err)
 	}
-	t.Cleanup(func() { b.Close() })
+	tb.Cleanup(func() { b.Close() })
 	fx.src = &feedSource{Binlog: b}
 	fx.reg = prometheus.NewRegistry()
-	fx.c = newCache(t, fx.src, cache.Config{
+	fx.c = newCache(tb, fx.src, cache.Config{
 		Mode:            cache.ModeBinlog,
 		RefreshInterval: feedRetry,
 		Registerer:      fx.reg,
-		Logger:          failureLog(t),
+		Logger:          failureLog(tb),
 	})
 }
 
 // start starts the cache and waits for its warm.
-func (fx *feedFixture) start(t *testing.T) { t.Helper(); startReady(t, fx.c) }
+func (fx *feedFixture) start(tb testing.TB) { tb.Helper(); startReady(tb, fx.c) }
 
 // sync writes a new value into the marker row and waits until the cache answers it: every
 // change committed before has then been applied (the feed applies in commit order).
-func (fx *feedFixture) sync(t *testing.T) {
-	t.Helper()
+func (fx *feedFixture) sync(tb testing.TB) {
+	tb.Helper()
 	fx.marks++
 	s, key, line := fx.mark(fmt.Sprintf("mark %d", fx.marks))
-	exec(t, fx.db, s.q, s.args...)
-	fx.waitFor(t, key, line)
+	exec(tb, fx.db, s.q, s.args...)
+	fx.waitFor(tb, key, line)
 }
 
 // waitFor waits until key answers the line want ("" for not found) on its own, without any
 // kick of the loader.
-func (fx *feedFixture) waitFor(t *testing.T, key, want string) {
-	t.Helper()
-	waitUntil(t, feedWait, fmt.Sprintf("Lookup(%q) to answer %q", key, want), func() (bool, string) {
+func (fx *feedFixture) waitFor(tb testing.TB, key, want string) {
+	tb.Helper()
+	waitUntil(tb, feedWait, fmt.Sprintf("Lookup(%q) to answer %q", key, want), func() (bool, string) {
 		line, _, found, err := lookup(fx.c, key)
 		return err == nil && found == (want != "") && line == want, fmt.Sprintf("got %q, found %v, err %v", line, found, err)
 	})
@@ -225,24 +225,24 @@ func (fx *feedFixture) waitFor(t *testing.T, key, want string) {
 
 // waitReloaded waits until a reload in place (a snapshot after the warm) completes after
 // since.
-func (fx *feedFixture) waitReloaded(t *testing.T, since time.Time) {
-	t.Helper()
-	waitUntil(t, feedWait, "a reload in place", func() (bool, string) {
+func (fx *feedFixture) waitReloaded(tb testing.TB, since time.Time) {
+	tb.Helper()
+	waitUntil(tb, feedWait, "a reload in place", func() (bool, string) {
 		st := fx.c.Status()
 		return st.LastReload.After(since), fmt.Sprintf("last reload %v, recent errors %+v", st.LastReload, st.RecentErrors)
 	})
 }
 
 // equal is the full compare of the cache with the table.
-func (fx *feedFixture) equal(t *testing.T, gone ...string) int {
-	t.Helper()
-	return mustEqualTable(t, fx.c, fx.rdb, fx.query, gone...)
+func (fx *feedFixture) equal(tb testing.TB, gone ...string) int {
+	tb.Helper()
+	return mustEqualTable(tb, fx.c, fx.rdb, fx.query, gone...)
 }
 
 // metric returns a counter of the fixture's cache.
-func (fx *feedFixture) metric(t *testing.T, name string, labels ...string) float64 {
-	t.Helper()
-	return metrictest.Value(t, fx.reg, name, labels...)
+func (fx *feedFixture) metric(tb testing.TB, name string, labels ...string) float64 {
+	tb.Helper()
+	return metrictest.Value(tb, fx.reg, name, labels...)
 }
 
 // demoKey and demoValue are the key and the location of demo row i.
@@ -410,16 +410,16 @@ func TestFeedE2ETypedColumns(t *testing.T) {
 }
 
 // runTx runs statements in one transaction and commits it, or rolls it back.
-func runTx(t *testing.T, db *sql.DB, commit bool, stmts ...sqlStmt) {
-	t.Helper()
-	tx, err := db.BeginTx(testCtx(t), nil)
+func runTx(tb testing.TB, db *sql.DB, commit bool, stmts ...sqlStmt) {
+	tb.Helper()
+	tx, err := db.BeginTx(testCtx(tb), nil)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, s := range stmts {
-		if _, err := tx.ExecContext(testCtx(t), s.q, s.args...); err != nil {
+		if _, err := tx.ExecContext(testCtx(tb), s.q, s.args...); err != nil {
 			tx.Rollback()
-			t.Fatalf("%s: %v", s.q, err)
+			tb.Fatalf("%s: %v", s.q, err)
 		}
 	}
 	if commit {
@@ -428,7 +428,7 @@ func runTx(t *testing.T, db *sql.DB, commit bool, stmts ...sqlStmt) {
 		err = tx.Rollback()
 	}
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 }
 
@@ -568,11 +568,11 @@ func recentError(st cache.Status, step, part string) bool {
 // purgeTo purges the binary logs before file, polling until the server has done it: MariaDB
 // keeps a log while a replica still reads it, and the connection of a Follow just ended
 // may linger on the server for a moment.
-func purgeTo(t *testing.T, db *sql.DB, file string) {
-	t.Helper()
-	waitUntil(t, feedWait, "PURGE BINARY LOGS TO "+file, func() (bool, string) {
-		exec(t, db, "PURGE BINARY LOGS TO '"+file+"'")
-		logs := tableRows(t, db, "SHOW BINARY LOGS")
+func purgeTo(tb testing.TB, db *sql.DB, file string) {
+	tb.Helper()
+	waitUntil(tb, feedWait, "PURGE BINARY LOGS TO "+file, func() (bool, string) {
+		exec(tb, db, "PURGE BINARY LOGS TO '"+file+"'")
+		logs := tableRows(tb, db, "SHOW BINARY LOGS")
 		return logs[0].Key == file, "the first log is " + logs[0].Key
 	})
 }
@@ -849,4 +849,38 @@ func TestFeedE2EWritesDuringSnapshot(t *testing.T) {
 		}
 		check(t, 2, gone)
 	})
+}
+
+// TestFeedE2EConcurrentWrites: a writer changes the table at random while the feed
+// follows; meanwhile the cache reloads in place three times and the feed is interrupted
+// three times (kicks). Rows the writer never touches answer throughout; once it stops, the
+// cache equals the table.
+func TestFeedE2EConcurrentWrites(t *testing.T) {
+	mariadbtest.CheckLeaks(t)
+	const n = 300
+	fx := newFeedFixture(t, mariadbtest.SharedBinlog(t), n)
+	fx.start(t)
+	pool, stable := churnPool(n)
+	loop := lookupStable(t, fx.c, stable)
+	ch := startChurn(t, fx.db, pool, uint64(time.Now().UnixNano()))
+	for i := int64(1); i <= 3; i++ {
+		waitWrites(t, ch, 500*i)
+		if err := fx.c.Reload(testCtx(t)); err != nil {
+			t.Fatalf("Reload: %v", err)
+		}
+		waitWrites(t, ch, 500*i+250)
+		if err := fx.c.Refresh(testCtx(t)); err != nil {
+			t.Fatalf("Refresh: %v", err)
+		}
+	}
+	ch.halt()
+	if ch.err != nil {
+		t.Fatalf("writer: %v", ch.err)
+	}
+	loop.halt()
+	if loop.bad != 0 {
+		t.Errorf("%d of %d lookups of rows the writer never touched failed; first: %s", loop.bad, loop.n.Load(), loop.first)
+	}
+	fx.sync(t)
+	fx.equal(t, absent(t, fx.rdb, defaultTable, pool)...)
 }

@@ -62,36 +62,36 @@ type pollFixture struct {
 
 // openPoll opens a counted source on dsn and a poll-mode cache over it (not started); query
 // is the compare's SELECT of the mapped columns.
-func openPoll(t *testing.T, dsn string, db *sql.DB, query string, mcfg store.MySQLConfig, cfg cache.Config) *pollFixture {
-	t.Helper()
-	fx := &pollFixture{db: db, rdb: readerDB(t, dsn), query: query, reg: prometheus.NewRegistry()}
-	fx.src = &countedSource{MySQL: openMySQL(t, dsn, mcfg)}
+func openPoll(tb testing.TB, dsn string, db *sql.DB, query string, mcfg store.MySQLConfig, cfg cache.Config) *pollFixture {
+	tb.Helper()
+	fx := &pollFixture{db: db, rdb: readerDB(tb, dsn), query: query, reg: prometheus.NewRegistry()}
+	fx.src = &countedSource{MySQL: openMySQL(tb, dsn, mcfg)}
 	cfg.Mode = cache.ModePoll
 	cfg.Registerer = fx.reg
-	cfg.Logger = failureLog(t)
-	fx.c = newCache(t, fx.src, cfg)
+	cfg.Logger = failureLog(tb)
+	fx.c = newCache(tb, fx.src, cfg)
 	return fx
 }
 
 // equal is the full compare of the cache with the table.
-func (fx *pollFixture) equal(t *testing.T, gone ...string) int {
-	t.Helper()
-	return mustEqualTable(t, fx.c, fx.rdb, fx.query, gone...)
+func (fx *pollFixture) equal(tb testing.TB, gone ...string) int {
+	tb.Helper()
+	return mustEqualTable(tb, fx.c, fx.rdb, fx.query, gone...)
 }
 
 // checks returns wxlookup_loader_reconcile_checks_total{result}.
-func (fx *pollFixture) checks(t *testing.T, result string) float64 {
-	t.Helper()
-	return metrictest.Value(t, fx.reg, "wxlookup_loader_reconcile_checks_total", "result", result)
+func (fx *pollFixture) checks(tb testing.TB, result string) float64 {
+	tb.Helper()
+	return metrictest.Value(tb, fx.reg, "wxlookup_loader_reconcile_checks_total", "result", result)
 }
 
 // reconcile runs a refresh and a whole reconcile pass, and returns how many ranges it found
 // different (and re-read) and how many ReadRange calls it made.
-func (fx *pollFixture) reconcile(t *testing.T) (differ, reads int) {
-	t.Helper()
-	d0, r0 := fx.checks(t, "differ"), fx.src.reads.Load()
-	mustRefresh(t, fx.c, true)
-	return int(fx.checks(t, "differ") - d0), int(fx.src.reads.Load() - r0)
+func (fx *pollFixture) reconcile(tb testing.TB) (differ, reads int) {
+	tb.Helper()
+	d0, r0 := fx.checks(tb, "differ"), fx.src.reads.Load()
+	mustRefresh(tb, fx.c, true)
+	return int(fx.checks(tb, "differ") - d0), int(fx.src.reads.Load() - r0)
 }
 
 // TestPollE2EReconcile: inserts, updates, deletes, a key change and a change of a key's
@@ -372,4 +372,50 @@ func TestPollE2EReloadUnderLookups(t *testing.T) {
 	}
 	t.Logf("%d lookups during three reloads", during)
 	fx.equal(t, gone...)
+}
+
+// TestPollE2EConcurrentWrites: the loader runs on its own tickers (a refresh every 20 ms,
+// a reconcile pass every 300 ms) while a writer changes the table at random. Rows the
+// writer never touches answer throughout; once it stops, one refresh and one reconcile
+// pass bring the cache to the table.
+func TestPollE2EConcurrentWrites(t *testing.T) {
+	mariadbtest.CheckLeaks(t)
+	const n = 300
+	dsn, db := seeded(t, mariadbtest.Shared(t), n)
+	fx := openPoll(t, dsn, db, defaultTable, store.MySQLConfig{PageSize: 50}, cache.Config{
+		RefreshInterval:   20 * time.Millisecond,
+		ReconcileInterval: 300 * time.Millisecond,
+		RangeRows:         40,
+	})
+	startReady(t, fx.c)
+	pool, stable := churnPool(n)
+	loop := lookupStable(t, fx.c, stable)
+	ch := startChurn(t, db, pool, uint64(time.Now().UnixNano()))
+	waitWrites(t, ch, 2000)
+	ch.halt()
+	if ch.err != nil {
+		t.Fatalf("writer: %v", ch.err)
+	}
+	loop.halt()
+	if loop.bad != 0 {
+		t.Errorf("%d of %d lookups of rows the writer never touched failed; first: %s", loop.bad, loop.n.Load(), loop.first)
+	}
+	if got := fx.checks(t, "equal") + fx.checks(t, "differ"); got == 0 {
+		t.Error("no range was checked while the writer ran (the test proves less than it says)")
+	}
+	mustRefresh(t, fx.c, true)
+	fx.equal(t, absent(t, fx.rdb, defaultTable, pool)...)
+}
+
+// waitWrites waits until the churn has made n writes, and fails the test if it stops first.
+func waitWrites(tb testing.TB, ch *churn, n int64) {
+	tb.Helper()
+	waitUntil(tb, 60*time.Second, fmt.Sprintf("%d writes", n), func() (bool, string) {
+		select {
+		case <-ch.done:
+			tb.Fatalf("the writer stopped after %d writes: %v", ch.writes.Load(), ch.err)
+		default:
+		}
+		return ch.writes.Load() >= n, fmt.Sprintf("%d writes", ch.writes.Load())
+	})
 }
