@@ -660,94 +660,122 @@ func TestFeedE2EAlterDropMappedColumn(t *testing.T) {
 }
 
 // TestFeedE2EKilled: MariaDB is killed (SIGKILL) while a writer streams changes and the
-// feed applies them. While it is down no write can be made and the cache answers every
-// row it holds; after the restart the feed resumes from its position (no reload), the
-// writes made right after are applied, and the cache equals the table, whichever of the
-// writes in flight at the kill survived. A private server, as it is killed.
+// feed applies them, twice. While it is down no write can be made and the cache answers
+// every row it holds. After the restart the loader recovers on its own, and the writes
+// made right after are applied: the first time the feed resumes from its position (no
+// reload); the second time a Reload failed during the outage, so the loader first takes
+// the snapshot it left to do. Each time the cache equals the table, whichever writes in
+// flight at the kill survived. A private server, as it is killed.
 func TestFeedE2EKilled(t *testing.T) {
 	mariadbtest.CheckLeaks(t)
 	const n = 500
 	srv := mariadbtest.Start(t, mariadbtest.WithBinlog())
 	fx := newFeedFixture(t, srv, n)
 	fx.start(t)
+	bKeys := demoSeries(n, "B") // the writer's
+	var gone []string
 
-	// The writer changes series B and inserts; the lookups check every other row.
-	bKeys := demoSeries(n, "B")
-	lines := map[string]string{}
-	var others []string
-	for i := range n {
-		if k := demoKey(i); !strings.HasPrefix(k, "B") {
-			others = append(others, k)
-			lines[k] = demoLine(k, demoValue(i))
-		}
+	tests := []struct {
+		name   string
+		reload bool // a Reload during the outage
+	}{
+		{"the feed resumes", false},
+		{"a reload failed meanwhile", true},
 	}
-	loop := startLookups(t, fx.c, others, func(key, line string, found bool, err error) bool {
-		return err == nil && found && line == lines[key]
-	})
-	writerDone := make(chan error, 1)
-	stopWriter := make(chan struct{})
-	go func() {
-		for i := 0; i < 100_000; i++ {
+	for round, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The writer updates series B and inserts NK- rows; lookups check every other row.
+			lines := map[string]string{}
+			var others []string
+			for _, r := range tableRows(t, fx.rdb, defaultTable) {
+				if !strings.HasPrefix(r.Key, "B") && !strings.HasPrefix(r.Key, "NK-") && r.Key != markKey {
+					lines[r.Key] = string(cache.DefaultRender(nil, r))
+					others = append(others, r.Key)
+				}
+			}
+			loop := startLookups(t, fx.c, others, func(key, line string, found bool, err error) bool {
+				return err == nil && found && line == lines[key]
+			})
+			reloaded := fx.c.Status().LastReload
+			reconnects := fx.metric(t, "wxlookup_changefeed_reconnects_total")
+			applied := fx.src.rows.Load()
+			writerDone := make(chan error, 1)
+			stopWriter := make(chan struct{})
+			go func() {
+				for i := 0; i < 100_000; i++ {
+					select {
+					case <-stopWriter:
+						writerDone <- nil
+						return
+					default:
+					}
+					q, args := "UPDATE workpiece_location SET location = ? WHERE part_no = ?", []any{fmt.Sprintf("写入%d", i), bKeys[i%len(bKeys)]}
+					if i%10 == 0 {
+						q, args = "INSERT INTO workpiece_location (part_no, location) VALUES (?, '写入')", []any{fmt.Sprintf("NK-%d-%05d", round, i)}
+					}
+					if _, err := fx.db.ExecContext(context.Background(), q, args...); err != nil {
+						writerDone <- err
+						return
+					}
+				}
+				writerDone <- errors.New("the writer ran out of writes before the kill")
+			}()
+			defer close(stopWriter)
+			waitUntil(t, feedWait, "the feed to apply the writer's changes", func() (bool, string) {
+				got := fx.src.rows.Load() - applied
+				return got >= 100, fmt.Sprintf("%d rows applied", got)
+			})
+
+			srv.Kill(t)
+			atKill := loop.n.Load()
 			select {
-			case <-stopWriter:
-				writerDone <- nil
-				return
-			default:
+			case err := <-writerDone:
+				if err == nil {
+					t.Fatal("the writer stopped without an error")
+				}
+				t.Logf("the writer stopped with: %v", err)
+			case <-time.After(feedWait):
+				t.Fatal("the writer went on writing after the kill")
 			}
-			q, args := "UPDATE workpiece_location SET location = ? WHERE part_no = ?", []any{fmt.Sprintf("写入%d", i), bKeys[i%len(bKeys)]}
-			if i%10 == 0 {
-				q, args = "INSERT INTO workpiece_location (part_no, location) VALUES (?, '写入')", []any{fmt.Sprintf("NK-%05d", i)}
+			ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+			defer cancel()
+			if _, err := fx.db.ExecContext(ctx, "INSERT INTO workpiece_location (part_no, location) VALUES ('NK-DOWN', '宕机时')"); err == nil {
+				t.Fatal("a write succeeded while the server was down")
 			}
-			if _, err := fx.db.ExecContext(context.Background(), q, args...); err != nil {
-				writerDone <- err
-				return
+			waitUntil(t, feedWait, "the feed to notice the lost connection", func() (bool, string) {
+				got := fx.metric(t, "wxlookup_changefeed_reconnects_total")
+				return got > reconnects, fmt.Sprintf("%v reconnects", got)
+			})
+			if tt.reload {
+				if err := fx.c.Reload(testCtx(t)); err == nil {
+					t.Fatal("Reload succeeded while the server was down")
+				}
 			}
-		}
-		writerDone <- errors.New("the writer ran out of writes before the kill")
-	}()
-	defer close(stopWriter)
-	waitUntil(t, feedWait, "the feed to apply the writer's changes", func() (bool, string) {
-		got := fx.src.rows.Load()
-		return got >= 100, fmt.Sprintf("%d rows applied", got)
-	})
 
-	srv.Kill(t)
-	atKill := loop.n.Load()
-	select {
-	case err := <-writerDone:
-		if err == nil {
-			t.Fatal("the writer stopped without an error")
-		}
-		t.Logf("the writer stopped with: %v", err)
-	case <-time.After(feedWait):
-		t.Fatal("the writer went on writing after the kill")
-	}
-	ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
-	defer cancel()
-	if _, err := fx.db.ExecContext(ctx, "INSERT INTO workpiece_location (part_no, location) VALUES ('NK-DOWN', '宕机时')"); err == nil {
-		t.Fatal("a write succeeded while the server was down")
-	}
-	waitUntil(t, feedWait, "the feed to notice the lost connection", func() (bool, string) {
-		got := fx.metric(t, "wxlookup_changefeed_reconnects_total")
-		return got >= 1, fmt.Sprintf("%v reconnects", got)
-	})
+			srv.Restart(t)
+			loop.halt()
+			if loop.bad != 0 {
+				t.Errorf("%d of %d lookups failed; first: %s", loop.bad, loop.n.Load(), loop.first)
+			}
+			if loop.n.Load() == atKill {
+				t.Error("no lookup ran while the server was down (the test proves nothing)")
+			}
+			after := fmt.Sprintf("NK-AFTER-%d", round)
+			exec(t, fx.db, "UPDATE workpiece_location SET location = '重启之后' WHERE part_no = ?", others[3])
+			exec(t, fx.db, "INSERT INTO workpiece_location (part_no, location) VALUES (?, '重启之后插入')", after)
+			exec(t, fx.db, "DELETE FROM workpiece_location WHERE part_no = ?", others[4])
+			gone = append(gone, others[4])
+			fx.waitFor(t, after, demoLine(after, "重启之后插入"))
+			fx.sync(t)
+			fx.equal(t, append(gone, "NK-DOWN")...)
 
-	srv.Restart(t)
-	loop.halt()
-	if loop.bad != 0 {
-		t.Errorf("%d of %d lookups failed; first: %s", loop.bad, loop.n.Load(), loop.first)
-	}
-	if loop.n.Load() == atKill {
-		t.Error("no lookup ran while the server was down (the test proves nothing)")
-	}
-	exec(t, fx.db, "UPDATE workpiece_location SET location = '重启之后' WHERE part_no = ?", others[3])
-	exec(t, fx.db, "INSERT INTO workpiece_location (part_no, location) VALUES ('NK-AFTER', '重启之后插入')")
-	exec(t, fx.db, "DELETE FROM workpiece_location WHERE part_no = ?", others[4])
-	fx.waitFor(t, "NK-AFTER", "[NK-AFTER] 重启之后插入")
-	fx.sync(t)
-	fx.equal(t, others[4], "NK-DOWN")
-	if got := fx.metric(t, "wxlookup_changefeed_resnapshots_total"); got != 0 {
-		t.Errorf("got wxlookup_changefeed_resnapshots_total %v, want 0: the feed resumes from its position", got)
+			if got := fx.metric(t, "wxlookup_changefeed_resnapshots_total"); got != 0 {
+				t.Errorf("got wxlookup_changefeed_resnapshots_total %v, want 0: the position survives the crash", got)
+			}
+			if last := fx.c.Status().LastReload; last.After(reloaded) != tt.reload {
+				t.Errorf("got the last reload at %v (before the kill: %v), want a reload after the kill %v", last, reloaded, tt.reload)
+			}
+		})
 	}
 }
 
