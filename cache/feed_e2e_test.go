@@ -128,7 +128,6 @@ func (s *feedSource) setOnRow(f func(n int)) {
 
 // feedFixture is a database on a binlog-enabled server, and a binlog-mode cache over it.
 type feedFixture struct {
-	srv      *mariadbtest.Server
 	dsn      string
 	db       *sql.DB // writes, as root
 	rdb      *sql.DB // the compare's reads
@@ -150,7 +149,7 @@ func newFeedFixture(tb testing.TB, srv *mariadbtest.Server, n int) *feedFixture 
 	tb.Helper()
 	dsn, db := seeded(tb, srv, n)
 	exec(tb, db, "INSERT INTO workpiece_location (part_no, location) VALUES (?, 'mark 0')", markKey)
-	fx := &feedFixture{srv: srv, dsn: dsn, db: db, rdb: readerDB(tb, dsn), query: defaultTable,
+	fx := &feedFixture{dsn: dsn, db: db, rdb: readerDB(tb, dsn), query: defaultTable,
 		serverID: 2000 + feedServerIDs.Add(1),
 		mark: func(v string) (sqlStmt, string, string) {
 			return sqlStmt{"INSERT INTO workpiece_location (part_no, location) VALUES (?, ?) ON DUPLICATE KEY UPDATE location = VALUES(location)",
@@ -166,7 +165,7 @@ func newTypedFeedFixture(tb testing.TB, srv *mariadbtest.Server, n int, z typedZ
 	tb.Helper()
 	dsn, loc, db := typedTable(tb, srv, n, z)
 	const markID = "999999"
-	fx := &feedFixture{srv: srv, dsn: dsn, db: db, rdb: readerDB(tb, dsn), mapping: typedMapping, query: typedQuery,
+	fx := &feedFixture{dsn: dsn, db: db, rdb: readerDB(tb, dsn), mapping: typedMapping, query: typedQuery,
 		serverID: 2000 + feedServerIDs.Add(1),
 		mark: func(v string) (sqlStmt, string, string) {
 			line := cache.DefaultRender(nil, cache.Row{Key: markID, Values: []string{"", "", "", "", v}})
@@ -178,7 +177,7 @@ func newTypedFeedFixture(tb testing.TB, srv *mariadbtest.Server, n int, z typedZ
 }
 
 // open opens a new source and cache with the fixture's server_id, as a start of wxlookup
-// does; both are closed when t ends.
+// does; both are closed when tb ends.
 func (fx *feedFixture) open(tb testing.TB) {
 	tb.Helper()
 	b, err := store.OpenBinlog(store.BinlogConfig{

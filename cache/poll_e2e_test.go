@@ -53,18 +53,18 @@ func (s *countedSource) Changes(ctx context.Context, since time.Time, fn func(ca
 
 // pollFixture is a poll-mode cache over a database.
 type pollFixture struct {
-	db, rdb *sql.DB // writes as root; the compare's reads
-	query   string  // the compare's SELECT
-	src     *countedSource
-	c       *cache.Cache
-	reg     *prometheus.Registry
+	rdb   *sql.DB // the compare's reads
+	query string  // the compare's SELECT
+	src   *countedSource
+	c     *cache.Cache
+	reg   *prometheus.Registry
 }
 
 // openPoll opens a counted source on dsn and a poll-mode cache over it (not started); query
 // is the compare's SELECT of the mapped columns.
-func openPoll(tb testing.TB, dsn string, db *sql.DB, query string, mcfg store.MySQLConfig, cfg cache.Config) *pollFixture {
+func openPoll(tb testing.TB, dsn, query string, mcfg store.MySQLConfig, cfg cache.Config) *pollFixture {
 	tb.Helper()
-	fx := &pollFixture{db: db, rdb: readerDB(tb, dsn), query: query, reg: prometheus.NewRegistry()}
+	fx := &pollFixture{rdb: readerDB(tb, dsn), query: query, reg: prometheus.NewRegistry()}
 	fx.src = &countedSource{MySQL: openMySQL(tb, dsn, mcfg)}
 	cfg.Mode = cache.ModePoll
 	cfg.Registerer = fx.reg
@@ -103,7 +103,7 @@ func TestPollE2EReconcile(t *testing.T) {
 	mariadbtest.CheckLeaks(t)
 	const n, per = 500, 50
 	dsn, db := seeded(t, mariadbtest.Shared(t), n)
-	fx := openPoll(t, dsn, db, defaultTable, store.MySQLConfig{PageSize: 100}, cache.Config{RangeRows: per})
+	fx := openPoll(t, dsn, defaultTable, store.MySQLConfig{PageSize: 100}, cache.Config{RangeRows: per})
 	startReady(t, fx.c)
 	if st := fx.c.Status(); st.Ranges != n/per {
 		t.Fatalf("got %d ranges, want %d", st.Ranges, n/per)
@@ -153,8 +153,8 @@ func TestPollE2ENoRereadAfterWarm(t *testing.T) {
 	mariadbtest.CheckLeaks(t)
 	srv := mariadbtest.Shared(t)
 	t.Run("default table", func(t *testing.T) {
-		dsn, db := seeded(t, srv, 500)
-		fx := openPoll(t, dsn, db, defaultTable, store.MySQLConfig{PageSize: 100}, cache.Config{RangeRows: 50})
+		dsn, _ := seeded(t, srv, 500)
+		fx := openPoll(t, dsn, defaultTable, store.MySQLConfig{PageSize: 100}, cache.Config{RangeRows: 50})
 		startReady(t, fx.c)
 		if differ, reads := fx.reconcile(t); differ != 0 || reads != 0 {
 			t.Errorf("got %d ranges differing and %d re-read, want 0 and 0", differ, reads)
@@ -168,7 +168,7 @@ func TestPollE2ENoRereadAfterWarm(t *testing.T) {
 		t.Run("typed table in "+z.name, func(t *testing.T) {
 			dsn, loc, db := typedTable(t, srv, 300, z)
 			mcfg := store.MySQLConfig{PageSize: 100, Mapping: typedMapping}
-			fx := openPoll(t, dsn, db, typedQuery, mcfg, cache.Config{RangeRows: 50}) // ranges [1, 51), [51, 101), … [251, end)
+			fx := openPoll(t, dsn, typedQuery, mcfg, cache.Config{RangeRows: 50}) // ranges [1, 51), [51, 101), … [251, end)
 			startReady(t, fx.c)
 			if differ, reads := fx.reconcile(t); differ != 0 || reads != 0 {
 				t.Errorf("after the warm: got %d ranges differing and %d re-read, want 0 and 0", differ, reads)
@@ -211,7 +211,7 @@ func TestPollE2ESwap(t *testing.T) {
 	// Stamped long ago, outside any refresh's overlap window.
 	exec(t, db, "UPDATE workpiece_location SET updated_at = '2020-01-01 00:00:00'")
 	exec(t, db, "INSERT INTO workpiece_location (part_no, location, updated_at) VALUES ('A1', 'X1', '2020-01-01'), ('B2', 'Y2', '2020-01-01')")
-	fx := openPoll(t, dsn, db, defaultTable, store.MySQLConfig{}, cache.Config{}) // one range
+	fx := openPoll(t, dsn, defaultTable, store.MySQLConfig{}, cache.Config{}) // one range
 	startReady(t, fx.c)
 	if differ, _ := fx.reconcile(t); differ != 0 {
 		t.Fatalf("got %d ranges differing after the warm, want 0", differ)
@@ -238,7 +238,7 @@ func TestPollE2EKilled(t *testing.T) {
 	const n = 500
 	srv := mariadbtest.Start(t)
 	dsn, db := seeded(t, srv, n)
-	fx := openPoll(t, dsn, db, defaultTable, store.MySQLConfig{PageSize: 100, QueryTimeout: 2 * time.Second}, cache.Config{RangeRows: 50})
+	fx := openPoll(t, dsn, defaultTable, store.MySQLConfig{PageSize: 100, QueryTimeout: 2 * time.Second}, cache.Config{RangeRows: 50})
 	startReady(t, fx.c)
 	lines := map[string]string{}
 	var keys []string
@@ -296,7 +296,7 @@ func TestPollE2EBulkLoad(t *testing.T) {
 		overlap     = 30 * time.Second
 	)
 	dsn, db := seeded(t, mariadbtest.Shared(t), small)
-	fx := openPoll(t, dsn, db, defaultTable, store.MySQLConfig{Overlap: overlap}, cache.Config{})
+	fx := openPoll(t, dsn, defaultTable, store.MySQLConfig{Overlap: overlap}, cache.Config{})
 	startReady(t, fx.c)
 	mustRefresh(t, fx.c, false) // reads the seeded rows in its window once: not the bulk load's business
 
@@ -329,7 +329,7 @@ func TestPollE2EReloadUnderLookups(t *testing.T) {
 	mariadbtest.CheckLeaks(t)
 	const n = 2000
 	dsn, db := seeded(t, mariadbtest.Shared(t), n)
-	fx := openPoll(t, dsn, db, defaultTable, store.MySQLConfig{PageSize: 100}, cache.Config{RangeRows: 200})
+	fx := openPoll(t, dsn, defaultTable, store.MySQLConfig{PageSize: 100}, cache.Config{RangeRows: 200})
 	startReady(t, fx.c)
 
 	var gone, stay []string
@@ -386,7 +386,7 @@ func TestPollE2EConcurrentWrites(t *testing.T) {
 	mariadbtest.CheckLeaks(t)
 	const n = 300
 	dsn, db := seeded(t, mariadbtest.Shared(t), n)
-	fx := openPoll(t, dsn, db, defaultTable, store.MySQLConfig{PageSize: 50}, cache.Config{
+	fx := openPoll(t, dsn, defaultTable, store.MySQLConfig{PageSize: 50}, cache.Config{
 		RefreshInterval:   20 * time.Millisecond,
 		ReconcileInterval: 300 * time.Millisecond,
 		RangeRows:         40,
