@@ -379,9 +379,9 @@ func TestPollE2EReloadUnderLookups(t *testing.T) {
 }
 
 // TestPollE2EConcurrentWrites: the loader runs on its own tickers (a refresh every 20 ms,
-// a reconcile pass every 300 ms) while a writer changes the table at random. Rows the
-// writer never touches answer throughout; once it stops, one refresh and one reconcile
-// pass bring the cache to the table.
+// a reconcile pass every 300 ms), and reloads in place twice, while a writer changes the
+// table at random. Rows the writer never touches answer throughout; once it stops, one
+// refresh and one reconcile pass bring the cache to the table.
 func TestPollE2EConcurrentWrites(t *testing.T) {
 	mariadbtest.CheckLeaks(t)
 	const n = 300
@@ -395,6 +395,12 @@ func TestPollE2EConcurrentWrites(t *testing.T) {
 	pool, stable := churnPool(n)
 	loop := lookupStable(t, fx.c, stable)
 	ch := startChurn(t, db, pool, uint64(time.Now().UnixNano()))
+	for i := int64(1); i <= 2; i++ {
+		waitWrites(t, ch, 700*i)
+		if err := fx.c.Reload(testCtx(t)); err != nil {
+			t.Fatalf("Reload: %v", err)
+		}
+	}
 	waitWrites(t, ch, 2000)
 	ch.halt()
 	if ch.err != nil {
