@@ -115,7 +115,7 @@ func newMetrics(c *Cache, reg prometheus.Registerer) (*metrics, error) {
 			_, n, _ := c.tableStatus()
 			return float64(n)
 		}),
-		gauge("wxlookup_cache_cost_bytes", "Cost of the rows held (key, canonical key, reply line, per-entry overhead).", func() float64 {
+		gauge("wxlookup_cache_cost_bytes", "Cost of the rows held (key, canonical key, reply line, per-entry overhead) plus the bytes of the did-you-mean index of their keys.", func() float64 {
 			_, _, cost := c.tableStatus()
 			return float64(cost)
 		}),

@@ -19,7 +19,8 @@ type Status struct {
 	// the source is held, so a miss is a definitive "not found" (false: misses read through).
 	Ready, Complete bool
 	// Entries is the number of rows held; CostBytes their cost as ristretto accounts it
-	// (key, canonical key, reply line and a fixed per-entry overhead); MaxBytes the budget.
+	// (key, canonical key, reply line and a fixed per-entry overhead) plus the bytes of the
+	// "did you mean" index of their keys (Suggest); MaxBytes the budget, which both share.
 	Entries             int64
 	CostBytes, MaxBytes int64
 	// Hits counts Lookups answered with a row held in memory, NotFound those answered "not
@@ -221,7 +222,7 @@ func (c *Cache) tableStatus() (complete bool, entries, costBytes int64) {
 		return false, 0, 0
 	}
 	defer t.release(0)
-	return t.complete.Load(), max(t.entries.Load(), 0), t.costBytes()
+	return t.complete.Load(), max(t.entries.Load(), 0), t.memoryBytes()
 }
 
 // rangeCount reports the number of key ranges (0 after Close).
