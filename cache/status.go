@@ -11,6 +11,8 @@ const recentErrors = 10
 
 // Status is a snapshot of the cache and its loader, for the status page.
 type Status struct {
+	// Query is Config.Query: the configured query the cache serves ("" when none is named).
+	Query string
 	// Source describes the source (its String method, else its type); never a password.
 	Source string
 	// Mode is how changes reach the cache: poll, binlog or csv (Config.Mode).
@@ -181,6 +183,7 @@ func (s *statusState) lastSuccessTime() time.Time {
 // no lock the hot path takes.
 func (c *Cache) Status() Status {
 	st := Status{
+		Query:       c.cfg.Query,
 		Source:      c.source,
 		Mode:        c.cfg.Mode,
 		Ready:       c.Ready(),
