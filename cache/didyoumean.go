@@ -8,7 +8,7 @@ import "unsafe"
 // keeps it in step as they keep the table.
 //
 // Its memory counts against Config.MaxBytes: a table is complete only if the cost of its
-// entries plus the suggester's bytes fit the budget (room), an incomplete table gives
+// entries plus the suggester's bytes fit the budget (fits), an incomplete table gives
 // ristretto what the suggester leaves of the budget, and Status.CostBytes (the metric
 // wxlookup_cache_cost_bytes) is the sum of both (docs/BENCH.md has its bytes per key).
 //

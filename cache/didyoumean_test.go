@@ -263,7 +263,7 @@ func TestSuggestCountsAgainstBudget(t *testing.T) {
 	}
 }
 
-// TestSuggestConcurrentWithLoader suggests from several goroutines while the loader applies
+// TestSuggestConcurrentWithLoader suggests from two goroutines while the loader applies
 // changes and reloads (run it with -race): every suggestion is a key as stored, within
 // distance 2 of its query.
 func TestSuggestConcurrentWithLoader(t *testing.T) {
@@ -274,8 +274,8 @@ func TestSuggestConcurrentWithLoader(t *testing.T) {
 	startReady(t, c)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	errs := make(chan string, 4)
-	for g := range 4 {
+	errs := make(chan string, 2)
+	for g := range 2 {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 1))
 			scratch := make([]int, 64*64)
