@@ -126,7 +126,7 @@ func New(src Source, cfg Config) (*Cache, error) {
 		// A fill belongs to no key range, so reconcile cannot find it deleted: it expires.
 		t.fillTTL = cfg.ReconcileInterval
 	}
-	t.overBudget = func(t *table) { c.logOverBudget(t.entries.Load(), t.bytes.Load()) }
+	t.overBudget = func(t *table) { c.logOverBudget(t.entries.Load(), t.bytes.Load()+t.sugg.bytes()) }
 	c.cur.Store(t)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if c.metrics, err = newMetrics(c, cfg.Registerer); err != nil {
@@ -147,17 +147,6 @@ func (c *Cache) WaitReady(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// Suggest appends to dst up to max keys of the table nearest to the normalised key (SPEC
-// section 10: within edit distance 2, transpositions counting 1, ordered by distance, then
-// the longest prefix shared with key), each as stored in the source, and returns dst. It
-// appends nothing when no key is that close. Safe for concurrent use.
-//
-// TODO(issue 15): the suggester (suggest.go) is not yet fed by the write path; until it
-// is, Suggest appends nothing.
-func (c *Cache) Suggest(dst []string, key []byte, max int) []string {
-	return dst
 }
 
 // Lookup is the hot path: it answers a normalised key (AppendKey) from memory.

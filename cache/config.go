@@ -45,7 +45,8 @@ const (
 // one is invalid. The cmd package fills it from flags, the config file and the environment.
 type Config struct {
 	// MaxBytes is the budget: the summed cost of all entries (key, canonical key, reply
-	// line and a fixed per-entry overhead). A table whose cost fits is held completely, and
+	// line and a fixed per-entry overhead) and the bytes of the "did you mean" index of
+	// their keys (Cache.Suggest). A table whose cost fits is held completely, and
 	// a miss is a definitive "not found"; a larger one is cached partially and misses read
 	// through the source.
 	MaxBytes int64

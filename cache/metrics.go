@@ -46,19 +46,26 @@ type metrics struct {
 	}
 }
 
-// newMetrics creates the collectors for c and registers them on reg (if not nil).
+// newMetrics creates the collectors for c and registers them on reg (if not nil). With
+// Config.Query set, every one carries the const label query, so that the caches of several
+// queries register side by side on one Registerer.
 func newMetrics(c *Cache, reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{reg: reg}
+	var labels prometheus.Labels
+	if c.cfg.Query != "" {
+		labels = prometheus.Labels{"query": c.cfg.Query}
+	}
 	counter := func(name, help string, f func() uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return float64(f()) })
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f)
 	}
 	readThrough := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wxlookup_cache_read_through_total",
-		Help: "Read-through queries of an incomplete cache, by outcome (found, not_found, error, busy, timeout).",
+		Name:        "wxlookup_cache_read_through_total",
+		Help:        "Read-through queries of an incomplete cache, by outcome (found, not_found, error, busy, timeout).",
+		ConstLabels: labels,
 	}, []string{"outcome"})
 	m.readThrough.found = readThrough.WithLabelValues("found")
 	m.readThrough.notFound = readThrough.WithLabelValues("not_found")
@@ -66,18 +73,21 @@ func newMetrics(c *Cache, reg prometheus.Registerer) (*metrics, error) {
 	m.readThrough.busy = readThrough.WithLabelValues("busy")
 	m.readThrough.timeout = readThrough.WithLabelValues("timeout")
 	m.stepErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wxlookup_loader_step_errors_total",
-		Help: "Failed loader steps, by step (warm, refresh, reconcile, reload, resnapshot, follow).",
+		Name:        "wxlookup_loader_step_errors_total",
+		Help:        "Failed loader steps, by step (warm, refresh, reconcile, reload, resnapshot, follow).",
+		ConstLabels: labels,
 	}, []string{"step"})
 	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wxlookup_loader_panics_total",
-		Help: "Panics recovered in the cache's background goroutines, by goroutine (loader, read_through).",
+		Name:        "wxlookup_loader_panics_total",
+		Help:        "Panics recovered in the cache's background goroutines, by goroutine (loader, read_through).",
+		ConstLabels: labels,
 	}, []string{"goroutine"})
 	m.panics.WithLabelValues("loader")
 	m.panics.WithLabelValues("read_through")
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wxlookup_changefeed_events_total",
-		Help: "Row changes applied, by op: insert, update, delete (binlog); upsert, delete (poll).",
+		Name:        "wxlookup_changefeed_events_total",
+		Help:        "Row changes applied, by op: insert, update, delete (binlog); upsert, delete (poll).",
+		ConstLabels: labels,
 	}, []string{"op"})
 	unused := prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) // never registered
 	m.events.delete = events.WithLabelValues("delete")
@@ -88,21 +98,25 @@ func newMetrics(c *Cache, reg prometheus.Registerer) (*metrics, error) {
 		m.events.upsert = events.WithLabelValues("upsert")
 	}
 	m.reconnects = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "wxlookup_changefeed_reconnects_total",
-		Help: "Times the change feed failed and was followed again from its last position.",
+		Name:        "wxlookup_changefeed_reconnects_total",
+		Help:        "Times the change feed failed and was followed again from its last position.",
+		ConstLabels: labels,
 	})
 	m.resnapshots = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "wxlookup_changefeed_resnapshots_total",
-		Help: "Times the change feed could not go on from its position (binary logs purged, table truncated or altered) and the table was reloaded in place.",
+		Name:        "wxlookup_changefeed_resnapshots_total",
+		Help:        "Times the change feed could not go on from its position (binary logs purged, table truncated or altered) and the table was reloaded in place.",
+		ConstLabels: labels,
 	})
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wxlookup_loader_reconcile_checks_total",
-		Help: "Key ranges reconcile compared with the source's checksum, by result (equal, differ: the range was re-read).",
+		Name:        "wxlookup_loader_reconcile_checks_total",
+		Help:        "Key ranges reconcile compared with the source's checksum, by result (equal, differ: the range was re-read).",
+		ConstLabels: labels,
 	}, []string{"result"})
 	m.checks.equal, m.checks.differ = checks.WithLabelValues("equal"), checks.WithLabelValues("differ")
 	removed := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "wxlookup_loader_rows_removed_total",
-		Help: "Rows removed from the cache because the source deleted them, by what found the delete (change, reconcile, reload).",
+		Name:        "wxlookup_loader_rows_removed_total",
+		Help:        "Rows removed from the cache because the source deleted them, by what found the delete (change, reconcile, reload).",
+		ConstLabels: labels,
 	}, []string{"by"})
 	m.removed.change = removed.WithLabelValues("change")
 	m.removed.reconcile = removed.WithLabelValues("reconcile")
@@ -115,7 +129,7 @@ func newMetrics(c *Cache, reg prometheus.Registerer) (*metrics, error) {
 			_, n, _ := c.tableStatus()
 			return float64(n)
 		}),
-		gauge("wxlookup_cache_cost_bytes", "Cost of the rows held (key, canonical key, reply line, per-entry overhead).", func() float64 {
+		gauge("wxlookup_cache_cost_bytes", "Cost of the rows held (key, canonical key, reply line, per-entry overhead) plus the bytes of the did-you-mean index of their keys.", func() float64 {
 			_, _, cost := c.tableStatus()
 			return float64(cost)
 		}),

@@ -125,3 +125,78 @@ func TestMetricsReadThroughAndEvictions(t *testing.T) {
 		t.Errorf("evictions: status %d, metric %v", st.Evictions, metrictest.Value(t, reg, "wxlookup_cache_evictions_total"))
 	}
 }
+
+// TestMetricsPerQuery registers the caches of two queries (one polled, one following a
+// change feed) on one registry: every series carries its cache's query label, the values
+// are each cache's own, the set lints clean, a second cache of one query is refused, and
+// closing one cache leaves the other's series.
+func TestMetricsPerQuery(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	loc := newTestCache(t, newFakeSource(100), Config{Registerer: reg, Query: "location"})
+	stock := newTestCache(t, newFakeSource(50), Config{Registerer: reg, Query: "stock", Mode: ModeBinlog})
+	startReady(t, loc)
+	startReady(t, stock)
+	for i := range 3 {
+		mustFind(t, loc, fakeKey(i), fakeLine(i))
+	}
+	mustFind(t, stock, fakeKey(7), fakeLine(7))
+
+	tests := []struct {
+		name, query string
+		want        float64
+	}{
+		{"wxlookup_cache_entries", "location", 100},
+		{"wxlookup_cache_entries", "stock", 50},
+		{"wxlookup_cache_hits_total", "location", 3},
+		{"wxlookup_cache_hits_total", "stock", 1},
+		{"wxlookup_changefeed_events_total", "location", 0},  // op=upsert: polled
+		{"wxlookup_changefeed_reconnects_total", "stock", 0}, // a follower's only
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"/"+tt.query, func(t *testing.T) {
+			if got := metrictest.Value(t, reg, tt.name, "query", tt.query); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			query := ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "query" {
+					query = lp.GetValue()
+				}
+			}
+			if query != "location" && query != "stock" {
+				t.Errorf("%s %v: got query label %q, want location or stock", mf.GetName(), m.GetLabel(), query)
+			}
+		}
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("metric lint: %s: %s", p.Metric, p.Text)
+	}
+	if got := loc.Status().Query; got != "location" {
+		t.Errorf("Status.Query: got %q, want %q", got, "location")
+	}
+
+	if _, err := New(newFakeSource(1), Config{Registerer: reg, Query: "stock"}); err == nil || !strings.Contains(err.Error(), "register") {
+		t.Errorf("a second cache of query stock: err %v, want a registration error", err)
+	}
+	if err := stock.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := metrictest.Value(t, reg, "wxlookup_cache_entries", "query", "location"); got != 100 {
+		t.Errorf("after closing stock: location entries %v, want 100", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "wxlookup_changefeed_reconnects_total"); err != nil || n != 0 {
+		t.Errorf("after closing stock: %d reconnect series (err %v), want 0", n, err)
+	}
+}

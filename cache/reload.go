@@ -121,7 +121,7 @@ func (t *table) finishLoad(b *rangeBuilder) (swept int, err error) {
 	t.sweepLocked(t.fills)
 	t.stale, t.ranges = nil, b.ranges()
 	t.loading = false
-	if !b.skipped && !t.evictedLoad && b.cost <= t.budget && err == nil {
+	if !b.skipped && !t.evictedLoad && t.fits(b.cost) && err == nil {
 		t.goCompleteLocked()
 	} else {
 		t.goIncompleteLocked()
@@ -216,13 +216,13 @@ func (c *Cache) loadOnce(ctx context.Context) (wm time.Time, again bool, err err
 	took := time.Since(start)
 	c.status.loaded(c.cfg.Now(), took)
 	c.metrics.removed.reload.Add(float64(swept))
-	if b.cost > c.cfg.MaxBytes {
-		c.logOverBudget(b.delivered, b.cost)
+	if !t.fits(b.cost) {
+		c.logOverBudget(b.delivered, b.cost+t.sugg.bytes())
 	}
 	complete := t.complete.Load()
 	c.log.Info("cache: loaded", "rows", b.delivered, "entries", t.entries.Load(), "removed", swept,
-		"cost_bytes", t.bytes.Load(), "complete", complete, "ranges", len(b.groups), "took", took)
-	return wm, !complete && b.skipped && b.cost <= c.cfg.MaxBytes, err
+		"cost_bytes", t.bytes.Load(), "suggest_bytes", t.sugg.bytes(), "complete", complete, "ranges", len(b.groups), "took", took)
+	return wm, !complete && b.skipped && t.fits(b.cost), err
 }
 
 // logOverBudget says that the table does not fit the budget.

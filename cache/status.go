@@ -11,6 +11,8 @@ const recentErrors = 10
 
 // Status is a snapshot of the cache and its loader, for the status page.
 type Status struct {
+	// Query is Config.Query: the configured query the cache serves ("" when none is named).
+	Query string
 	// Source describes the source (its String method, else its type); never a password.
 	Source string
 	// Mode is how changes reach the cache: poll, binlog or csv (Config.Mode).
@@ -19,7 +21,8 @@ type Status struct {
 	// the source is held, so a miss is a definitive "not found" (false: misses read through).
 	Ready, Complete bool
 	// Entries is the number of rows held; CostBytes their cost as ristretto accounts it
-	// (key, canonical key, reply line and a fixed per-entry overhead); MaxBytes the budget.
+	// (key, canonical key, reply line and a fixed per-entry overhead) plus the bytes of the
+	// "did you mean" index of their keys (Suggest); MaxBytes the budget, which both share.
 	Entries             int64
 	CostBytes, MaxBytes int64
 	// Hits counts Lookups answered with a row held in memory, NotFound those answered "not
@@ -180,6 +183,7 @@ func (s *statusState) lastSuccessTime() time.Time {
 // no lock the hot path takes.
 func (c *Cache) Status() Status {
 	st := Status{
+		Query:       c.cfg.Query,
 		Source:      c.source,
 		Mode:        c.cfg.Mode,
 		Ready:       c.Ready(),
@@ -221,7 +225,7 @@ func (c *Cache) tableStatus() (complete bool, entries, costBytes int64) {
 		return false, 0, 0
 	}
 	defer t.release(0)
-	return t.complete.Load(), max(t.entries.Load(), 0), t.costBytes()
+	return t.complete.Load(), max(t.entries.Load(), 0), t.memoryBytes()
 }
 
 // rangeCount reports the number of key ranges (0 after Close).

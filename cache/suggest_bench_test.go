@@ -1,6 +1,10 @@
 package cache_test
 
 import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -154,6 +158,63 @@ func BenchmarkSuggest1M(b *testing.B) {
 			b.ReportMetric(lat.quantile(0.50).Seconds()*1e6, "p50-µs")
 			b.ReportMetric(lat.quantile(0.99).Seconds()*1e6, "p99-µs")
 			b.ReportMetric(float64(found)/float64(i), "suggestions/op")
+		})
+	}
+}
+
+// BenchmarkCacheSuggest1M times Cache.Suggest (up to 3) with the 1,000,000 demo rows held by
+// a real Cache, warmed from a CSV source, per kind of query as BenchmarkSuggest1M, and
+// reports the latency's p50 and p99, and what the suggester adds to each row's cost
+// (suggest-bytes/row) beside the cost of a row as the cache accounts it (cost-bytes/row).
+//
+//	go test -run '^$' -bench CacheSuggest1M ./cache/
+func BenchmarkCacheSuggest1M(b *testing.B) {
+	const n = 1_000_000
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	w.Write([]string{store.DefaultKeyColumn, store.DefaultValueColumn})
+	for i := range n {
+		k, v := store.DemoRow(i)
+		w.Write([]string{k, v})
+	}
+	w.Flush()
+	src, err := store.NewCSV("1M demo rows", buf.Bytes(), store.Mapping{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := cache.New(src, cache.Config{Mode: cache.ModeCSV, RefreshInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	c.Start()
+	if err := c.WaitReady(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	st := c.Status()
+	if !st.Complete || st.Entries != n {
+		b.Fatalf("got complete %v, %d entries; want a complete cache of %d", st.Complete, st.Entries, n)
+	}
+	_, keys := suggestIndex1M()
+	for _, kind := range []string{"substitution", "transposition", "deletion", "two-edits", "unknown"} {
+		b.Run(kind, func(b *testing.B) {
+			queries := suggestQueries(keys, kind, 4096)
+			var lat latencies
+			dst := make([]string, 0, 3)
+			found, i := 0, 0
+			for b.Loop() {
+				q := queries[i%len(queries)]
+				i++
+				start := time.Now()
+				dst = c.Suggest(dst[:0], q, 3)
+				lat.add(time.Since(start))
+				found += len(dst)
+			}
+			b.ReportMetric(lat.quantile(0.50).Seconds()*1e6, "p50-µs")
+			b.ReportMetric(lat.quantile(0.99).Seconds()*1e6, "p99-µs")
+			b.ReportMetric(float64(found)/float64(i), "suggestions/op")
+			b.ReportMetric(float64(c.SuggestBytes())/n, "suggest-bytes/row")
+			b.ReportMetric(float64(st.CostBytes)/n, "cost-bytes/row")
 		})
 	}
 }

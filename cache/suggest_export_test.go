@@ -23,3 +23,13 @@ func (s Suggester) Bytes() int64 { return s.s.bytes() }
 
 // Len is suggester.len.
 func (s Suggester) Len() int { return s.s.len() }
+
+// SuggestBytes is the bytes of the cache's suggester (0 after Close).
+func (c *Cache) SuggestBytes() int64 {
+	t := c.acquire(0)
+	if t == nil {
+		return 0
+	}
+	defer t.release(0)
+	return t.sugg.bytes()
+}

@@ -60,6 +60,11 @@ type counters struct {
 //     them (snapshot, re-read, changes); each entry's sum is its row's Row.Sum.
 //  6. epoch grows with every write; an entry's stamp is the epoch of its last write, and a
 //     read-through fill is only stored if epoch has not moved since its query began.
+//  7. sugg, the "did you mean" index, holds the normalised key of every entry in a group
+//     and no other key (didyoumean.go): a write that makes the table hold a key adds it, a
+//     write that deletes it removes it, and so does taking an entry ristretto lost or
+//     evicted out of its group. (Between flushes an incomplete table may briefly index a
+//     key whose entry ristretto has just evicted; Cache.Suggest skips it.)
 type table struct {
 	rc     *ristretto.Cache[uint64, *entry]
 	stats  *counters
@@ -69,6 +74,7 @@ type table struct {
 	entries  atomic.Int64
 	bytes    atomic.Int64
 	epoch    atomic.Uint64
+	sugg     *suggester // invariant 7; its bytes count against the budget (room)
 	// overBudget is called (under mu) when a complete table's rows outgrow the budget.
 	overBudget func(t *table)
 	// hash is hashKeyString; tests replace it to force collisions. Lookup computes the hash
@@ -147,6 +153,7 @@ func newTable(budget int64, stats *counters) (*table, error) {
 		fills:     new(group),
 		drained:   make(chan struct{}),
 		hash:      hashKeyString,
+		sugg:      newSuggester(),
 	}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters:        max(budget/entryOverhead, 1024),
@@ -203,7 +210,7 @@ func (t *table) upsert(p *prepared, g *group) (held bool, cost int64) {
 	if !p.holds(old) || old.grp == t.fills {
 		e = nil
 		cost = p.cost()
-		if old == nil && g != nil && !t.complete.Load() && t.bytes.Load()+cost > t.budget {
+		if old == nil && g != nil && !t.complete.Load() && t.bytes.Load()+cost > t.room() {
 			return false, cost
 		}
 	}
@@ -290,10 +297,11 @@ func (t *table) putLocked(h uint64, key string, old, e *entry, g *group, ttl tim
 	if e != nil {
 		t.linkLocked(e, g)
 	}
+	t.indexLocked(key, old, e)
 	switch {
 	case !t.complete.Load():
 		t.forgetAbsentLocked(key)
-	case !t.loading && t.bytes.Load() > t.budget:
+	case !t.loading && !t.fits(t.bytes.Load()):
 		t.goIncompleteLocked()
 		if t.overBudget != nil {
 			t.overBudget(t)
@@ -417,6 +425,7 @@ func (t *table) flushLocked() error {
 				for e := want.chain; e != nil; e = e.next {
 					if e.grp != nil {
 						t.unlinkLocked(e)
+						t.unindexLocked(e)
 					}
 				}
 				delete(t.pending, h)
@@ -447,6 +456,7 @@ func (t *table) dropEvictedLocked(evicted []evictedChain) error {
 				continue // replaced or removed since
 			}
 			t.unlinkLocked(e)
+			t.unindexLocked(e)
 			if ev.expired {
 				continue
 			}
@@ -461,11 +471,11 @@ func (t *table) dropEvictedLocked(evicted []evictedChain) error {
 	return err
 }
 
-// goIncompleteLocked declares the table incomplete: ristretto is held to the budget (and
-// evicts from now on), and misses read through.
+// goIncompleteLocked declares the table incomplete: ristretto is held to the room the
+// budget leaves beside the suggester (and evicts from now on), and misses read through.
 func (t *table) goIncompleteLocked() {
 	t.complete.Store(false)
-	t.rc.UpdateMaxCost(t.budget)
+	t.rc.UpdateMaxCost(t.room())
 }
 
 // goCompleteLocked declares the table complete, with headroom above the budget.

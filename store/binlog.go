@@ -2,19 +2,17 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	vmysql "vitess.io/vitess/go/mysql"
-	"vitess.io/vitess/go/vt/log"
 	"vitess.io/vitess/go/vt/vttls"
 
 	"wxlookup/cache"
@@ -54,21 +52,19 @@ type BinlogConfig struct {
 	MaxChangeRows int
 }
 
-// Binlog is the MySQL source with a change feed: it satisfies cache.Source through its
-// embedded *MySQL and cache.Follower by reading the server's binary log as a replica
-// does. It is safe for concurrent use; each Follow call has its own connection.
+// Binlog is the MySQL source of one table with a change feed: it satisfies cache.Source
+// through its embedded *MySQL and cache.Follower by following the server's binary log
+// through a BinlogStream, which serves every table of the service over one replication
+// connection. Make it with OpenBinlog (one table, a stream of its own) or
+// BinlogStream.Table. It is safe for concurrent use.
 type Binlog struct {
 	*MySQL
-	admin     *sql.DB // the replication account: positions, checks
-	params    vmysql.ConnParams
-	table     qualifiedTable
-	mapping   Mapping
-	loc       *time.Location // zone in which the snapshot reads TIMESTAMP columns
-	serverID  uint32
-	heartbeat time.Duration
-	maxRows   int
-	timeout   time.Duration // of each statement on admin
-	log       *slog.Logger
+	stream     *BinlogStream
+	ownsStream bool // OpenBinlog's: Close closes the stream
+	table      qualifiedTable
+	mapping    Mapping
+	loc        *time.Location // zone in which the snapshot reads TIMESTAMP columns
+	closeOnce  sync.Once
 }
 
 var (
@@ -86,43 +82,38 @@ func DefaultServerID(host string, port int) uint32 {
 	return 2 + h.Sum32()%(1<<32-3) // 2 … 2³²−2
 }
 
-// OpenBinlog opens the MySQL source of cfg (as OpenMySQL does) and prepares to follow its
-// binary log. Like OpenMySQL it does not connect; Check tells whether following can work.
+// OpenBinlog opens the MySQL source of cfg (as OpenMySQL does) and a BinlogStream that
+// follows its binary log for this one table; closing the Binlog closes both. Like
+// OpenMySQL it does not connect; Check tells whether following can work.
 func OpenBinlog(cfg BinlogConfig) (*Binlog, error) {
-	if cfg.ServerID == 0 {
-		return nil, errors.New("store: open binlog: ServerID is 0; choose a server_id unique among the server's replicas (DefaultServerID derives one)")
-	}
-	switch {
-	case cfg.Heartbeat < 0:
-		return nil, fmt.Errorf("store: open binlog: Heartbeat %s, want > 0", cfg.Heartbeat)
-	case cfg.Heartbeat == 0:
-		cfg.Heartbeat = DefaultHeartbeat
-	}
-	switch {
-	case cfg.MaxChangeRows < 0 || cfg.MaxChangeRows == 1:
-		return nil, fmt.Errorf("store: open binlog: MaxChangeRows %d, want ≥ 2", cfg.MaxChangeRows)
-	case cfg.MaxChangeRows == 0:
-		cfg.MaxChangeRows = DefaultMaxChangeRows
+	scfg := BinlogStreamConfig{DSN: cfg.DSN, BinlogDSN: cfg.BinlogDSN, ServerID: cfg.ServerID, Heartbeat: cfg.Heartbeat,
+		MaxChangeRows: cfg.MaxChangeRows, QueryTimeout: cfg.QueryTimeout, Logger: cfg.Logger}
+	if _, err := scfg.withDefaults(); err != nil {
+		return nil, err
 	}
 	src, err := OpenMySQL(cfg.MySQLConfig)
 	if err != nil {
 		return nil, err
 	}
-	b, err := newBinlog(src, cfg)
+	st, err := OpenBinlogStream(scfg)
 	if err != nil {
 		src.Close()
 		return nil, err
 	}
+	b, err := st.Table(src)
+	if err != nil {
+		st.Close()
+		src.Close()
+		return nil, err
+	}
+	b.ownsStream = true
 	return b, nil
 }
 
-func newBinlog(src *MySQL, cfg BinlogConfig) (*Binlog, error) {
-	main, err := mysql.ParseDSN(cfg.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("store: open binlog: parse DSN: %w", err)
-	}
-	m := cfg.Mapping.WithDefaults()
-	t := qualifiedTable{db: main.DBName, table: m.Table}
+// newBinlog returns the Binlog of src on stream st.
+func newBinlog(st *BinlogStream, src *MySQL) (*Binlog, error) {
+	m := src.m
+	t := qualifiedTable{db: src.dbName, table: m.Table}
 	if db, table, ok := strings.Cut(m.Table, "."); ok {
 		t = qualifiedTable{db: db, table: table}
 	}
@@ -130,71 +121,12 @@ func newBinlog(src *MySQL, cfg BinlogConfig) (*Binlog, error) {
 		return nil, fmt.Errorf("store: open binlog: table %s has no database: qualify it (db.table) or name the database in the DSN", m.Table)
 	}
 	// The snapshot reads TIMESTAMP columns in its session zone: '+00:00' unless the DSN sets
-	// time_zone, when its loc names the same zone (OpenMySQL).
-	loc := time.UTC
-	if _, ok := main.Params["time_zone"]; ok && main.Loc != nil {
-		loc = main.Loc
+	// time_zone, when its loc names the same zone (OpenPool).
+	loc := src.loc
+	if loc == nil {
+		loc = time.UTC
 	}
-
-	timeout := cfg.QueryTimeout
-	if timeout == 0 {
-		timeout = DefaultQueryTimeout
-	}
-
-	dsn := cfg.BinlogDSN
-	if dsn == "" {
-		dsn = cfg.DSN
-	}
-	dc, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("store: open binlog: parse BinlogDSN: %w", err)
-	}
-	params, err := replicaConnParams(dc)
-	if err != nil {
-		return nil, fmt.Errorf("store: open binlog: BinlogDSN: %w", err)
-	}
-	dc.DBName = "" // the replication account needs no database, and may not see the table's
-	if dc.Timeout == 0 {
-		dc.Timeout = defaultDialTimeout
-	}
-	if dc.ReadTimeout == 0 {
-		dc.ReadTimeout = defaultReadTimeout
-	}
-	if dc.WriteTimeout == 0 {
-		dc.WriteTimeout = defaultWriteTimeout
-	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	} else {
-		dc.Logger = driverLogger{logger}
-		// The replication client logs through vitess's own logger, one per process: the
-		// last Binlog opened with a Logger receives its messages.
-		log.SwapLogger(logger.With("component", "vitess"))
-	}
-	conn, err := mysql.NewConnector(dc)
-	if err != nil {
-		return nil, fmt.Errorf("store: open binlog: %w", err)
-	}
-	admin := sql.OpenDB(conn)
-	admin.SetMaxOpenConns(2)
-	admin.SetMaxIdleConns(1)
-	admin.SetConnMaxLifetime(connMaxLifetime)
-	admin.SetConnMaxIdleTime(connMaxIdleTime)
-
-	return &Binlog{
-		MySQL:     src,
-		admin:     admin,
-		params:    params,
-		table:     t,
-		mapping:   m,
-		loc:       loc,
-		serverID:  cfg.ServerID,
-		heartbeat: cfg.Heartbeat,
-		maxRows:   cfg.MaxChangeRows,
-		timeout:   timeout,
-		log:       logger.With("component", "binlog"),
-	}, nil
+	return &Binlog{MySQL: src, stream: st, table: t, mapping: m, loc: loc}, nil
 }
 
 // replicaConnParams translates a go-sql-driver/mysql DSN to the replication client's parameters.
@@ -234,114 +166,31 @@ func replicaConnParams(dc *mysql.Config) (vmysql.ConnParams, error) {
 	return p, nil
 }
 
-// ServerID returns the server_id this source follows the binary log with.
-func (b *Binlog) ServerID() uint32 { return b.serverID }
+// ServerID returns the server_id this source follows the binary log with (its stream's).
+func (b *Binlog) ServerID() uint32 { return b.stream.serverID }
 
 // String describes the source without its password, for example "mysql
 // loader@tcp(db:3306)/plant table workpiece_location, binlog as server_id 12345".
 func (b *Binlog) String() string {
-	return b.MySQL.String() + ", binlog as server_id " + strconv.FormatUint(uint64(b.serverID), 10)
+	return b.MySQL.String() + ", binlog as server_id " + strconv.FormatUint(uint64(b.stream.serverID), 10)
 }
 
-// Close closes the connection pools. Follow calls in progress end with an error when
-// their context is cancelled; Close does not wait for them.
+// Close closes the table's source (the *MySQL the Binlog was made from) and takes the
+// table off its stream's Check. A Binlog of OpenBinlog also closes its stream, which ends
+// its Follow calls in progress; otherwise they end when their context is cancelled. Calls
+// after the first do nothing.
 func (b *Binlog) Close() error {
-	return errors.Join(b.admin.Close(), b.MySQL.Close())
-}
-
-// formatCursor formats a binlog position as a cursor: "file:pos".
-func formatCursor(file string, pos uint64) string {
-	return file + ":" + strconv.FormatUint(pos, 10)
-}
-
-// parseCursor reads a cursor of formatCursor.
-func parseCursor(c string) (string, uint32, error) {
-	i := strings.LastIndexByte(c, ':')
-	if i <= 0 {
-		return "", 0, fmt.Errorf("store: binlog: cursor %q is not file:position", c)
-	}
-	pos, err := strconv.ParseUint(c[i+1:], 10, 32)
-	if err != nil || pos < 4 {
-		return "", 0, fmt.Errorf("store: binlog: cursor %q is not file:position", c)
-	}
-	return c[:i], uint32(pos), nil
-}
-
-// Position returns the end of the server's binary log as a cursor, "file:pos". It reads
-// SHOW MASTER STATUS, or SHOW BINARY LOG STATUS where that is gone (MySQL 8.4), and needs
-// REPLICATION CLIENT (MariaDB: BINLOG MONITOR).
-func (b *Binlog) Position(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
-	defer cancel()
-	file, pos, err := b.masterStatus(ctx, "SHOW MASTER STATUS")
-	if mysqlErrorIs(err, 1064) { // ER_PARSE_ERROR: MySQL 8.4 renamed the statement
-		file, pos, err = b.masterStatus(ctx, "SHOW BINARY LOG STATUS")
-	}
-	switch {
-	case mysqlErrorIs(err, 1227): // ER_SPECIFIC_ACCESS_DENIED_ERROR
-		return "", fmt.Errorf("store: binlog: position: %w (%s)", err, b.grantHint(ctx))
-	case err != nil:
-		return "", fmt.Errorf("store: binlog: position: %w", err)
-	case file == "":
-		return "", errors.New("store: binlog: position: the server has no binary log (log_bin is OFF)")
-	}
-	return formatCursor(file, pos), nil
-}
-
-// masterStatus runs query (SHOW MASTER STATUS or its new name) and returns its File and
-// Position, or "" when the binary log is off (no row).
-func (b *Binlog) masterStatus(ctx context.Context, query string) (string, uint64, error) {
-	rows, err := b.admin.QueryContext(ctx, query)
-	if err != nil {
-		return "", 0, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return "", 0, err
-	}
-	if !rows.Next() {
-		return "", 0, rows.Err()
-	}
-	vals := make([]sql.RawBytes, len(cols))
-	dest := make([]any, len(cols))
-	for i := range vals {
-		dest[i] = &vals[i]
-	}
-	if err := rows.Scan(dest...); err != nil {
-		return "", 0, err
-	}
-	var file string
-	var pos uint64
-	for i, c := range cols {
-		switch strings.ToLower(c) {
-		case "file":
-			file = string(vals[i])
-		case "position":
-			if pos, err = strconv.ParseUint(string(vals[i]), 10, 64); err != nil {
-				return "", 0, fmt.Errorf("%s: Position %q: %w", query, vals[i], err)
-			}
+	var err error
+	b.closeOnce.Do(func() {
+		b.stream.drop(b)
+		if b.ownsStream {
+			err = b.stream.Close()
 		}
-	}
-	return file, pos, rows.Close()
+		err = errors.Join(err, b.MySQL.Close())
+	})
+	return err
 }
 
-// mysqlErrorIs reports whether err is the server error number n, from either driver.
-func mysqlErrorIs(err error, n uint16) bool {
-	if me, ok := errors.AsType[*mysql.MySQLError](err); ok {
-		return me.Number == n
-	}
-	return false
-}
-
-// grantHint returns the statement that gives the replication account what it needs.
-func (b *Binlog) grantHint(ctx context.Context) string {
-	account := "'user'@'host'"
-	var cur string
-	if b.admin.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&cur) == nil {
-		if user, host, ok := strings.Cut(cur, "@"); ok {
-			account = "'" + user + "'@'" + host + "'"
-		}
-	}
-	return "grant it: GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO " + account
-}
+// Position returns the end of the server's binary log as a cursor, "file:pos" (the
+// stream's Position).
+func (b *Binlog) Position(ctx context.Context) (string, error) { return b.stream.Position(ctx) }

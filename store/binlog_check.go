@@ -4,30 +4,73 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	vmysql "vitess.io/vitess/go/mysql"
 	"vitess.io/vitess/go/mysql/sqlerror"
 )
 
-// Check tells whether the binary log can be followed, and if not, what to change: a
-// *CannotFollowError listing every problem found, each with the setting or statement
-// that fixes it. Any other error means the server could not be asked (an outage).
-// It checks that the log is on, in ROW format with full row images and without
-// transaction compression; that the replication account may read the position
-// (REPLICATION CLIENT) and the log itself (REPLICATION SLAVE — tried with a
-// non-blocking dump that ends at once); that ServerID is not the server's own; and that
-// the mapped table's key and value columns are of types the change feed renders as the
-// snapshot does.
+// Check tells whether the binary log can be followed for this table, and if not, what to
+// change: a *CannotFollowError listing every problem found, each with the setting or
+// statement that fixes it. Any other error means the server could not be asked (an
+// outage). It checks the server as BinlogStream.Check does, and this table's columns.
 func (b *Binlog) Check(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	s := b.stream
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	problems, err := s.checkServer(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := b.readShape(ctx); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		return &CannotFollowError{Table: b.table.db + "." + b.table.table, Problems: problems}
+	}
+	return nil
+}
+
+// Check tells whether the binary log can be followed for every table of the stream
+// (Table), as Binlog.Check does for one, asking the server once: that the log is on, in
+// ROW format with full row images and without transaction compression; that the
+// replication account may read the position (REPLICATION CLIENT) and the log itself
+// (REPLICATION SLAVE — tried with a non-blocking dump that ends at once); that ServerID
+// is not the server's own; and that each table's key and value columns are of types the
+// change feed renders as the snapshot does. Its *CannotFollowError names every table.
+func (s *BinlogStream) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	problems, err := s.checkServer(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	tables := slices.Clone(s.tables)
+	s.mu.Unlock()
+	var names []string
+	for _, b := range tables {
+		names = append(names, b.table.db+"."+b.table.table)
+		if _, err := b.readShape(ctx); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return &CannotFollowError{Table: strings.Join(names, ", "), Problems: problems}
+	}
+	return nil
+}
+
+// checkServer lists what keeps the server's binary log from being followed (see
+// BinlogStream.Check), or returns the error of a server that could not be asked.
+func (s *BinlogStream) checkServer(ctx context.Context) ([]string, error) {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
-	vars, err := b.globals(ctx)
+	vars, err := s.globals(ctx)
 	if err != nil {
-		return fmt.Errorf("store: binlog: check: %w", err)
+		return nil, fmt.Errorf("store: binlog: check: %w", err)
 	}
 	if v := vars["log_bin"]; !strings.EqualFold(v, "ON") && v != "1" {
 		add("the binary log is off (log_bin=%s): start the server with log_bin (my.cnf [mysqld]: log_bin=mysql-bin, binlog_format=ROW, server_id=1)", v)
@@ -42,34 +85,27 @@ func (b *Binlog) Check(ctx context.Context) error {
 			add("binlog_transaction_compression is ON: run SET GLOBAL binlog_transaction_compression=OFF and set it in my.cnf")
 		}
 	}
-	if vars["server_id"] == fmt.Sprint(b.serverID) {
-		add("the server's own server_id is %d, the one this replica was given: choose another WXLOOKUP_BINLOG_SERVER_ID", b.serverID)
+	if vars["server_id"] == fmt.Sprint(s.serverID) {
+		add("the server's own server_id is %d, the one this replica was given: choose another WXLOOKUP_BINLOG_SERVER_ID", s.serverID)
 	}
 
-	cursor, err := b.Position(ctx)
+	cursor, err := s.Position(ctx)
 	switch {
 	case mysqlErrorIs(err, 1227):
-		add("the replication account may not read the binlog position: %s", b.grantHint(ctx))
+		add("the replication account may not read the binlog position: %s", s.grantHint(ctx))
 	case err != nil && len(problems) == 0:
-		return fmt.Errorf("store: binlog: check: %w", err)
+		return nil, fmt.Errorf("store: binlog: check: %w", err)
 	case err == nil:
-		if err := b.probeDump(ctx, cursor); err != nil {
+		if err := s.probeDump(ctx, cursor); err != nil {
 			var se *sqlerror.SQLError
 			if errors.As(err, &se) && se.Num == sqlerror.ERSpecifiedAccessDenied {
-				add("the replication account may not read the binary log (%s): %s", se.Message, b.grantHint(ctx))
+				add("the replication account may not read the binary log (%s): %s", se.Message, s.grantHint(ctx))
 			} else {
 				add("reading the binary log from %s failed: %v", cursor, err)
 			}
 		}
 	}
-
-	if _, err := b.readShape(ctx); err != nil {
-		add("%v", err)
-	}
-	if len(problems) > 0 {
-		return &CannotFollowError{Table: b.table.db + "." + b.table.table, Problems: problems}
-	}
-	return nil
+	return problems, nil
 }
 
 // CannotFollowError is the error Check returns when the server answered and the binary log
@@ -86,8 +122,8 @@ func (e *CannotFollowError) Error() string {
 
 // globals reads the server settings Check looks at, by name; a setting the server does
 // not have is absent.
-func (b *Binlog) globals(ctx context.Context) (map[string]string, error) {
-	rows, err := b.admin.QueryContext(ctx, `SHOW GLOBAL VARIABLES WHERE Variable_name IN
+func (s *BinlogStream) globals(ctx context.Context) (map[string]string, error) {
+	rows, err := s.admin.QueryContext(ctx, `SHOW GLOBAL VARIABLES WHERE Variable_name IN
 		('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_transaction_compression', 'server_id')`)
 	if err != nil {
 		return nil, fmt.Errorf("read server variables: %w", err)
@@ -111,12 +147,12 @@ func (b *Binlog) globals(ctx context.Context) (map[string]string, error) {
 // sends what there is (at the end of the log, only its preamble) and ends the stream, or
 // refuses without REPLICATION SLAVE. Id 0 marks a client that is not a replica, so the
 // probe does not displace a Follow running with ServerID.
-func (b *Binlog) probeDump(ctx context.Context, cursor string) error {
+func (s *BinlogStream) probeDump(ctx context.Context, cursor string) error {
 	file, pos, err := parseCursor(cursor)
 	if err != nil {
 		return err
 	}
-	params := b.params
+	params := s.params
 	conn, err := vmysql.Connect(ctx, &params)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)

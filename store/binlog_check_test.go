@@ -150,7 +150,7 @@ func TestBinlogCheck(t *testing.T) {
 
 // cfg returns the configuration the fixture's source was opened with.
 func (fx *binlogFixture) cfg() BinlogConfig {
-	return BinlogConfig{MySQLConfig: MySQLConfig{DSN: fx.dsn}, ServerID: fx.b.serverID, Heartbeat: testHeartbeat}
+	return BinlogConfig{MySQLConfig: MySQLConfig{DSN: fx.dsn}, ServerID: fx.b.ServerID(), Heartbeat: testHeartbeat}
 }
 
 func TestBinlogPosition(t *testing.T) {

@@ -90,7 +90,7 @@ var feedCharsets = map[string]bool{"utf8mb4": true, "utf8mb3": true, "utf8": tru
 // account, which sees the columns of the table it may read) and checks that the mapped
 // ones can be followed.
 func (b *Binlog) readShape(ctx context.Context) (*tableShape, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	ctx, cancel := context.WithTimeout(ctx, b.MySQL.timeout)
 	defer cancel()
 	rows, err := b.DB().QueryContext(ctx, `SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COALESCE(CHARACTER_SET_NAME, '')
 		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,

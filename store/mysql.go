@@ -3,13 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 
 	"wxlookup/cache"
 )
@@ -19,20 +17,6 @@ const (
 	DefaultPageSize     = 5000
 	DefaultOverlap      = 5 * time.Second
 	DefaultQueryTimeout = 10 * time.Second
-)
-
-// Connection defaults applied to a DSN that does not set them (timeout, readTimeout,
-// writeTimeout) and the pool. The pool is small: the loader runs one query at a time and
-// read-through adds a few point reads; connections are recycled well before a typical
-// wait_timeout or a proxy's idle cut-off.
-const (
-	defaultDialTimeout  = 5 * time.Second
-	defaultReadTimeout  = 30 * time.Second
-	defaultWriteTimeout = 30 * time.Second
-	maxOpenConns        = 4
-	maxIdleConns        = 2
-	connMaxLifetime     = 3 * time.Minute
-	connMaxIdleTime     = time.Minute
 )
 
 // MySQLConfig configures OpenMySQL. Zero fields take the Default… values.
@@ -68,15 +52,19 @@ func (d driverLogger) Print(v ...any) {
 // and needs only SELECT on the table. Every Row it delivers carries its Sum. It is safe
 // for concurrent use.
 type MySQL struct {
-	db       *sql.DB
-	desc     string
-	m        Mapping
-	pageSize int
-	overlap  time.Duration
-	timeout  time.Duration
-	nvalues  int
-	loc      *time.Location
-	q        queries
+	pool      *Pool
+	ownsPool  bool // opened by OpenMySQL: Close closes the pool
+	closeOnce sync.Once
+	db        *sql.DB // pool.db
+	dbName    string  // the DSN's database, of an unqualified Mapping.Table
+	desc      string
+	m         Mapping
+	pageSize  int
+	overlap   time.Duration
+	timeout   time.Duration
+	nvalues   int
+	loc       *time.Location
+	q         queries
 
 	// changing is held (a one-slot semaphore) by the Changes call in progress, which alone
 	// uses sent.
@@ -107,104 +95,65 @@ type queries struct {
 	rangeAt              [2]string
 }
 
-// OpenMySQL checks cfg and returns a source for it. It does not connect: the service starts
-// and answers from its cache while MySQL is down, and each call connects as needed.
-//
-// The DSN is adjusted for the loader: charset utf8mb4; parseTime; session time_zone
-// '+00:00' read back in UTC, unless the DSN sets time_zone itself (then its loc must name
-// the same zone); interpolateParams, so a page is one round trip; timeout, readTimeout and
-// writeTimeout when unset; and a small pool with a connection lifetime.
+// OpenMySQL checks cfg and returns a source for it, with a connection pool of its own
+// (OpenPool; closing the source closes it). Several tables share one pool through
+// Pool.Table instead. It does not connect: the service starts and answers from its cache
+// while MySQL is down, and each call connects as needed.
 func OpenMySQL(cfg MySQLConfig) (*MySQL, error) {
-	m := cfg.Mapping.WithDefaults()
-	if err := m.Validate(); err != nil {
+	tc := TableConfig{Mapping: cfg.Mapping, PageSize: cfg.PageSize, Overlap: cfg.Overlap, QueryTimeout: cfg.QueryTimeout}
+	if _, err := tc.withDefaults(); err != nil {
 		return nil, err
 	}
-	if cfg.DSN == "" {
-		return nil, errors.New("store: open mysql: DSN is empty")
-	}
-	dc, err := mysql.ParseDSN(cfg.DSN)
+	p, err := OpenPool(PoolConfig{DSN: cfg.DSN, Logger: cfg.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("store: open mysql: parse DSN: %w", err)
+		return nil, err
+	}
+	s, err := p.Table(tc)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	s.ownsPool = true
+	return s, nil
+}
+
+// TableConfig configures the source of one table of a Pool: MySQLConfig without the
+// connection settings. Zero fields take the Default… values.
+type TableConfig struct {
+	// Mapping names the table and columns; empty settings take the Default… names.
+	Mapping Mapping
+	// PageSize, Overlap and QueryTimeout are as in MySQLConfig.
+	PageSize     int
+	Overlap      time.Duration
+	QueryTimeout time.Duration
+}
+
+// withDefaults returns cfg with its mapping and zero fields defaulted, or the error naming
+// the first invalid setting.
+func (cfg TableConfig) withDefaults() (TableConfig, error) {
+	cfg.Mapping = cfg.Mapping.WithDefaults()
+	if err := cfg.Mapping.Validate(); err != nil {
+		return cfg, err
 	}
 	switch {
 	case cfg.PageSize < 0:
-		return nil, fmt.Errorf("store: open mysql: PageSize %d, want > 0", cfg.PageSize)
+		return cfg, fmt.Errorf("store: open mysql: PageSize %d, want > 0", cfg.PageSize)
 	case cfg.PageSize == 0:
 		cfg.PageSize = DefaultPageSize
 	}
 	switch {
 	case cfg.Overlap < 0:
-		return nil, fmt.Errorf("store: open mysql: Overlap %s, want ≥ 0", cfg.Overlap)
+		return cfg, fmt.Errorf("store: open mysql: Overlap %s, want ≥ 0", cfg.Overlap)
 	case cfg.Overlap == 0:
 		cfg.Overlap = DefaultOverlap
 	}
 	switch {
 	case cfg.QueryTimeout < 0:
-		return nil, fmt.Errorf("store: open mysql: QueryTimeout %s, want > 0", cfg.QueryTimeout)
+		return cfg, fmt.Errorf("store: open mysql: QueryTimeout %s, want > 0", cfg.QueryTimeout)
 	case cfg.QueryTimeout == 0:
 		cfg.QueryTimeout = DefaultQueryTimeout
 	}
-
-	collation := ""
-	if strings.HasPrefix(dc.Collation, "utf8mb4_") {
-		collation = dc.Collation
-	}
-	if err := dc.Apply(mysql.Charset("utf8mb4", collation)); err != nil {
-		return nil, fmt.Errorf("store: open mysql: charset: %w", err)
-	}
-	dc.ParseTime = true
-	dc.InterpolateParams = true
-	if dc.Params == nil {
-		dc.Params = map[string]string{}
-	}
-	if _, ok := dc.Params["time_zone"]; !ok {
-		dc.Params["time_zone"] = "'+00:00'"
-		dc.Loc = time.UTC
-	}
-	if dc.Timeout == 0 {
-		dc.Timeout = defaultDialTimeout
-	}
-	if dc.ReadTimeout == 0 {
-		dc.ReadTimeout = defaultReadTimeout
-	}
-	if dc.WriteTimeout == 0 {
-		dc.WriteTimeout = defaultWriteTimeout
-	}
-	if cfg.Logger != nil {
-		dc.Logger = driverLogger{cfg.Logger}
-	}
-	conn, err := mysql.NewConnector(dc)
-	if err != nil {
-		return nil, fmt.Errorf("store: open mysql: %w", err)
-	}
-	db := sql.OpenDB(conn)
-	db.SetMaxOpenConns(maxOpenConns)
-	db.SetMaxIdleConns(maxIdleConns)
-	db.SetConnMaxLifetime(connMaxLifetime)
-	db.SetConnMaxIdleTime(connMaxIdleTime)
-
-	return &MySQL{
-		db:       db,
-		desc:     describe(dc, m.Table),
-		m:        m,
-		pageSize: cfg.PageSize,
-		overlap:  cfg.Overlap,
-		timeout:  cfg.QueryTimeout,
-		nvalues:  len(m.ValueColumns),
-		loc:      dc.Loc,
-		q:        buildQueries(m),
-		changing: make(chan struct{}, 1),
-		sent:     newSentRows(maxSentRows),
-	}, nil
-}
-
-// describe names the source for logs and the status page, without the password.
-func describe(dc *mysql.Config, table string) string {
-	user := dc.User
-	if user != "" {
-		user += "@"
-	}
-	return "mysql " + user + dc.Net + "(" + dc.Addr + ")/" + dc.DBName + " table " + table
+	return cfg, nil
 }
 
 // buildQueries writes the statements of m. Every name is validated and quoted; values
@@ -289,11 +238,23 @@ func buildQueries(m Mapping) queries {
 // "mysql loader@tcp(db:3306)/plant table workpiece_location".
 func (s *MySQL) String() string { return s.desc }
 
-// DB returns the connection pool, for Seed and tests. Closing the source closes it.
+// DB returns the connection pool, for Seed and tests (the Pool's, when shared).
 func (s *MySQL) DB() *sql.DB { return s.db }
 
-// Close closes the connection pool. Calls in progress fail; it is safe to call once.
-func (s *MySQL) Close() error { return s.db.Close() }
+// Close releases the source. A source of OpenMySQL closes its pool (calls in progress
+// fail); one of Pool.Table leaves the shared pool open and only stops counting in its size.
+// Calls after the first do nothing.
+func (s *MySQL) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.ownsPool {
+			err = s.pool.Close()
+		} else {
+			s.pool.release()
+		}
+	})
+	return err
+}
 
 // clock reads the database's clock, the origin of every watermark: writers stamp rows with
 // this clock (CURRENT_TIMESTAMP), so the loader's and the writers' times compare.
