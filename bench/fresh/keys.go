@@ -14,13 +14,13 @@ type Key struct {
 	// Name is the key as stored and as asked, e.g. "K-FRESH-07". It has the shape of no
 	// demo row (a letter, then a dash), so it never collides with the seeded table.
 	Name string
-	// Churn keys are inserted and deleted in turn, and absent at first; the others are
-	// present throughout and updated in place.
+	// Churn keys are deleted and inserted in turn; the others are updated in place.
+	// Every key is present at first, with Value(0).
 	Churn bool
 }
 
 // Keys returns update probe keys that are updated in place, then churn keys that are
-// inserted and deleted in turn. Their first letters go round the alphabet, so the keys
+// deleted and inserted in turn. Their first letters go round the alphabet, so the keys
 // sort into different parts of the key space and so into different reconcile ranges.
 func Keys(update, churn int) []Key {
 	keys := make([]Key, 0, update+churn)

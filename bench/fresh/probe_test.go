@@ -16,9 +16,9 @@ func TestCheck(t *testing.T) {
 		err     string // part of the error; "" for none
 		wrong   int    // observations judged wrong: each state below is compared with the initial one
 	}{
-		{"initial states", strings.Join([]string{found("A-FRESH-00", "0"), missing("H-FRESH-01"), missing("O-FRESH-02")}, "\n"), "", 0},
-		{"lines in another order", strings.Join([]string{missing("O-FRESH-02"), found("A-FRESH-00", "0"), missing("H-FRESH-01")}, "\n"), "", 0},
-		{"a value never written", strings.Join([]string{found("A-FRESH-00", "7"), found("H-FRESH-01", "0"), missing("O-FRESH-02")}, "\n"), "", 2},
+		{"initial states", strings.Join([]string{found("A-FRESH-00", "0"), found("H-FRESH-01", "0"), found("O-FRESH-02", "0")}, "\n"), "", 0},
+		{"lines in another order", strings.Join([]string{found("O-FRESH-02", "0"), found("A-FRESH-00", "0"), found("H-FRESH-01", "0")}, "\n"), "", 0},
+		{"a value never written, a row never deleted", strings.Join([]string{found("A-FRESH-00", "7"), missing("H-FRESH-01"), found("O-FRESH-02", "0")}, "\n"), "", 2},
 		{"a key without a line", found("A-FRESH-00", "0") + "\n" + missing("H-FRESH-01"), "does not name [O-FRESH-02]", 0},
 		{"a key named only inside another line", found("A-FRESH-00", "0") + " [O-FRESH-02]\n" + missing("H-FRESH-01"), "does not name [O-FRESH-02]", 0},
 		{"a value without its closing mark", strings.Join([]string{"[A-FRESH-00]的工作台位为[FRESH#12", missing("H-FRESH-01"), missing("O-FRESH-02")}, "\n"), "no closing #", 0},
@@ -55,12 +55,12 @@ func TestCheckRecordsChange(t *testing.T) {
 		t.Fatalf("Pick = %d %s %q %v, want key 0, update, FRESH#1#", k, op, value, ok)
 	}
 	tr.Committed(0, at(10))
-	content := "[" + keys[0].Name + "]的工作台位为[" + value + "]\n[" + keys[1].Name + "]未找到，请核对工件号。"
+	content := "[" + keys[0].Name + "]的工作台位为[" + value + "]\n[" + keys[1].Name + "]的工作台位为[FRESH#0#]"
 	if err := tr.Check([]int{0, 1}, []byte(content), at(12), at(14)); err != nil {
 		t.Fatal(err)
 	}
 	r := tr.Finish(at(20))
-	if got := r.Ops[Update].Latencies; len(got) != 1 || got[0] != at(14).Sub(at(10)) {
+	if got := r.Kinds[Updates].Latencies; len(got) != 1 || got[0] != at(14).Sub(at(10)) {
 		t.Errorf("update latencies %v, want [4ms]", got)
 	}
 }

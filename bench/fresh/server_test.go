@@ -34,9 +34,7 @@ func newLaggingTable(keys []fresh.Key, lag time.Duration) *laggingTable {
 	t := &laggingTable{lag: lag, versions: map[string][]version{}, names: map[string]string{}}
 	for _, k := range keys {
 		t.names[cache.Key(k.Name)] = k.Name
-		if !k.Churn {
-			t.versions[cache.Key(k.Name)] = []version{{present: true, value: fresh.Value(0)}}
-		}
+		t.versions[cache.Key(k.Name)] = []version{{present: true, value: fresh.Value(0)}}
 	}
 	return t
 }
@@ -149,30 +147,31 @@ func TestFreshnessAgainstServer(t *testing.T) {
 		t.Fatalf("%d of %d requests failed: %q", res.Errors(), n, res.Failures)
 	}
 	r := tr.Finish(time.Now())
+	all := []fresh.Kind{fresh.Updates, fresh.Inserts, fresh.Deletes, fresh.NewDeletes}
 	t.Logf("changes committed: %d probe; seen: %d updates, %d inserts, %d deletes, p50 %s; interval p50 %s",
-		stats.Probe, r.Ops[fresh.Update].Seen(), r.Ops[fresh.Insert].Seen(), r.Ops[fresh.Delete].Seen(),
-		r.Of(fresh.Update, fresh.Insert, fresh.Delete).Percentile(50), r.Intervals.Percentile(50))
+		stats.Probe, r.Kinds[fresh.Updates].Seen(), r.Kinds[fresh.Inserts].Seen(), r.Of(fresh.Deletes, fresh.NewDeletes).Seen(),
+		r.Of(all...).Percentile(50), r.Intervals.Percentile(50))
 	if r.Wrong != 0 || r.WriteErrors != 0 {
 		t.Fatalf("%d wrong replies, %d failed changes (%s): %q", r.Wrong, r.WriteErrors, r.WriteError, r.Examples)
 	}
 	if r.Observations != n/2*fresh.GroupSize {
 		t.Errorf("%d observations, want %d (10 keys in each of %d probes)", r.Observations, n/2*fresh.GroupSize, n/2)
 	}
-	for _, op := range []fresh.Op{fresh.Update, fresh.Insert, fresh.Delete} {
-		o := r.Ops[op]
+	for _, k := range all {
+		o := r.Kinds[k]
 		if o.Lost != 0 {
-			t.Errorf("%d %ss lost: %q", o.Lost, op, r.Examples)
+			t.Errorf("%d %s lost: %q", o.Lost, k, r.Examples)
 		}
 		if o.Seen() < 3 {
-			t.Errorf("%d %ss seen, want at least 3 (%d probe changes committed)", o.Seen(), op, stats.Probe)
+			t.Errorf("%d %s seen, want at least 3 (%d probe changes committed)", o.Seen(), k, stats.Probe)
 		}
 		// A change is visible lag after the table took it; the writer heard back a moment
 		// after that. Nothing may be seen much sooner.
 		if lo := o.Percentile(1); lo < lag-10*time.Millisecond {
-			t.Errorf("%s: a change seen %s after its commit, before the %s lag", op, lo, lag)
+			t.Errorf("%s: a change seen %s after its commit, before the %s lag", k, lo, lag)
 		}
 	}
-	if got := r.Of(fresh.Update, fresh.Insert, fresh.Delete).Seen(); got != stats.Probe {
+	if got := r.Of(all...).Seen(); got != stats.Probe {
 		t.Errorf("%d changes seen, %d committed; want all seen", got, stats.Probe)
 	}
 	if r.Intervals.Count() == 0 {

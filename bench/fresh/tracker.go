@@ -40,6 +40,30 @@ func (o Op) String() string {
 	return fmt.Sprintf("op(%d)", o)
 }
 
+// Kind is how a Result sorts the changes: by Op, and the deletes by the age of the row.
+type Kind uint8
+
+// The kinds of change in a Result.
+const (
+	Updates Kind = iota
+	Inserts
+	// Deletes are deletes of rows that were there when the run began.
+	Deletes
+	// NewDeletes are deletes of rows inserted during the run: in poll mode the
+	// reconcile finds those by another path than rows it has read in a key range.
+	NewDeletes
+	numKinds
+)
+
+var kindNames = [numKinds]string{"updates", "inserts", "deletes", "deletes of new rows"}
+
+func (k Kind) String() string {
+	if k < numKinds {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", k)
+}
+
 // state is what a reply shows for a probe key: present with the value written by change
 // seq, or absent.
 type state struct {
@@ -70,12 +94,14 @@ const histLen = 8
 // committed and seen.
 type change struct {
 	op                      Op
+	kind                    Kind
 	to                      state
 	committed, seen, issued time.Time
 }
 
 type keyState struct {
 	churn    bool
+	inserted bool    // an insert of it was picked in this run
 	hist     []era   // oldest first; the last is the current state
 	pending  *change // nil: settled, the key may be changed
 	lastSent time.Time
@@ -97,7 +123,7 @@ type Tracker struct {
 	seq     int64 // of the last change picked
 
 	// The run's figures, reset by Finish.
-	lat          [numOps][]time.Duration
+	lat          [numKinds][]time.Duration
 	observations int
 	early        int // seen before the writer's commit returned
 	wrong        int
@@ -110,21 +136,20 @@ type Tracker struct {
 // maxExamples is how many wrong or lost observations a Result describes.
 const maxExamples = 5
 
-// NewTracker returns a tracker of keys in the state Keys describes: update keys present
-// with Value(0), churn keys absent.
+// NewTracker returns a tracker of keys, every one of them present with Value(0).
 func NewTracker(keys []Key) *Tracker {
 	t := &Tracker{intervals: load.NewHistogram()}
 	for _, k := range keys {
 		t.names = append(t.names, k.Name)
 		t.needles = append(t.needles, []byte("["+k.Name+"]"))
-		t.keys = append(t.keys, keyState{churn: k.Churn, hist: []era{{st: state{found: !k.Churn}}}})
+		t.keys = append(t.keys, keyState{churn: k.Churn, hist: []era{{st: state{found: true}}}})
 	}
 	return t
 }
 
 // Pick chooses the next settled probe key, round the keys in turn, and the change to make
-// to it: an update of an update key, an insert of an absent churn key, a delete of a
-// present one. It marks the key pending until the change is committed and seen. value is
+// to it: an update of an update key, a delete of a present churn key, an insert of an
+// absent one. It marks the key pending until the change is committed and seen. value is
 // what the change writes (empty for a delete). ok is false when every key is pending.
 func (t *Tracker) Pick(now time.Time) (k int, op Op, name, value string, ok bool) {
 	t.mu.Lock()
@@ -136,13 +161,18 @@ func (t *Tracker) Pick(now time.Time) (k int, op Op, name, value string, ok bool
 			continue
 		}
 		t.next = k + 1
+		kind := Updates
 		switch {
 		case !ks.churn:
 			op = Update
 		case ks.current().st.found:
-			op = Delete
+			op, kind = Delete, Deletes
+			if ks.inserted {
+				kind = NewDeletes
+			}
 		default:
-			op = Insert
+			op, kind = Insert, Inserts
+			ks.inserted = true
 		}
 		t.seq++
 		to := state{found: op != Delete}
@@ -150,7 +180,7 @@ func (t *Tracker) Pick(now time.Time) (k int, op Op, name, value string, ok bool
 			to.seq = t.seq
 			value = Value(t.seq)
 		}
-		ks.pending = &change{op: op, to: to, issued: now}
+		ks.pending = &change{op: op, kind: kind, to: to, issued: now}
 		return k, op, t.names[k], value, true
 	}
 	return 0, 0, "", "", false
@@ -268,7 +298,7 @@ func (t *Tracker) complete(ks *keyState) {
 		t.early++
 		lat = 0
 	}
-	t.lat[p.op] = append(t.lat[p.op], lat)
+	t.lat[p.kind] = append(t.lat[p.kind], lat)
 	ks.current().until = p.seen
 	ks.hist = append(ks.hist, era{st: p.to, since: p.seen})
 	if len(ks.hist) > histLen {
@@ -299,17 +329,17 @@ func (t *Tracker) Finish(end time.Time) Result {
 	defer t.mu.Unlock()
 	r := Result{Observations: t.observations, Early: t.early, Wrong: t.wrong, Examples: t.examples,
 		Intervals: t.intervals, WriteErrors: t.writeErrors, WriteError: t.writeError}
-	for op := range numOps {
-		lat := slices.Clone(t.lat[op])
+	for k := range numKinds {
+		lat := slices.Clone(t.lat[k])
 		slices.Sort(lat)
-		r.Ops[op].Latencies = lat
+		r.Kinds[k].Latencies = lat
 	}
 	for k := range t.keys {
 		ks := &t.keys[k]
 		// A change picked but never committed (the run was cancelled) is not in the
 		// database: the key keeps its state.
 		if p := ks.pending; p != nil && !p.committed.IsZero() {
-			r.Ops[p.op].Lost++
+			r.Kinds[p.kind].Lost++
 			if len(r.Examples) < maxExamples {
 				r.Examples = append(r.Examples, fmt.Sprintf("%s: %s committed %s before the end, never seen (last seen: %s)",
 					t.names[k], p.op, end.Sub(p.committed).Round(time.Millisecond), ks.current().st))
@@ -318,9 +348,9 @@ func (t *Tracker) Finish(end time.Time) Result {
 		}
 		ks.pending = nil
 		ks.hist = []era{{st: ks.current().st}}
-		ks.lastSent = time.Time{}
+		ks.lastSent, ks.inserted = time.Time{}, false
 	}
-	t.lat = [numOps][]time.Duration{}
+	t.lat = [numKinds][]time.Duration{}
 	t.observations, t.early, t.wrong, t.examples = 0, 0, 0, nil
 	t.intervals = load.NewHistogram()
 	t.writeErrors, t.writeError = 0, ""
@@ -329,8 +359,8 @@ func (t *Tracker) Finish(end time.Time) Result {
 
 // Result is what a Tracker measured in one run.
 type Result struct {
-	// Ops holds the changes of each kind, by Op.
-	Ops [numOps]OpResult
+	// Kinds holds the changes of each kind, by Kind.
+	Kinds [numKinds]OpResult
 	// Observations counts the probe keys' lines read in replies.
 	Observations int
 	// Intervals holds the time between two probe messages asking for the same key: how
@@ -357,11 +387,11 @@ type OpResult struct {
 }
 
 // Of merges the changes of the given kinds.
-func (r *Result) Of(ops ...Op) OpResult {
+func (r *Result) Of(kinds ...Kind) OpResult {
 	var o OpResult
-	for _, op := range ops {
-		o.Latencies = append(o.Latencies, r.Ops[op].Latencies...)
-		o.Lost += r.Ops[op].Lost
+	for _, k := range kinds {
+		o.Latencies = append(o.Latencies, r.Kinds[k].Latencies...)
+		o.Lost += r.Kinds[k].Lost
 	}
 	slices.Sort(o.Latencies)
 	return o

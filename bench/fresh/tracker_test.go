@@ -66,69 +66,72 @@ func TestTracker(t *testing.T) {
 	tests := []struct {
 		name  string
 		steps []step
-		// want: latencies by op, lost by op, wrong and early counts
-		lat         map[Op][]time.Duration
-		lost        map[Op]int
-		wrong       int
-		early       int
+		lat   map[Kind][]time.Duration
+		lost  map[Kind]int
+		wrong int
+		early int
+		// failed changes
 		writeErrors int
 	}{
 		{
 			name:  "update seen after its commit",
 			steps: []step{pick(0, Update), commit(0, 10), seen(0, true, 0, 9, 11), seen(0, true, 1, 12, 13)},
-			lat:   map[Op][]time.Duration{Update: {ms(3)}},
+			lat:   map[Kind][]time.Duration{Updates: {ms(3)}},
 		},
 		{
 			name:  "seen before the commit returned counts as 0",
 			steps: []step{pick(0, Update), seen(0, true, 1, 4, 5), commit(0, 10)},
-			lat:   map[Op][]time.Duration{Update: {0}}, early: 1,
+			lat:   map[Kind][]time.Duration{Updates: {0}}, early: 1,
 		},
 		{
 			name:  "the old value after the new was seen, from a later request, is a regression",
 			steps: []step{pick(0, Update), commit(0, 10), seen(0, true, 1, 14, 15), seen(0, true, 0, 20, 21)},
-			lat:   map[Op][]time.Duration{Update: {ms(5)}}, wrong: 1,
+			lat:   map[Kind][]time.Duration{Updates: {ms(5)}}, wrong: 1,
 		},
 		{
 			name:  "the old value in a reply sent before the new was seen is a late reply",
 			steps: []step{pick(0, Update), commit(0, 10), seen(0, true, 1, 14, 15), seen(0, true, 0, 13, 30)},
-			lat:   map[Op][]time.Duration{Update: {ms(5)}},
+			lat:   map[Kind][]time.Duration{Updates: {ms(5)}},
 		},
 		{
 			name:  "a value never written is wrong",
-			steps: []step{seen(0, true, 99, 1, 2), seen(1, true, 0, 1, 2)},
+			steps: []step{seen(0, true, 99, 1, 2), seen(1, true, 5, 1, 2)},
 			wrong: 2,
 		},
 		{
-			name:  "absent while nothing is pending is wrong for an update key",
-			steps: []step{seen(0, false, 0, 1, 2)},
-			wrong: 1,
+			name:  "absent while nothing is pending is wrong",
+			steps: []step{seen(0, false, 0, 1, 2), seen(1, false, 0, 1, 2)},
+			wrong: 2,
 		},
 		{
-			name: "insert then delete of a churn key",
-			steps: []step{pick(0, Update), pick(1, Insert), commit(1, 10), seen(1, false, 0, 10, 11), seen(1, true, 2, 18, 20),
-				pick(1, Delete), commit(1, 30), seen(1, true, 2, 31, 32), seen(1, false, 0, 40, 41)},
-			lat: map[Op][]time.Duration{Insert: {ms(10)}, Delete: {ms(11)}}, // key 0: picked, never committed
+			name: "delete, insert, delete of a churn key: the second delete is of a new row",
+			steps: []step{pick(0, Update), pick(1, Delete), commit(1, 10), seen(1, true, 0, 10, 11), seen(1, false, 0, 18, 20),
+				pick(1, Insert), commit(1, 30), seen(1, false, 0, 31, 32), seen(1, true, 3, 40, 41),
+				pick(1, Delete), commit(1, 50), seen(1, true, 3, 51, 52), seen(1, false, 0, 60, 62)},
+			// key 0: picked, never committed: not lost
+			lat: map[Kind][]time.Duration{Deletes: {ms(10)}, Inserts: {ms(11)}, NewDeletes: {ms(12)}},
 		},
 		{
-			name: "an absent reply sent before the insert was seen does not show the delete",
-			steps: []step{pick(0, Update), pick(1, Insert), commit(1, 10), seen(1, true, 2, 18, 20),
-				pick(1, Delete), commit(1, 30), seen(1, false, 0, 15, 35), seen(1, false, 0, 40, 41)},
-			lat: map[Op][]time.Duration{Insert: {ms(10)}, Delete: {ms(11)}},
+			name: "an absent reply sent before the insert was seen does not show the next delete",
+			steps: []step{pick(0, Update), pick(1, Delete), commit(1, 10), seen(1, false, 0, 18, 20),
+				pick(1, Insert), commit(1, 30), seen(1, true, 3, 38, 40),
+				pick(1, Delete), commit(1, 50), seen(1, false, 0, 35, 55), seen(1, false, 0, 60, 61)},
+			lat: map[Kind][]time.Duration{Deletes: {ms(10)}, Inserts: {ms(10)}, NewDeletes: {ms(11)}},
 		},
 		{
 			name:  "a committed change never seen is lost",
 			steps: []step{pick(0, Update), commit(0, 10), seen(0, true, 0, 11, 12)},
-			lost:  map[Op]int{Update: 1},
+			lost:  map[Kind]int{Updates: 1},
 		},
 		{
 			name:  "a pending key is not picked again",
-			steps: []step{pick(0, Update), pick(1, Insert), {pick: -1, key: -2}, commit(0, 5), commit(1, 5), seen(0, true, 1, 6, 7), pick(0, Update)},
-			lat:   map[Op][]time.Duration{Update: {ms(2)}},
-			lost:  map[Op]int{Insert: 1}, // the second update of key 0 is never committed: not lost
+			steps: []step{pick(0, Update), pick(1, Delete), {pick: -1, key: -2}, commit(0, 5), commit(1, 5), seen(0, true, 1, 6, 7), pick(0, Update)},
+			lat:   map[Kind][]time.Duration{Updates: {ms(2)}},
+			lost:  map[Kind]int{Deletes: 1}, // the second update of key 0 is never committed: not lost
 		},
 		{
 			name:        "a failed change takes its key out",
-			steps:       []step{pick(0, Update), {key: 0, fail: true}, seen(0, true, 7, 1, 2), pick(1, Insert), {pick: -1, key: -2}},
+			steps:       []step{pick(0, Update), {key: 0, fail: true}, seen(0, true, 7, 1, 2), pick(1, Delete), {pick: -1, key: -2}},
 			writeErrors: 1,
 		},
 	}
@@ -137,18 +140,18 @@ func TestTracker(t *testing.T) {
 			tr := NewTracker(keys)
 			run(t, tr, tt.steps)
 			r := tr.Finish(at(1000))
-			for op := range numOps {
-				got, want := r.Ops[op].Latencies, tt.lat[op]
+			for k := range numKinds {
+				got, want := r.Kinds[k].Latencies, tt.lat[k]
 				if len(got) != len(want) {
-					t.Fatalf("%s latencies = %v, want %v", op, got, want)
+					t.Fatalf("%s latencies = %v, want %v", k, got, want)
 				}
 				for i := range got {
 					if got[i] != want[i] {
-						t.Errorf("%s latencies = %v, want %v", op, got, want)
+						t.Errorf("%s latencies = %v, want %v", k, got, want)
 					}
 				}
-				if r.Ops[op].Lost != tt.lost[op] {
-					t.Errorf("%s lost = %d, want %d (%q)", op, r.Ops[op].Lost, tt.lost[op], r.Examples)
+				if r.Kinds[k].Lost != tt.lost[k] {
+					t.Errorf("%s lost = %d, want %d (%q)", k, r.Kinds[k].Lost, tt.lost[k], r.Examples)
 				}
 			}
 			if r.Wrong != tt.wrong {
@@ -165,19 +168,20 @@ func TestTracker(t *testing.T) {
 }
 
 // TestTrackerCarriesState checks that a run starts from what the database holds: a change
-// lost in one run is the key's state in the next, and the figures start again.
+// lost in one run is the key's state in the next, a row inserted in one run is an old row
+// in the next, and the figures start again.
 func TestTrackerCarriesState(t *testing.T) {
 	tr := NewTracker([]Key{{Name: "H-FRESH-01", Churn: true}})
-	run(t, tr, []step{pick(0, Insert), commit(0, 10)})
+	run(t, tr, []step{pick(0, Delete), commit(0, 5), seen(0, false, 0, 6, 7), pick(0, Insert), commit(0, 10)})
 	r := tr.Finish(at(100))
-	if r.Ops[Insert].Lost != 1 || !strings.Contains(r.Examples[0], "insert committed 90ms before the end, never seen") {
-		t.Fatalf("first run: lost %d, examples %q; want 1 lost insert", r.Ops[Insert].Lost, r.Examples)
+	if r.Kinds[Inserts].Lost != 1 || !strings.Contains(r.Examples[0], "insert committed 90ms before the end, never seen") {
+		t.Fatalf("first run: lost %d, examples %q; want 1 lost insert", r.Kinds[Inserts].Lost, r.Examples)
 	}
-	// The next run (a server that read the table afresh) shows the insert, value 1.
-	run(t, tr, []step{seen(0, true, 1, 200, 201), pick(0, Delete), commit(0, 210), seen(0, false, 0, 215, 216)})
+	// The next run (a server that read the table afresh) shows the insert, value 2.
+	run(t, tr, []step{seen(0, true, 2, 200, 201), pick(0, Delete), commit(0, 210), seen(0, false, 0, 215, 216)})
 	r = tr.Finish(at(300))
-	if r.Wrong != 0 || r.Ops[Insert].Lost != 0 || r.Ops[Delete].Seen() != 1 || r.Ops[Delete].Percentile(50) != 6*time.Millisecond {
-		t.Errorf("second run: wrong %d, lost inserts %d, deletes %v; want 0, 0, [6ms]", r.Wrong, r.Ops[Insert].Lost, r.Ops[Delete].Latencies)
+	if r.Wrong != 0 || r.Kinds[Inserts].Lost != 0 || r.Kinds[Deletes].Seen() != 1 || r.Kinds[Deletes].Percentile(50) != 6*time.Millisecond {
+		t.Errorf("second run: wrong %d, lost inserts %d, deletes %v; want 0, 0, [6ms]", r.Wrong, r.Kinds[Inserts].Lost, r.Kinds[Deletes].Latencies)
 	}
 }
 
@@ -229,9 +233,9 @@ func TestOpResultPercentile(t *testing.T) {
 		t.Errorf("empty Percentile(99) = %s, want 0", got)
 	}
 	r := Result{}
-	r.Ops[Update] = OpResult{Latencies: []time.Duration{1, 5}, Lost: 1}
-	r.Ops[Insert] = OpResult{Latencies: []time.Duration{3}, Lost: 2}
-	if m := r.Of(Update, Insert); m.Seen() != 3 || m.Lost != 3 || m.Latencies[1] != 3 {
+	r.Kinds[Updates] = OpResult{Latencies: []time.Duration{1, 5}, Lost: 1}
+	r.Kinds[Inserts] = OpResult{Latencies: []time.Duration{3}, Lost: 2}
+	if m := r.Of(Updates, Inserts); m.Seen() != 3 || m.Lost != 3 || m.Latencies[1] != 3 {
 		t.Errorf("Of(update, insert) = %+v, want 3 seen in order, 3 lost", m)
 	}
 }

@@ -40,11 +40,11 @@ func TestWriter(t *testing.T) {
 		probe, bg, failed, skipped, writeFailures int
 	}{
 		{name: "probe keys once each, then background", background: background,
-			want:  []string{"update A-FRESH-00 FRESH#1#", "insert H-FRESH-01 FRESH#2#", "insert O-FRESH-02 FRESH#3#", "update BG-1 v"},
+			want:  []string{"update A-FRESH-00 FRESH#1#", "delete H-FRESH-01 ", "delete O-FRESH-02 ", "update BG-1 v"},
 			probe: 3, bg: 97},
 		{name: "no background", want: []string{"update A-FRESH-00 FRESH#1#"}, probe: 3, skipped: 97},
 		{name: "failures", background: background, fail: map[string]bool{"H-FRESH-01": true, "BG-1": true},
-			want: []string{"update A-FRESH-00 FRESH#1#", "insert O-FRESH-02 FRESH#3#", "update BG-2 v"}, probe: 2, bg: 96, failed: 1, writeFailures: 1},
+			want: []string{"update A-FRESH-00 FRESH#1#", "delete O-FRESH-02 ", "update BG-2 v"}, probe: 2, bg: 96, failed: 1, writeFailures: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
