@@ -149,6 +149,17 @@ func (c *Cache) WaitReady(ctx context.Context) error {
 	}
 }
 
+// Suggest appends to dst up to max keys of the table nearest to the normalised key (SPEC
+// section 10: within edit distance 2, transpositions counting 1, ordered by distance, then
+// the longest prefix shared with key), each as stored in the source, and returns dst. It
+// appends nothing when no key is that close. Safe for concurrent use.
+//
+// TODO(issue 15): the suggester (suggest.go) is not yet fed by the write path; until it
+// is, Suggest appends nothing.
+func (c *Cache) Suggest(dst []string, key []byte, max int) []string {
+	return dst
+}
+
 // Lookup is the hot path: it answers a normalised key (AppendKey) from memory.
 //
 // For a hit, line is the row's rendered reply line (shared and immutable: callers must not

@@ -84,6 +84,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the cache and loader metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// Query names the configured query this cache serves (SPEC section 10): the value of
+	// the const label query on its metrics, so that the caches of several queries can
+	// register on one Registerer. "" registers them without the label.
+	Query string
 	// Now is the clock for staleness, timestamps and negative-entry expiry; nil means
 	// time.Now. Tests set it to move time.
 	Now func() time.Time

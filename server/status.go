@@ -171,7 +171,18 @@ func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
 		"last_success": v.Cache.LastSuccess, "staleness_seconds": v.Cache.Staleness.Seconds(),
 		"recent_errors": errorsJSON(v.Cache.RecentErrors), "reload": reloadJSON(v.Reload, v.Now),
 		"stale": v.Stale, "stale_after_seconds": v.StaleAfter.Seconds(), "refresh_failing": v.Failing,
+		"change_feed": v.Cache.Mode, "position": v.Cache.Position,
+		"lag_seconds":      nullable(v.Cache.Lag.Seconds(), v.Cache.Mode == cache.ModeBinlog && v.Cache.Position != ""),
+		"reconcile_ranges": v.Cache.Ranges, "last_reconcile": nullableTime(v.Cache.LastReconcile),
 	})
+}
+
+// nullableTime is t, or JSON null when it is the zero time (never happened).
+func nullableTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
 }
 
 // errorJSON is a loader error as /status.json shows it: keys in snake_case, like every

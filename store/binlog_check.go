@@ -10,8 +10,9 @@ import (
 	"vitess.io/vitess/go/mysql/sqlerror"
 )
 
-// Check tells whether the binary log can be followed, and if not, what to change: one
-// error listing every problem found, each with the setting or statement that fixes it.
+// Check tells whether the binary log can be followed, and if not, what to change: a
+// *CannotFollowError listing every problem found, each with the setting or statement
+// that fixes it. Any other error means the server could not be asked (an outage).
 // It checks that the log is on, in ROW format with full row images and without
 // transaction compression; that the replication account may read the position
 // (REPLICATION CLIENT) and the log itself (REPLICATION SLAVE — tried with a
@@ -66,9 +67,21 @@ func (b *Binlog) Check(ctx context.Context) error {
 		add("%v", err)
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("store: binlog: the change feed cannot follow %s.%s: %s", b.table.db, b.table.table, strings.Join(problems, "; "))
+		return &CannotFollowError{Table: b.table.db + "." + b.table.table, Problems: problems}
 	}
 	return nil
+}
+
+// CannotFollowError is the error Check returns when the server answered and the binary log
+// cannot be followed as it is configured: a setting or grant to change, not an outage.
+// Each problem names its fix.
+type CannotFollowError struct {
+	Table    string   // db.table the feed would follow
+	Problems []string // what is wrong, each with the setting or statement that fixes it
+}
+
+func (e *CannotFollowError) Error() string {
+	return "store: binlog: the change feed cannot follow " + e.Table + ": " + strings.Join(e.Problems, "; ")
 }
 
 // globals reads the server settings Check looks at, by name; a setting the server does

@@ -56,6 +56,15 @@ type Config struct {
 	ValueColumns  []string
 	UpdatedColumn string
 
+	// ChangeFeed is how the loader learns of changes: "poll" (the updated column, and a
+	// checksum reconcile for deletes) or "binlog" (the row binary log, as a replica).
+	ChangeFeed string
+	// BinlogServerID is the replica server id of the binlog feed; 0 derives one from the
+	// host name and the webhook's port (store.DefaultServerID).
+	BinlogServerID uint32
+	// BinlogDSN is a DSN with REPLICATION SLAVE and REPLICATION CLIENT; "" uses MySQLDSN.
+	BinlogDSN string
+
 	RefreshInterval   time.Duration
 	ReconcileInterval time.Duration
 	CacheMaxBytes     int64
@@ -170,6 +179,16 @@ var settings = []setting{
 		return nil
 	}},
 	{key: "updated_column", parse: str(func(c *Config) *string { return &c.UpdatedColumn })},
+	{key: "change_feed", parse: str(func(c *Config) *string { return &c.ChangeFeed })},
+	{key: "binlog_server_id", parse: func(c *Config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("invalid server id %q (want a whole number from 1 to 4294967295, unique among the database's replicas)", v)
+		}
+		c.BinlogServerID = uint32(n)
+		return nil
+	}},
+	{key: "binlog_dsn", parse: str(func(c *Config) *string { return &c.BinlogDSN }), secret: true},
 	{key: "refresh_interval", parse: dur(func(c *Config) *time.Duration { return &c.RefreshInterval })},
 	{key: "reconcile_interval", parse: dur(func(c *Config) *time.Duration { return &c.ReconcileInterval })},
 	{key: "cache_max_bytes", parse: func(c *Config, v string) error {
@@ -217,6 +236,7 @@ func DefaultConfig() Config {
 		CacheMaxBytes:     cache.DefaultMaxBytes,
 		AdminListen:       server.DefaultAdminListen,
 		StaleAfter:        server.DefaultStaleAfter,
+		ChangeFeed:        feedPoll,
 		TimestampSkew:     server.DefaultTimestampSkew,
 		RateLimit:         server.DefaultRatePerMinute,
 		RateBurst:         server.DefaultRateBurst,
@@ -377,6 +397,9 @@ func (c *Config) validate() error {
 	if err := c.validateStaleAfter(); err != nil {
 		return err
 	}
+	if err := c.validateChangeFeed(); err != nil {
+		return err
+	}
 	if err := c.mapping().Validate(); err != nil {
 		var me *store.MappingError
 		if errors.As(err, &me) {
@@ -394,6 +417,35 @@ var mappingSettings = map[string]string{"Table": "WXLOOKUP_TABLE", "KeyColumn": 
 // mapping is the table mapping of the configuration.
 func (c *Config) mapping() store.Mapping {
 	return store.Mapping{Table: c.Table, KeyColumn: c.KeyColumn, ValueColumns: c.ValueColumns, UpdatedColumn: c.UpdatedColumn}
+}
+
+// Change feeds (WXLOOKUP_CHANGE_FEED).
+const (
+	feedPoll   = "poll"
+	feedBinlog = "binlog"
+)
+
+// validateChangeFeed checks WXLOOKUP_CHANGE_FEED and the binlog settings: the binlog feed
+// follows MySQL, so it needs WXLOOKUP_MYSQL_DSN.
+func (c *Config) validateChangeFeed() error {
+	switch c.ChangeFeed {
+	case feedPoll:
+	case feedBinlog:
+		if c.MySQLDSN == "" {
+			return errors.New("config: WXLOOKUP_CHANGE_FEED=binlog follows MySQL's binary log: it needs WXLOOKUP_MYSQL_DSN")
+		}
+	default:
+		return fmt.Errorf("config: WXLOOKUP_CHANGE_FEED %q: want poll or binlog", c.ChangeFeed)
+	}
+	if c.ChangeFeed != feedBinlog && (c.BinlogDSN != "" || c.BinlogServerID != 0) {
+		return errors.New("config: WXLOOKUP_BINLOG_DSN and WXLOOKUP_BINLOG_SERVER_ID need WXLOOKUP_CHANGE_FEED=binlog")
+	}
+	if c.BinlogDSN != "" {
+		if _, err := mysql.ParseDSN(c.BinlogDSN); err != nil {
+			return fmt.Errorf("config: WXLOOKUP_BINLOG_DSN is not a DSN the MySQL driver can parse (%s); %s", dsnProblem(c.BinlogDSN, err), dsnForm)
+		}
+	}
+	return nil
 }
 
 // validateAdmin refuses an admin listener that other machines can reach without

@@ -91,6 +91,14 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"skew over an hour", "", map[string]string{"WXLOOKUP_TIMESTAMP_SKEW": "61m"}, "WXLOOKUP_TIMESTAMP_SKEW"},
 		{"skew of zero in the file", "timestamp_skew: 0\n", nil, "WXLOOKUP_TIMESTAMP_SKEW"},
 		{"encryption required without a key", "", map[string]string{"WXLOOKUP_REQUIRE_ENCRYPTION": "true"}, "WXLOOKUP_REQUIRE_ENCRYPTION"},
+		{"unknown change feed", "", map[string]string{"WXLOOKUP_CHANGE_FEED": "cdc"}, "WXLOOKUP_CHANGE_FEED"},
+		{"binlog without mysql", "", map[string]string{"WXLOOKUP_CHANGE_FEED": "binlog"}, "WXLOOKUP_MYSQL_DSN"},
+		{"binlog settings when polling", "", map[string]string{"WXLOOKUP_MYSQL_DSN": "u@tcp(h)/d", "WXLOOKUP_TOKEN": "t",
+			"WXLOOKUP_BINLOG_SERVER_ID": "7"}, "WXLOOKUP_CHANGE_FEED=binlog"},
+		{"server id zero", "", map[string]string{"WXLOOKUP_BINLOG_SERVER_ID": "0"}, "WXLOOKUP_BINLOG_SERVER_ID"},
+		{"server id too large", "", map[string]string{"WXLOOKUP_BINLOG_SERVER_ID": "4294967296"}, "WXLOOKUP_BINLOG_SERVER_ID"},
+		{"binlog dsn unparseable", "", map[string]string{"WXLOOKUP_MYSQL_DSN": "u@tcp(h)/d", "WXLOOKUP_TOKEN": "t",
+			"WXLOOKUP_CHANGE_FEED": "binlog", "WXLOOKUP_BINLOG_DSN": "repl:" + secret + "@db:3306/plant"}, "WXLOOKUP_BINLOG_DSN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,19 +123,25 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	src, err := m.openSource()
+	src, mode, err := m.openSource()
 	if err != nil {
 		return err
 	}
 	if c, ok := src.(io.Closer); ok {
 		m.source = c
 	}
-	if my, ok := src.(*store.MySQL); ok {
+	if my := mysqlOf(src); my != nil {
 		if err := m.checkMapping(ctx, my); err != nil {
 			return err
 		}
 	}
+	if b, ok := src.(*store.Binlog); ok {
+		if err := m.checkBinlog(ctx, b); err != nil {
+			return err
+		}
+	}
 	m.Cache, err = cache.New(src, cache.Config{
+		Mode:              mode,
 		MaxBytes:          cfg.CacheMaxBytes,
 		RefreshInterval:   cfg.RefreshInterval,
 		ReconcileInterval: cfg.ReconcileInterval,
@@ -205,20 +212,82 @@ func (m *Main) Run(ctx context.Context) error {
 	go func() { m.served <- m.webhook.Serve(m.ln) }()
 	m.Logger.Info("wxlookup started", "version", version, "webhook", m.WebhookAddr.String()+cfg.Path,
 		"admin", m.AdminAddr.String(), "admin_token", cfg.AdminToken != "", "source", fmt.Sprint(src), "demo", cfg.Demo,
-		"safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "")
+		"change_feed", mode, "safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "")
 	return nil
 }
 
-// openSource opens the configured source: MySQL, a CSV file, or the embedded demo rows.
-func (m *Main) openSource() (cache.Source, error) {
+// openSource opens the configured source and says how the loader follows it: MySQL polled
+// (by the updated column) or followed (by its binary log), a CSV file, or the embedded demo
+// rows.
+func (m *Main) openSource() (cache.Source, string, error) {
 	cfg := m.Config
+	my := store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: cfg.mapping(), Logger: m.Logger}
 	switch {
+	case cfg.MySQLDSN != "" && cfg.ChangeFeed == feedBinlog:
+		id, err := cfg.binlogServerID()
+		if err != nil {
+			return nil, "", err
+		}
+		b, err := store.OpenBinlog(store.BinlogConfig{MySQLConfig: my, BinlogDSN: cfg.BinlogDSN, ServerID: id})
+		return b, cache.ModeBinlog, err
 	case cfg.MySQLDSN != "":
-		return store.OpenMySQL(store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: cfg.mapping(), Logger: m.Logger})
+		src, err := store.OpenMySQL(my)
+		return src, cache.ModePoll, err
 	case cfg.CSV != "":
-		return store.OpenCSV(cfg.CSV, cfg.mapping())
+		src, err := store.OpenCSV(cfg.CSV, cfg.mapping())
+		return src, cache.ModeCSV, err
 	}
-	return store.NewCSV("examples/locations.csv (embedded demo)", examples.LocationsCSV, cfg.mapping())
+	src, err := store.NewCSV("examples/locations.csv (embedded demo)", examples.LocationsCSV, cfg.mapping())
+	return src, cache.ModeCSV, err
+}
+
+// binlogServerID is WXLOOKUP_BINLOG_SERVER_ID, or one derived from the host name and the
+// webhook's port, so that replicas on different hosts, or on one host with different
+// ports, differ without configuration.
+func (c *Config) binlogServerID() (uint32, error) {
+	if c.BinlogServerID != 0 {
+		return c.BinlogServerID, nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return 0, fmt.Errorf("WXLOOKUP_BINLOG_SERVER_ID is not set and the host name cannot be read to derive one: %w", err)
+	}
+	_, p, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return 0, fmt.Errorf("WXLOOKUP_LISTEN %q: want host:port: %w", c.Listen, err)
+	}
+	port, _ := strconv.Atoi(p)
+	return store.DefaultServerID(host, port), nil
+}
+
+// mysqlOf returns the MySQL source behind src, or nil for a CSV source.
+func mysqlOf(src cache.Source) *store.MySQL {
+	switch s := src.(type) {
+	case *store.MySQL:
+		return s
+	case *store.Binlog:
+		return s.MySQL
+	}
+	return nil
+}
+
+// checkBinlog stops start-up when MySQL answers that its binary log cannot be followed as
+// configured (binlog off or not ROW, grants missing, an unsupported column type), naming
+// each fix. When MySQL cannot be asked now it logs one line and lets the loader retry.
+func (m *Main) checkBinlog(ctx context.Context, b *store.Binlog) error {
+	ctx, cancel := context.WithTimeout(ctx, mappingCheckTimeout)
+	defer cancel()
+	err := b.Check(ctx)
+	var cf *store.CannotFollowError
+	switch {
+	case err == nil:
+		m.Logger.Info("binlog change feed: the binary log can be followed", "source", b.String(), "server_id", b.ServerID())
+	case errors.As(err, &cf):
+		return fmt.Errorf("WXLOOKUP_CHANGE_FEED=binlog: %w", err)
+	default:
+		m.Logger.Warn("cannot check the binary log now; starting anyway, the loader retries", "source", b.String(), "err", err)
+	}
+	return nil
 }
 
 // mappingCheckTimeout bounds the start-up check of the table mapping.
@@ -230,7 +299,7 @@ const mappingCheckTimeout = 5 * time.Second
 func (m *Main) checkMapping(ctx context.Context, my *store.MySQL) error {
 	ctx, cancel := context.WithTimeout(ctx, mappingCheckTimeout)
 	defer cancel()
-	err := my.CheckMapping(ctx, true)
+	err := my.CheckMapping(ctx, m.Config.ChangeFeed != feedBinlog) // the binlog feed needs no updated column
 	var me *store.MappingError
 	var mw *store.MappingWarning
 	switch {
@@ -253,8 +322,8 @@ func (m *Main) openAllowList(ctx context.Context, src cache.Source) error {
 	case cfg.AllowFile != "":
 		m.allow, err = store.OpenAllowList(cfg.AllowFile)
 	case cfg.AllowTable != "":
-		my, ok := src.(*store.MySQL)
-		if !ok {
+		my := mysqlOf(src)
+		if my == nil {
 			return errors.New("WXLOOKUP_ALLOW_TABLE needs WXLOOKUP_MYSQL_DSN")
 		}
 		m.allow, err = store.OpenAllowTable(ctx, my, cfg.AllowTable, cfg.AllowColumn)

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"wxlookup/internal/mariadbtest"
+	"wxlookup/store"
+)
+
+// TestBinlogFeedEndToEnd: with WXLOOKUP_CHANGE_FEED=binlog the service follows the row
+// binary log: inserts, updates and deletes committed in MySQL are answered without any
+// refresh being asked for, and /status.json says where the feed is.
+func TestBinlogFeedEndToEnd(t *testing.T) {
+	srv := mariadbtest.SharedBinlog(t)
+	dsn := srv.CreateDatabase(t) // root: SELECT and the replication grants
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := store.Seed(context.Background(), db, 200); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MySQLDSN, cfg.Token, cfg.ChangeFeed = dsn, e2eToken, feedBinlog
+	cfg.UpdatedColumn = "no_such_column" // the binlog feed needs no updated column
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	m := startMain(t, cfg)
+	ctx := context.Background()
+	a := Asker{URL: webhookURL(m, "/wx"), Token: e2eToken, OpenID: "oBinlog"}
+	for _, stmt := range []string{
+		"UPDATE workpiece_location SET location = '新位置' WHERE part_no = '18-546'",
+		"INSERT INTO workpiece_location (part_no, location) VALUES ('ZZ-001', '新库位')",
+		"DELETE FROM workpiece_location WHERE part_no = 'A7-001'",
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct{ ask, want string }{
+		{"18-546", "[18-546]的工作台位为[新位置]"},
+		{"zz-001", "[ZZ-001]的工作台位为[新库位]"},
+		{"A7-001", "[A7-001]未找到，请核对工件号。"},
+	} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r, err := a.Ask(ctx, tt.ask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Content == tt.want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ask %q: got %q 10s after the commit, want %q", tt.ask, r.Content, tt.want)
+			}
+		}
+	}
+	if got := metricValue(t, m, `wxlookup_changefeed_events_total{op="delete"}`); got != "1" {
+		t.Errorf("got %q deletes applied, want 1", got)
+	}
+	_, body := adminGet(t, m, "/status.json")
+	var st struct {
+		Feed     string `json:"change_feed"`
+		Position string `json:"position"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("status.json: %v\n%s", err, body)
+	}
+	if st.Feed != "binlog" || !strings.Contains(st.Position, ":") {
+		t.Errorf("status.json: got change feed %q, position %q; want binlog and a file:pos", st.Feed, st.Position)
+	}
+}
+
+// TestBinlogFeedRefusedWithoutBinlog: against a server whose binary log is off, `wxlookup
+// serve` with the binlog feed stops at start-up with one line that says what to change.
+func TestBinlogFeedRefusedWithoutBinlog(t *testing.T) {
+	srv := mariadbtest.Shared(t)
+	dsn := srv.CreateDatabase(t)
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := store.Seed(context.Background(), db, 10); err != nil {
+		t.Fatal(err)
+	}
+	var on string
+	if err := db.QueryRow("SELECT @@log_bin").Scan(&on); err != nil {
+		t.Fatal(err)
+	}
+	if on != "0" {
+		t.Fatalf("the shared test server has log_bin=%s; this test needs one without a binary log", on)
+	}
+	env := map[string]string{
+		"WXLOOKUP_MYSQL_DSN": dsn, "WXLOOKUP_TOKEN": e2eToken, "WXLOOKUP_CHANGE_FEED": "binlog",
+		"WXLOOKUP_LISTEN": "127.0.0.1:0", "WXLOOKUP_ADMIN_LISTEN": "127.0.0.1:0",
+	}
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"serve"}, &out, &errOut, envOf(env))
+	if err == nil || !strings.HasPrefix(err.Error(), "WXLOOKUP_CHANGE_FEED=binlog: ") || !strings.Contains(err.Error(), "log_bin") {
+		t.Fatalf("got %v, want a start-up error naming WXLOOKUP_CHANGE_FEED=binlog and log_bin", err)
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error is not one line: %q", err)
+	}
+}
