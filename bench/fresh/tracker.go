@@ -12,6 +12,7 @@ package fresh
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -101,9 +102,10 @@ type change struct {
 
 type keyState struct {
 	churn    bool
-	inserted bool    // an insert of it was picked in this run
-	hist     []era   // oldest first; the last is the current state
-	pending  *change // nil: settled, the key may be changed
+	inserted bool      // an insert of it was picked in this run
+	readyAt  time.Time // Pick leaves it alone until then (the dwell after a change was seen)
+	hist     []era     // oldest first; the last is the current state
+	pending  *change   // nil: settled, the key may be changed
 	lastSent time.Time
 	broken   bool // a change to it failed: the database's state is unknown
 }
@@ -121,6 +123,8 @@ type Tracker struct {
 	keys    []keyState
 	next    int   // where Pick starts looking
 	seq     int64 // of the last change picked
+	dwell   time.Duration
+	rng     *rand.Rand
 
 	// The run's figures, reset by Finish.
 	lat          [numKinds][]time.Duration
@@ -138,13 +142,23 @@ const maxExamples = 5
 
 // NewTracker returns a tracker of keys, every one of them present with Value(0).
 func NewTracker(keys []Key) *Tracker {
-	t := &Tracker{intervals: load.NewHistogram()}
+	t := &Tracker{intervals: load.NewHistogram(), rng: rand.New(rand.NewPCG(1, 2))}
 	for _, k := range keys {
 		t.names = append(t.names, k.Name)
 		t.needles = append(t.needles, []byte("["+k.Name+"]"))
 		t.keys = append(t.keys, keyState{churn: k.Churn, hist: []era{{st: state{found: true}}}})
 	}
 	return t
+}
+
+// SetDwell makes a key wait a random time in [0, d) after its change was seen before
+// Pick chooses it again. Without it a key is changed again at once, so its next change
+// starts in step with whatever made the last one visible (a poll's refresh), and every
+// change then waits a whole period. d ≥ that period spreads the changes over it.
+func (t *Tracker) SetDwell(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.dwell = d
 }
 
 // Pick chooses the next settled probe key, round the keys in turn, and the change to make
@@ -157,7 +171,7 @@ func (t *Tracker) Pick(now time.Time) (k int, op Op, name, value string, ok bool
 	for n := range t.keys {
 		k = (t.next + n) % len(t.keys)
 		ks := &t.keys[k]
-		if ks.broken || ks.pending != nil {
+		if ks.broken || ks.pending != nil || now.Before(ks.readyAt) {
 			continue
 		}
 		t.next = k + 1
@@ -305,6 +319,9 @@ func (t *Tracker) complete(ks *keyState) {
 		ks.hist = slices.Delete(ks.hist, 0, len(ks.hist)-histLen)
 	}
 	ks.pending = nil
+	if t.dwell > 0 {
+		ks.readyAt = p.seen.Add(time.Duration(t.rng.Int64N(int64(t.dwell))))
+	}
 }
 
 // Pending returns how many probe keys wait for their change to be seen.
@@ -348,7 +365,7 @@ func (t *Tracker) Finish(end time.Time) Result {
 		}
 		ks.pending = nil
 		ks.hist = []era{{st: ks.current().st}}
-		ks.lastSent, ks.inserted = time.Time{}, false
+		ks.lastSent, ks.inserted, ks.readyAt = time.Time{}, false, time.Time{}
 	}
 	t.lat = [numKinds][]time.Duration{}
 	t.observations, t.early, t.wrong, t.examples = 0, 0, 0, nil

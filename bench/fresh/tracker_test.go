@@ -185,6 +185,20 @@ func TestTrackerCarriesState(t *testing.T) {
 	}
 }
 
+// TestTrackerDwell checks that a key whose change was seen is not picked again until its
+// dwell has passed, and is picked after it.
+func TestTrackerDwell(t *testing.T) {
+	tr := NewTracker([]Key{{Name: "A-FRESH-00"}})
+	tr.SetDwell(time.Second)
+	run(t, tr, []step{pick(0, Update), commit(0, 10), seen(0, true, 1, 11, 12)})
+	if _, _, _, _, ok := tr.Pick(at(12)); ok {
+		t.Fatal("Pick chose the key at once after its change was seen, want it to wait its dwell")
+	}
+	if k, op, _, _, ok := tr.Pick(at(1012)); !ok || k != 0 || op != Update {
+		t.Fatalf("Pick a second after = %d %s %v, want key 0 update", k, op, ok)
+	}
+}
+
 // TestTrackerIntervals checks the resolution figure: the time between two probe requests
 // for the same key, by the time they were sent.
 func TestTrackerIntervals(t *testing.T) {

@@ -255,7 +255,14 @@ func (r *Report) freshness(b *bytes.Buffer) {
 			continue
 		}
 		for _, o := range f.Ops {
-			p("| %s | %s | %d | %d | %s | %s | %s | %s / %s / %s |\n", f.Mode, o.Name, o.Seen, o.Lost,
+			if o.Seen == 0 && o.Lost == 0 {
+				continue // none of this kind in this mode
+			}
+			name := o.Name
+			if o.Combined {
+				name = "*" + name + "*"
+			}
+			p("| %s | %s | %d | %d | %s | %s | %s | %s / %s / %s |\n", f.Mode, name, o.Seen, o.Lost,
 				FormatDuration(o.P50), FormatDuration(o.P99), FormatDuration(o.Max),
 				FormatDuration(f.IntervalP50), FormatDuration(f.IntervalP99), FormatDuration(f.IntervalMax))
 		}

@@ -21,6 +21,15 @@ import (
 	"wxlookup/store"
 )
 
+// The dwell of a probe key after its change was seen, before the writer changes it again
+// (fresh.Tracker.SetDwell): a random time up to a poll's refresh interval, so that the
+// changes do not start in step with the refreshes; in binlog mode, where changes stream,
+// a little, so that the keys do not change in lockstep either.
+const (
+	pollDwell   = time.Second // WXLOOKUP_REFRESH_INTERVAL's default
+	binlogDwell = 20 * time.Millisecond
+)
+
 // freshness measures commit → visible latency in each change feed of -fresh-modes: poll
 // on wx, the process every other run drives, and binlog on a second process started for
 // it. The binlog process also runs the steady rate, the control for the cost of polling.
@@ -31,7 +40,7 @@ func (h *harness) freshness(ctx context.Context, wx *system) error {
 			if _, err := h.settle(ctx, wx.proc); err != nil {
 				return err
 			}
-			if err := h.freshRun(ctx, wx, mode, h.o.tailPoll); err != nil {
+			if err := h.freshRun(ctx, wx, mode, h.o.tailPoll, pollDwell); err != nil {
 				return err
 			}
 		case "binlog":
@@ -59,7 +68,7 @@ func (h *harness) binlogRuns(ctx context.Context, s *system) error {
 	if err := h.warmUp(ctx, s); err != nil {
 		return err
 	}
-	if err := h.freshRun(ctx, s, "binlog", h.o.tailBinlog); err != nil {
+	if err := h.freshRun(ctx, s, "binlog", h.o.tailBinlog, binlogDwell); err != nil {
 		return err
 	}
 	if !h.o.scenarios["steady"] {
@@ -121,7 +130,8 @@ func logHint(path string) string {
 // freshRun drives s at the steady rate with probe messages mixed in while the writer
 // commits -changes a second for -fresh-write, from a second into the run; the run goes on
 // for tail after the writer stops, so that what it committed last can still be seen.
-func (h *harness) freshRun(ctx context.Context, s *system, mode string, tail time.Duration) error {
+func (h *harness) freshRun(ctx context.Context, s *system, mode string, tail, dwell time.Duration) error {
+	h.tracker.SetDwell(dwell)
 	const lead = time.Second
 	sched, err := load.Constant(h.o.rate, lead+h.o.freshWrite+tail)
 	if err != nil {
@@ -168,8 +178,8 @@ func (h *harness) freshRun(ctx context.Context, s *system, mode string, tail tim
 		mark(fmt.Sprintf("writer stopped (%d probe keys pending)", h.tracker.Pending()))
 		return nil
 	}
-	shape := fmt.Sprintf("%.0f req/s for %s (one request in %d a probe of 10 keys); %.0f changes/s for %s from %s in",
-		h.o.rate, sched.Duration().Round(time.Second), h.o.probeEvery, h.o.changes, h.o.freshWrite, lead)
+	shape := fmt.Sprintf("%.0f req/s for %s (one request in %d a probe of 10 keys); %.0f changes/s for %s from %s in; a probe key rests up to %s after its change is seen",
+		h.o.rate, sched.Duration().Round(time.Second), h.o.probeEvery, h.o.changes, h.o.freshWrite, lead, dwell)
 	run, _, err := h.measure(ctx, s, "fresh", shape, sched, h.o.timeout, dur)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -176,19 +177,22 @@ func (h *harness) judge() {
 
 	// Errors, the seed baseline and the outage (issue 5, SPEC section 8).
 	errs, runs := 0, 0
-	var which []string
+	var which, scenarios []string
 	for _, run := range r.Runs {
 		if run.System == sysCeiling || run.System == sysBaseline || run.Scenario == "max" || run.Scenario == "profile" {
 			continue
 		}
 		runs++
 		errs += run.Errors
+		if !slices.Contains(scenarios, run.Scenario) {
+			scenarios = append(scenarios, run.Scenario)
+		}
 		if run.Errors > 0 {
 			which = append(which, fmt.Sprintf("%s %s: %d (%s)", run.Scenario, run.System, run.Errors, run.ErrorKinds))
 		}
 	}
 	if runs > 0 {
-		ctx := fmt.Sprintf("%d runs of wxlookup: steady, reload, outage, freshness, burst", runs)
+		ctx := fmt.Sprintf("%d runs of wxlookup: %s", runs, strings.Join(scenarios, ", "))
 		if len(which) > 0 {
 			ctx = strings.Join(which, "; ")
 		}
