@@ -71,13 +71,13 @@ func (h *harness) judge() {
 		p99, p999 := float64(run.P99)/float64(cs.P99), float64(run.P999)/float64(cs.P999)
 		if sys == sysPlain {
 			add(issueHotPath, at+": p99, plaintext ÷ ceiling", fmt.Sprintf("≤ %.1f×", goalP99VsCeiling), fmt.Sprintf("%.2f×", p99),
-				fmt.Sprintf("%s vs %s", d(run.P99), d(cs.P99)), p99 <= goalP99VsCeiling)
+				fmt.Sprintf("%s vs %s%s", d(run.P99), d(cs.P99), others(run, cs)), p99 <= goalP99VsCeiling)
 			add(issueHotPath, at+": p99.9, plaintext ÷ ceiling", fmt.Sprintf("≤ %.1f×", goalP999VsCeiling), fmt.Sprintf("%.2f×", p999),
-				fmt.Sprintf("%s vs %s", d(run.P999), d(cs.P999)), p999 <= goalP999VsCeiling)
+				fmt.Sprintf("%s vs %s%s", d(run.P999), d(cs.P999), others(run, cs)), p999 <= goalP999VsCeiling)
 			continue
 		}
 		r.Goals = append(r.Goals, report.Check{What: at + ": p99 / p99.9, safe mode ÷ ceiling", Info: true,
-			Measured: fmt.Sprintf("%.2f× / %.2f×", p99, p999), Context: fmt.Sprintf("%s / %s vs %s / %s", d(run.P99), d(run.P999), d(cs.P99), d(cs.P999))})
+			Measured: fmt.Sprintf("%.2f× / %.2f×", p99, p999), Context: fmt.Sprintf("%s / %s vs %s / %s%s", d(run.P99), d(run.P999), d(cs.P99), d(cs.P999), others(run, cs))})
 	}
 
 	// The shift-change burst (issue 16).
@@ -90,10 +90,12 @@ func (h *harness) judge() {
 		if plain > 0 {
 			what = fmt.Sprintf("burst to %.2f× plaintext's max (%.0f req/s) in %s: slowest reply and errors, %s", h.o.burstPeak/plain, h.o.burstPeak, h.o.burstRamp, sys)
 		}
+		c := r.Run("burst", sysCeiling)
 		ctx := ""
-		if c := r.Run("burst", sysCeiling); c != nil {
+		if c != nil {
 			ctx = "ceiling: " + d(c.Max) + fmt.Sprintf(", %d errors", c.Errors)
 		}
+		ctx += others(run, c)
 		add(issueHotPath, what, "≤ "+d(goalBurstMax)+", 0", fmt.Sprintf("%s, %d", d(run.Max), run.Errors), ctx,
 			run.Max <= goalBurstMax && run.Errors == 0)
 	}
@@ -162,7 +164,7 @@ func (h *harness) judge() {
 		}
 		x := float64(rl.P99) / float64(steady.P99)
 		add(issueDataPath, "full reload while serving: p99 of the reload run ÷ steady", fmt.Sprintf("≤ %.1f×", goalDisturbedP99), fmt.Sprintf("%.2f×", x),
-			fmt.Sprintf("%s vs %s%s", d(rl.P99), d(steady.P99), took), x <= goalDisturbedP99)
+			fmt.Sprintf("%s vs %s%s%s", d(rl.P99), d(steady.P99), took, others(rl, steady)), x <= goalDisturbedP99)
 		if rl.Heap != nil && steady.Heap != nil && steady.Heap.Peak > 0 {
 			x := rl.Heap.Peak / steady.Heap.Peak
 			add(issueDataPath, "full reload: peak Go heap in use ÷ steady peak", fmt.Sprintf("≤ %.2f×", goalReloadHeap), fmt.Sprintf("%.2f×", x),
@@ -172,7 +174,7 @@ func (h *harness) judge() {
 	if b := r.Run("steady", sysPlainBinlog); b != nil && steady != nil && b.P99 > 0 {
 		x := float64(steady.P99) / float64(b.P99)
 		add(issueDataPath, "poll feed's refresh (1s) and reconcile (10s) while serving: steady p99, poll ÷ binlog feed (no polling)", fmt.Sprintf("≤ %.1f×", goalDisturbedP99),
-			fmt.Sprintf("%.2f×", x), fmt.Sprintf("%s vs %s; p99.9 %s vs %s", d(steady.P99), d(b.P99), d(steady.P999), d(b.P999)), x <= goalDisturbedP99)
+			fmt.Sprintf("%.2f×", x), fmt.Sprintf("%s vs %s; p99.9 %s vs %s%s", d(steady.P99), d(b.P99), d(steady.P999), d(b.P999), others(steady, b)), x <= goalDisturbedP99)
 	}
 
 	// Errors, the seed baseline and the outage (issue 5, SPEC section 8).
@@ -205,7 +207,7 @@ func (h *harness) judge() {
 	if out := r.Run("outage", sysPlain); out != nil && steady != nil && steady.P99 > 0 {
 		x := float64(out.P99) / float64(steady.P99)
 		add(issueFirstBar, "MySQL outage while serving: p99 ÷ steady", fmt.Sprintf("≤ %.1f×", goalDisturbedP99), fmt.Sprintf("%.2f×", x),
-			fmt.Sprintf("%s vs %s", d(out.P99), d(steady.P99)), x <= goalDisturbedP99)
+			fmt.Sprintf("%s vs %s%s", d(out.P99), d(steady.P99), others(out, steady)), x <= goalDisturbedP99)
 	}
 	// Context for the outage line: the same stop and restart under the ceiling, which does
 	// not use MySQL, shows what the restart costs any server on these shared cores.
@@ -213,10 +215,29 @@ func (h *harness) judge() {
 		r.Goals = append(r.Goals, report.Check{
 			What:     fmt.Sprintf("control: MySQL outage, ceiling (no MySQL) at %.0f/s: p99 ÷ its steady", co.Offered),
 			Measured: fmt.Sprintf("%.2f×", float64(co.P99)/float64(cs.P99)),
-			Context:  fmt.Sprintf("%s vs %s", d(co.P99), d(cs.P99)),
+			Context:  fmt.Sprintf("%s vs %s%s", d(co.P99), d(cs.P99), others(co, cs)),
 			Info:     true,
 		})
 	}
+}
+
+// others notes how much of the cores other processes took during the runs, when it is
+// enough to move a tail: the figures of such a run say more about the machine than about
+// the server.
+func others(runs ...*report.Run) string {
+	var parts []string
+	noisy := false
+	for _, r := range runs {
+		if r == nil {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%.0f%%", 100*r.Others))
+		noisy = noisy || r.Others >= 0.05
+	}
+	if !noisy {
+		return ""
+	}
+	return "; other processes took " + strings.Join(parts, " / ") + " of the cores"
 }
 
 // capacity is the cores divided by the CPU a reply of system cost the generator and the

@@ -104,7 +104,7 @@ func main() {
 	flag.DurationVar(&o.burstRamp, "burst-ramp", time.Second, "ramp of the burst from a twentieth of the peak to the peak")
 	flag.DurationVar(&o.burstHold, "burst-hold", 10*time.Second, "how long the burst holds its peak")
 	flag.DurationVar(&o.step, "step", 2*time.Second, "length of one step of the maximum-throughput search")
-	flag.IntVar(&o.maxTries, "max-tries", 7, "steps (a retry included) one system's maximum-throughput search may take")
+	flag.IntVar(&o.maxTries, "max-tries", 9, "steps (a retry included) one system's maximum-throughput search may take")
 	flag.DurationVar(&o.p99Limit, "p99-limit", 5*time.Millisecond, "p99 a step of the maximum-throughput search must stay under")
 	flag.DurationVar(&o.eventAt, "event-at", 3*time.Second, "when the reload starts, or MariaDB stops, into its run")
 	flag.DurationVar(&o.outageFor, "outage-for", 8*time.Second, "how long MariaDB stays down in the outage run")

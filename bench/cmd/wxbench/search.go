@@ -65,11 +65,15 @@ func (h *harness) maxSearch(ctx context.Context, systems []*system) ([]report.Ma
 	searches := make([]*bisect, len(systems))
 	for i, s := range systems {
 		out[i].System = s.name
-		// From twice the steady rate for a system that passed it, from a quarter for
-		// one that failed it or was not driven at it (the seed baseline).
+		// From twice the steady rate for a system that met the limit there, from the
+		// steady rate for one that answered it without errors but over the limit, from a
+		// quarter for the others (the seed baseline is not driven at the steady rate).
 		start := h.o.rate / 4
-		if r := h.rep.Run("steady", s.name); r != nil && r.Errors == 0 && r.P99 < h.o.p99Limit {
-			start = 2 * h.o.rate
+		if r := h.rep.Run("steady", s.name); r != nil && r.Errors == 0 {
+			start = h.o.rate
+			if r.P99 < h.o.p99Limit {
+				start = 2 * h.o.rate
+			}
 		}
 		searches[i] = newBisect(start)
 	}

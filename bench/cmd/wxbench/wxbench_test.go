@@ -143,3 +143,21 @@ func TestCurve(t *testing.T) {
 		t.Errorf("curve ends at p%g, want p99.99", last.Percentile)
 	}
 }
+
+func TestOthers(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		runs []*report.Run
+		want string
+	}{
+		{"quiet", []*report.Run{{Others: 0.01}, {Others: 0.04}}, ""},
+		{"one noisy", []*report.Run{{Others: 0.01}, {Others: 0.44}}, "; other processes took 1% / 44% of the cores"},
+		{"a run missing", []*report.Run{nil, {Others: 0.2}}, "; other processes took 20% of the cores"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := others(tt.runs...); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
