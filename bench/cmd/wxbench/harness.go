@@ -445,6 +445,26 @@ func (s *system) check(b *traffic.Batch) func(int, []byte) error {
 	return b.Check
 }
 
+// followMariaDB finds MariaDB's process again after a restart, for the CPU figures.
+func (h *harness) followMariaDB() {
+	_, port, _ := net.SplitHostPort(h.db.srv.Addr)
+	h.dbPID = mariadbPID(port)
+	for _, s := range h.systems {
+		if s.dbPID != 0 {
+			s.dbPID = h.dbPID
+		}
+	}
+}
+
+// mariaCPU is MariaDB's share of a core over a run of length d, from its CPU time at the
+// start and the end; not known when it was restarted in between (another process).
+func mariaCPU(cpu0, cpu1 time.Duration, pid0, pid1 int, d time.Duration) string {
+	if pid0 != pid1 || d <= 0 {
+		return "not known (MariaDB was restarted)"
+	}
+	return fmt.Sprintf("%.1f%% of a core", 100*(cpu1-cpu0).Seconds()/d.Seconds())
+}
+
 // heapScenarios are the runs during which wxlookup's heap is sampled.
 var heapScenarios = map[string]bool{"steady": true, "reload": true, "fresh": true}
 
@@ -471,7 +491,7 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 		}
 	}
 	cpu0, db0, gen0, st0 := s.proc.cpu(), procCPU(s.dbPID), selfCPU(), readCPUStat()
-	maria0 := procCPU(h.dbPID)
+	maria0, mariaPID0 := procCPU(h.dbPID), h.dbPID
 	var stopHeap func() ([]heapSample, time.Duration)
 	if s.wxlookup && h.o.heapEvery > 0 && heapScenarios[scenario] {
 		stopHeap = watchHeap(ctx, s.proc.admin, h.o.heapEvery)
@@ -557,7 +577,7 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 			report.KV{Key: "loader: rows read, reconcile ranges compared (differing), rows removed",
 				Value: fmt.Sprintf("%.0f, %.0f (%.0f), %.0f", delta("wxlookup_loader_rows_loaded_total"), delta("wxlookup_loader_reconcile_checks_total"),
 					delta(`wxlookup_loader_reconcile_checks_total{result="differ"}`), delta("wxlookup_loader_rows_removed_total"))},
-			report.KV{Key: "MariaDB CPU during the run", Value: fmt.Sprintf("%.1f%% of a core", 100*(maria1-maria0).Seconds()/res.End.Sub(res.Start).Seconds())},
+			report.KV{Key: "MariaDB CPU during the run", Value: mariaCPU(maria0, maria1, mariaPID0, h.dbPID, res.End.Sub(res.Start))},
 			report.KV{Key: "wxlookup garbage collections during the run", Value: fmt.Sprintf("%.0f", delta("go_gc_duration_seconds_count"))})
 	}
 	for _, e := range events {
@@ -744,6 +764,7 @@ func (h *harness) outage(ctx context.Context, s *system) error {
 		}
 		accepting := time.Now()
 		mark("MariaDB accepting connections")
+		h.followMariaDB()
 		// Watch for the loader's recovery now, under the load: after the run the loader's
 		// last success is a later refresh and says nothing of when it came back.
 		if s.proc.admin != "" {
