@@ -229,13 +229,9 @@ func (h *harness) run(ctx context.Context) (err error) {
 	}
 	h.judge()
 	h.rep.Wall = time.Since(h.begin)
-	// Hand-written parts included after the tables: the reading of this run's figures, and
-	// the data path's go test -bench figures (warm of 1M rows, cache hit), which the
-	// harness does not measure itself.
-	for _, name := range []string{"ANALYSIS.md", "DATAPATH.md"} {
-		if b, err := os.ReadFile(filepath.Join("bench", name)); err == nil {
-			h.rep.Analysis += string(b) + "\n"
-		}
+	// The hand-written reading of the figures, included after the tables.
+	if b, err := os.ReadFile(filepath.Join("bench", "ANALYSIS.md")); err == nil {
+		h.rep.Analysis = string(b)
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err

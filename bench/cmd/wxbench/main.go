@@ -115,7 +115,7 @@ func main() {
 	flag.Float64Var(&o.changes, "changes", 1000, "changes a second the freshness writer commits")
 	freshModes := flag.String("fresh-modes", "poll,binlog", "change feeds whose freshness is measured: poll, binlog")
 	flag.DurationVar(&o.freshWrite, "fresh-write", 10*time.Second, "how long the freshness writer commits changes")
-	flag.DurationVar(&o.tailPoll, "fresh-tail-poll", 23*time.Second, "how long the poll-mode freshness run goes on after the writer stops: the reconcile finds a delete within one pass (10s), of a row inserted since its range was read within two")
+	flag.DurationVar(&o.tailPoll, "fresh-tail-poll", 25*time.Second, "how long the poll-mode freshness run goes on after the writer stops: the reconcile finds a delete within one pass (10s), of a row inserted since its range was read within two")
 	flag.DurationVar(&o.tailBinlog, "fresh-tail-binlog", 2*time.Second, "how long the binlog-mode freshness run goes on after the writer stops")
 	flag.IntVar(&o.probeEvery, "probe-every", 8, "one request in this many of a freshness run is a probe message (ten probe keys)")
 	flag.IntVar(&o.probeUpdate, "probe-update-keys", 10, "probe keys updated in place")
