@@ -28,8 +28,9 @@ func systemColor(name string) color.Color {
 }
 
 // Chart draws bench.png: latency by percentile per system for the steady and the burst
-// runs, wxlookup's p99 second by second in the steady, reload and outage runs, and the
-// maximum throughput per system.
+// runs, wxlookup's p99 second by second in the steady, reload and outage runs, commit →
+// visible latency by percentile per change-feed mode, wxlookup's heap over the steady and
+// reload runs, and the maximum throughput per system.
 func (r *Report) Chart(path string) error {
 	var panels []*plot.Plot
 	for _, sc := range []struct{ key, title string }{{"steady", "Steady"}, {"burst", "Shift-change burst"}} {
@@ -45,6 +46,15 @@ func (r *Report) Chart(path string) error {
 		return err
 	} else if p != nil {
 		panels = append(panels, p)
+	}
+	for _, f := range []func() (*plot.Plot, error){r.freshPlot, r.heapPlot} {
+		p, err := f()
+		if err != nil {
+			return err
+		}
+		if p != nil {
+			panels = append(panels, p)
+		}
 	}
 	if len(r.Max) > 0 {
 		p, err := r.maxPlot()
@@ -130,6 +140,12 @@ func percentilePlot(title string, runs []Run) (*plot.Plot, error) {
 		p.Add(l)
 		p.Legend.Add(fmt.Sprintf("%s (%.0f/s ok)", run.System, run.Throughput), l)
 	}
+	percentileTicks(p, maxX)
+	return p, nil
+}
+
+// percentileTicks labels p's x axis in percentiles, up to maxX (percentileX).
+func percentileTicks(p *plot.Plot, maxX float64) {
 	var ticks []plot.Tick
 	for i, label := range []string{"0%", "90%", "99%", "99.9%", "99.99%", "99.999%"} {
 		if float64(i) <= maxX+0.01 {
@@ -138,6 +154,85 @@ func percentilePlot(title string, runs []Run) (*plot.Plot, error) {
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(ticks)
 	p.X.Min, p.X.Max = 0, math.Max(maxX, 1)
+}
+
+// freshPlot draws commit → visible latency by percentile for each change-feed mode and
+// kind of change; nil when no freshness was measured.
+func (r *Report) freshPlot() (*plot.Plot, error) {
+	p := newPlot("Freshness: commit → first reply that shows the change", "percentile of the changes seen",
+		"latency (ms, log)")
+	logY(p)
+	maxX, lines := 0.0, 0
+	for i, f := range r.Fresh {
+		for j, o := range f.Ops {
+			if len(o.Curve) == 0 || o.Combined {
+				continue
+			}
+			pts := make(plotter.XYs, 0, len(o.Curve))
+			for _, c := range o.Curve {
+				x := percentileX(c.Percentile)
+				pts = append(pts, plotter.XY{X: x, Y: ms(c.Latency)})
+				maxX = math.Max(maxX, x)
+			}
+			l, err := plotter.NewLine(pts)
+			if err != nil {
+				return nil, err
+			}
+			l.Color, l.Width = plotutil.Color(j), vg.Points(2)
+			if i > 0 {
+				l.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
+			}
+			p.Add(l)
+			p.Legend.Add(fmt.Sprintf("%s %s (%d, p99 %s)", f.Mode, o.Name, o.Seen, FormatDuration(o.P99)), l)
+			lines++
+		}
+	}
+	if lines == 0 {
+		return nil, nil
+	}
+	percentileTicks(p, maxX)
+	return p, nil
+}
+
+// heapPlot draws wxlookup plaintext's Go heap in use over its steady and reload runs, the
+// reload's events as vertical lines; nil without two such runs.
+func (r *Report) heapPlot() (*plot.Plot, error) {
+	var runs []*Run
+	for _, sc := range []string{"steady", "reload"} {
+		if run := r.Run(sc, "wxlookup plaintext"); run != nil && run.Heap != nil {
+			runs = append(runs, run)
+		}
+	}
+	if len(runs) < 2 {
+		return nil, nil
+	}
+	p := newPlot("wxlookup plaintext, Go heap in use: steady and full reload", "seconds into the run (events: dotted)", "MiB")
+	top := 0.0
+	for _, run := range runs {
+		top = math.Max(top, run.Heap.Peak/(1<<20))
+	}
+	for i, run := range runs {
+		pts := make(plotter.XYs, 0, len(run.Heap.Points))
+		for _, h := range run.Heap.Points {
+			pts = append(pts, plotter.XY{X: h.At.Seconds(), Y: h.Bytes / (1 << 20)})
+		}
+		l, err := plotter.NewLine(pts)
+		if err != nil {
+			return nil, err
+		}
+		l.Color, l.Width = plotutil.Color(i+4), vg.Points(2)
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("%s (peak %.0f MiB)", run.Scenario, run.Heap.Peak/(1<<20)), l)
+		for _, e := range run.Events {
+			ev, err := plotter.NewLine(plotter.XYs{{X: e.At.Seconds(), Y: 0}, {X: e.At.Seconds(), Y: top}})
+			if err != nil {
+				return nil, err
+			}
+			ev.Color, ev.Dashes = plotutil.Color(i+4), []vg.Length{vg.Points(2), vg.Points(3)}
+			p.Add(ev)
+		}
+	}
+	p.Y.Min = 0
 	return p, nil
 }
 

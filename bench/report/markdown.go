@@ -40,10 +40,30 @@ func (r *Report) Markdown() []byte {
 		"under the same schedules of the same kind of requests. Latency is measured from each request's *scheduled* " +
 		"send time (open loop), so queueing anywhere — in the server, the kernel or the generator — counts.\n\n")
 
+	if len(r.Goals) > 0 {
+		p("## Goals, as ratios to this run's own figures\n\n")
+		p("Each goal is judged on a ratio to a figure of this same run (the ceiling — fasthttp answering `success` — "+
+			"or wxlookup's own steady run), or on a bound that does not depend on the machine. The absolute figures "+
+			"are context from this machine: %s, %d cores shared by the load generator, the servers and MariaDB "+
+			"(load average %s at the start).\n\n", r.Machine.CPU, r.Machine.Cores, r.Machine.LoadAvg)
+		p("| goal | target | this run | absolute figures | |\n|---|---|---|---|---|\n")
+		for _, c := range r.Goals {
+			mark := "pass"
+			switch {
+			case c.Info:
+				mark = "context"
+			case !c.OK:
+				mark = "**miss**"
+			}
+			p("| %s | %s | %s | %s | %s |\n", c.What, c.Target, c.Measured, c.Context, mark)
+		}
+		p("\n")
+	}
+
 	p("## Machine\n\n| | |\n|---|---|\n")
 	p("| CPU | %s, %d cores |\n| kernel | %s |\n| memory | %.0f GiB |\n| Go | %s |\n| load average at the start | %s |\n\n",
 		r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.MemGiB, r.Go, r.Machine.LoadAvg)
-	p("The load generator, the four servers and MariaDB share these cores.\n\n")
+	p("The load generator, the servers and MariaDB share these cores.\n\n")
 
 	p("## Setup\n\n| | |\n|---|---|\n")
 	for _, kv := range r.Setup {
@@ -51,20 +71,7 @@ func (r *Report) Markdown() []byte {
 	}
 	p("\n")
 
-	if len(r.Bar) > 0 {
-		p("## The performance bar\n\n| | target | measured | |\n|---|---|---|---|\n")
-		for _, c := range r.Bar {
-			mark := "pass"
-			switch {
-			case c.Info:
-				mark = "control"
-			case !c.OK:
-				mark = "**miss**"
-			}
-			p("| %s | %s | %s | %s |\n", c.What, c.Target, c.Measured, mark)
-		}
-		p("\n")
-	}
+	r.freshness(&b)
 
 	if len(r.Max) > 0 {
 		ceil, base := r.MaxOf("ceiling"), r.MaxOf("seed baseline")
@@ -108,6 +115,7 @@ func (r *Report) Markdown() []byte {
 		{"burst", "Shift-change burst"},
 		{"reload", "During a full reload"},
 		{"outage", "During a MySQL outage"},
+		{"fresh", "While committing changes (the freshness runs)"},
 		{"profile", "Profiled run"},
 	}
 	for _, sc := range scenarios {
@@ -118,7 +126,7 @@ func (r *Report) Markdown() []byte {
 		p("## %s: %s\n\n", sc.title, runs[0].Shape)
 		r.table(&b, runs)
 		for _, run := range runs {
-			if len(run.Events) == 0 && len(run.Extra) == 0 && len(run.Failures) == 0 {
+			if len(run.Events) == 0 && len(run.Extra) == 0 && len(run.Failures) == 0 && run.Heap == nil {
 				continue
 			}
 			p("\n%s:\n\n", run.System)
@@ -129,6 +137,10 @@ func (r *Report) Markdown() []byte {
 				p("- requests due between %s and %s (%d): p50 %s, p99 %s, p99.9 %s, max %s\n",
 					FormatDuration(w.From), FormatDuration(w.To), w.Requests, FormatDuration(w.P50), FormatDuration(w.P99),
 					FormatDuration(w.P999), FormatDuration(w.Max))
+			}
+			if h := run.Heap; h != nil {
+				p("- Go heap in use (`%s`, %d samples, one /metrics scrape every %s took %s at the median): mean %.0f MiB, peak %.0f MiB\n",
+					"go_memstats_heap_inuse_bytes", len(h.Points), heapEvery(h), FormatDuration(h.Scrape), h.Mean/(1<<20), h.Peak/(1<<20))
 			}
 			for _, kv := range run.Extra {
 				p("- %s: %s\n", kv.Key, kv.Value)
@@ -208,5 +220,66 @@ func (r *Report) table(b *bytes.Buffer, runs []Run) {
 			FormatDuration(run.P999), FormatDuration(run.Max), errs, hit,
 			FormatDuration(run.ServerCPU), FormatDuration(run.GenCPU), 100*run.MachineBusy, 100*run.Steal,
 			100*run.Others, FormatDuration(run.LagP99))
+	}
+}
+
+// heapEvery is the mean interval between h's samples.
+func heapEvery(h *Heap) string {
+	if len(h.Points) < 2 {
+		return "—"
+	}
+	d := (h.Points[len(h.Points)-1].At - h.Points[0].At) / time.Duration(len(h.Points)-1)
+	return FormatDuration(d.Round(time.Millisecond))
+}
+
+// freshness writes the freshness section: commit → visible latency by mode and kind of
+// change.
+func (r *Report) freshness(b *bytes.Buffer) {
+	if len(r.Fresh) == 0 {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## Freshness: commit → visible while serving\n\n")
+	f0 := r.Fresh[0]
+	p("A writer commits changes at a fixed rate on %d connections (each change one autocommitted statement) while "+
+		"the plaintext traffic runs. A change goes to one of %d *probe keys* when one is settled — its last change "+
+		"seen — and otherwise updates a random demo row. One request in %d of the traffic is a probe message asking "+
+		"for ten probe keys at once; each value carries the sequence number of the change that wrote it. A change's "+
+		"latency is from the writer's commit returning to the arrival of the first reply that shows it (for a "+
+		"delete: the first not-found sent after the row's last value was seen). The resolution is the interval "+
+		"between two probes of the same key. A change not seen by the end of the run is lost.\n\n", f0.Conns, f0.Keys, f0.ProbeEvery)
+	p("| mode | change | seen | lost | p50 | p99 | max | probe interval p50 / p99 / max |\n|---|---|--:|--:|--:|--:|--:|---|\n")
+	for _, f := range r.Fresh {
+		if f.Skipped != "" {
+			p("| %s | — | — | — | — | — | — | not measured: %s |\n", f.Mode, f.Skipped)
+			continue
+		}
+		for _, o := range f.Ops {
+			if o.Seen == 0 && o.Lost == 0 {
+				continue // none of this kind in this mode
+			}
+			name := o.Name
+			if o.Combined {
+				name = "*" + name + "*"
+			}
+			p("| %s | %s | %d | %d | %s | %s | %s | %s / %s / %s |\n", f.Mode, name, o.Seen, o.Lost,
+				FormatDuration(o.P50), FormatDuration(o.P99), FormatDuration(o.Max),
+				FormatDuration(f.IntervalP50), FormatDuration(f.IntervalP99), FormatDuration(f.IntervalMax))
+		}
+	}
+	p("\n")
+	for _, f := range r.Fresh {
+		if f.Skipped != "" {
+			continue
+		}
+		p("%s (%s):\n\n", f.Mode, f.Shape)
+		p("- writer: %.0f changes/s asked, %.0f/s committed (%d to probe keys, %d background updates), at worst %s behind its schedule\n",
+			f.Rate, f.Achieved, f.Probe, f.Background, FormatDuration(f.Behind))
+		p("- replies showing a value never written, or older than one already seen: %d\n", f.Wrong)
+		p("- changes seen before the writer's commit returned (counted as 0): %d; failed probe changes: %d\n", f.Early, f.WriteErrors)
+		for _, e := range f.Examples {
+			p("- e.g. %s\n", e)
+		}
+		p("\n")
 	}
 }

@@ -17,9 +17,10 @@ type Report struct {
 	Go      string // Go version of the harness and the servers
 	// Setup lists the settings and set-up facts (rows, seed time, warm time, …) in order.
 	Setup []KV
-	Bar   []Check // the performance bar, judged
+	Goals []Check // the goals, judged, each a ratio to a figure of the same run where it can be
 	Max   []MaxSearch
 	Runs  []Run
+	Fresh []Freshness
 	// Profile is `go tool pprof -top` of wxlookup under the steady load.
 	Profile, ProfileCmd string
 	// Micro is the output of the Go micro-benchmarks, MicroCmd the command.
@@ -42,11 +43,12 @@ type Machine struct {
 // KV is one row of a two-column table.
 type KV struct{ Key, Value string }
 
-// Check is one line of the performance bar.
+// Check is one goal, judged: what it is and where it comes from, its target, the
+// measured figure (a ratio where the goal is one), and the absolute figures behind it.
 type Check struct {
-	What, Target, Measured string
-	OK                     bool
-	// Info marks a figure shown beside the bar for context (a control), not judged.
+	What, Target, Measured, Context string
+	OK                              bool
+	// Info marks a figure shown beside the goals for context (a control), not judged.
 	Info bool
 }
 
@@ -79,7 +81,78 @@ type Run struct {
 	// Window is the latency of the requests due between the first and the last event.
 	Window   *Window
 	Failures []string
-	Extra    []KV // scenario facts: reload duration, loader errors, recovery time …
+	Extra    []KV  // scenario facts: reload duration, loader errors, recovery time …
+	Heap     *Heap // wxlookup's Go heap in use, sampled during the run; nil if not
+}
+
+// Heap is wxlookup's Go heap in use (go_memstats_heap_inuse_bytes) sampled during a run.
+type Heap struct {
+	Mean, Peak float64 // bytes
+	Points     []HeapPoint
+	Scrape     time.Duration // median time one /metrics scrape took
+}
+
+// HeapPoint is one sample of a Heap, at an offset from the run's start.
+type HeapPoint struct {
+	At    time.Duration
+	Bytes float64
+}
+
+// Freshness is commit → visible latency in one change-feed mode, while serving.
+type Freshness struct {
+	Mode   string // poll or binlog
+	System string // the run that served the probes (its Run has Scenario "fresh")
+	Shape  string
+	// Skipped says why the mode was not measured; empty when it was.
+	Skipped string
+	// Rate is the changes a second asked for; Achieved what the writer committed;
+	// Probe and Background the changes to probe keys and to other rows; Behind how far
+	// the writer fell behind its schedule at worst.
+	Rate, Achieved    float64
+	Probe, Background int
+	Behind            time.Duration
+	// Conns is the writer's connections; Keys the probe keys, asked in one request of
+	// every ProbeEvery.
+	Conns, Keys, ProbeEvery int
+	// Ops are the probe changes by kind, then sums of kinds (Combined).
+	Ops []FreshOp
+	// Interval is the time between two probes of the same key: the resolution.
+	IntervalP50, IntervalP99, IntervalMax time.Duration
+	// Wrong counts replies that showed a state never written or older than one seen;
+	// Early the changes seen before their commit returned; WriteErrors the failed probe
+	// changes.
+	Wrong, Early, WriteErrors int
+	Examples                  []string
+}
+
+// FreshOp is the commit → first seen latency of one kind of change.
+type FreshOp struct {
+	Name string
+	// Combined marks the sum of other kinds (updates and inserts, all deletes).
+	Combined      bool
+	Seen, Lost    int
+	P50, P99, Max time.Duration
+	Curve         []Point
+}
+
+// FreshOf returns the freshness of mode, or nil.
+func (r *Report) FreshOf(mode string) *Freshness {
+	for i := range r.Fresh {
+		if r.Fresh[i].Mode == mode {
+			return &r.Fresh[i]
+		}
+	}
+	return nil
+}
+
+// Op returns the figures of the kind of change named name, or nil.
+func (f *Freshness) Op(name string) *FreshOp {
+	for i := range f.Ops {
+		if f.Ops[i].Name == name {
+			return &f.Ops[i]
+		}
+	}
+	return nil
 }
 
 // Point is one point of a latency-by-percentile curve.

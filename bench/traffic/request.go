@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,28 @@ type Spec struct {
 	// SampleEvery: in safe mode, Check decrypts and verifies one reply in SampleEvery in
 	// full (the others are checked for the envelope only); 0 means 16.
 	SampleEvery int
+	// Probe, when set, mixes probe messages into the batch.
+	Probe *Probe
+}
+
+// Probe mixes probe messages into a batch (freshness, SPEC section 8): request i with
+// i%Every == Every-1 sends Texts[(i/Every)%len(Texts)] instead of a Zipf-picked number,
+// and its reply content (decrypted in safe mode) goes to Check with the times the request
+// was sent and its reply received.
+type Probe struct {
+	Every int
+	Texts []string
+	// Check judges the reply content to a probe message of Texts[group]. It must be safe
+	// for concurrent use.
+	Check func(group int, content []byte, sent, recv time.Time) error
+}
+
+// is reports whether request i is a probe, and of which group.
+func (p *Probe) is(i int) (group int, ok bool) {
+	if p == nil || i%p.Every != p.Every-1 {
+		return 0, false
+	}
+	return i / p.Every % len(p.Texts), true
 }
 
 // Message ids start here, so they look like WeChat's 64-bit MsgIds.
@@ -71,6 +94,10 @@ type Batch struct {
 	spec    Spec
 	crypter *wechat.Crypter
 	chunks  []chunk
+	// probeSent holds when each probe request was handed out (Request), by i/Probe.Every.
+	// Request and Check of one request run on one goroutine of the generator, one after
+	// the other, and no two requests share a slot.
+	probeSent []time.Time
 }
 
 type chunk struct {
@@ -97,6 +124,8 @@ func Build(spec Spec) (*Batch, error) {
 		return nil, errors.New("traffic: the account needs a token and a webhook path")
 	case spec.OpenIDs < 1:
 		return nil, fmt.Errorf("traffic: %d OpenIDs, want at least 1", spec.OpenIDs)
+	case spec.Probe != nil && (spec.Probe.Every < 1 || len(spec.Probe.Texts) == 0 || spec.Probe.Check == nil):
+		return nil, errors.New("traffic: a Probe needs Every ≥ 1, texts and a Check")
 	}
 	if spec.Now.IsZero() {
 		spec.Now = time.Now()
@@ -105,6 +134,9 @@ func Build(spec Spec) (*Batch, error) {
 		spec.SampleEvery = 16
 	}
 	b := &Batch{spec: spec}
+	if spec.Probe != nil {
+		b.probeSent = make([]time.Time, spec.N/spec.Probe.Every+1)
+	}
 	if spec.Mode == Safe {
 		c, err := wechat.NewCrypter(a.Token, a.AppID, a.AESKey, "")
 		if err != nil {
@@ -150,6 +182,10 @@ func (b *Batch) build(lo int, rows []int32) chunk {
 		openID := OpenID(int(seq % int64(spec.OpenIDs)))
 		nonce := strconv.FormatUint(1_000_000_000+uint64(seq)*2654435761%9_000_000_000, 10)
 		text = append(append(text[:0], '?'), key...)
+		if g, ok := spec.Probe.is(lo + j); ok {
+			text = append(text[:0], spec.Probe.Texts[g]...)
+			key = strings.TrimPrefix(spec.Probe.Texts[g], "?")
+		}
 		msg = wechat.AppendTextMessage(msg[:0], []byte(a.ID), []byte(openID), spec.Now.Unix(), text, firstMsgID+seq)
 
 		query := "?signature=" + wechat.Signature(a.Token, ts, nonce) + "&timestamp=" + ts + "&nonce=" + nonce + "&openid=" + openID
@@ -192,13 +228,18 @@ func OpenID(n int) string {
 func (b *Batch) Len() int { return b.spec.N }
 
 // Request returns request i: a complete HTTP/1.1 request. The bytes must not be changed.
+// For a probe request it notes the time: the generator sends what Request returns at once.
 func (b *Batch) Request(i int) []byte {
+	if _, ok := b.spec.Probe.is(i); ok {
+		b.probeSent[i/b.spec.Probe.Every] = time.Now()
+	}
 	c := &b.chunks[i>>chunkBits]
 	s := c.spans[i&(1<<chunkBits-1)]
 	return c.buf[s.off:s.end:s.end]
 }
 
-// Key returns the number request i asks for.
+// Key returns the number request i asks for; for a probe, the numbers, separated by
+// spaces.
 func (b *Batch) Key(i int) []byte {
 	c := &b.chunks[i>>chunkBits]
 	s := c.spans[i&(1<<chunkBits-1)]
@@ -218,8 +259,12 @@ func (b *Batch) Bytes() int {
 // names the asked number in brackets, as both the found and the not-found texts do (a
 // rate-limited or starting-up reply does not). A safe-mode reply must be an encrypted
 // envelope; one in SampleEvery is verified in full: its MsgSignature, its decryption, and
-// the number in the decrypted reply.
+// the number in the decrypted reply. A probe's reply is always decrypted, and its content
+// handed to Probe.Check.
 func (b *Batch) Check(i int, body []byte) error {
+	if g, ok := b.spec.Probe.is(i); ok {
+		return b.checkProbe(i, g, body)
+	}
 	key := b.Key(i)
 	if b.spec.Mode == Plaintext {
 		if !bytes.HasPrefix(body, []byte("<xml>")) {
@@ -244,6 +289,25 @@ func (b *Batch) Check(i int, body []byte) error {
 		return fmt.Errorf("decrypted reply does not name [%s]: %.200q", key, content)
 	}
 	return nil
+}
+
+// checkProbe hands the content of the reply to probe request i, of group g, to
+// Probe.Check.
+func (b *Batch) checkProbe(i, g int, body []byte) error {
+	recv := time.Now()
+	var content []byte
+	if b.spec.Mode == Plaintext {
+		if !bytes.HasPrefix(body, []byte("<xml>")) {
+			return fmt.Errorf("probe reply is not WeChat XML: %.60q", body)
+		}
+		content = textContent(body)
+	} else {
+		var err error
+		if content, err = OpenReply(b.crypter, body); err != nil {
+			return fmt.Errorf("probe reply: %w", err)
+		}
+	}
+	return b.spec.Probe.Check(g, content, b.probeSent[i/b.spec.Probe.Every], recv)
 }
 
 // OpenReply verifies and decrypts a safe-mode reply envelope and returns the reply's

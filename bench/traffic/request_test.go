@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -193,4 +194,92 @@ func TestCheckRejects(t *testing.T) {
 	if !strings.Contains(OpenID(5), "5") || len(OpenID(123456789)) != 28 {
 		t.Errorf("OpenID(5) = %q, OpenID(123456789) = %q", OpenID(5), OpenID(123456789))
 	}
+}
+
+// TestProbe checks that a batch with a Probe sends the probe texts in every Every-th
+// request, group after group, and hands their replies' content (decrypted in safe mode)
+// to Probe.Check with the time Request handed the request out.
+func TestProbe(t *testing.T) {
+	for _, mode := range []Mode{Plaintext, Safe} {
+		t.Run(mode.String(), func(t *testing.T) {
+			keys, err := NewKeys(3, 100, 1.1, 0.2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type call struct {
+				group   int
+				content string
+				sent    time.Time
+			}
+			var calls []call
+			probe := &Probe{Every: 3, Texts: []string{"?P-1 P-2", "?P-3"}, Check: func(g int, content []byte, sent, _ time.Time) error {
+				calls = append(calls, call{g, string(content), sent})
+				return nil
+			}}
+			b, err := Build(Spec{Account: testAccount(), Mode: mode, N: 9, First: 50, OpenIDs: 9, Keys: keys, Probe: probe})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := wechat.NewCrypter(testToken, testAppID, testAESKey, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 9 {
+				want := string(b.Key(i))
+				switch i {
+				case 2, 8:
+					want = "P-1 P-2"
+				case 5:
+					want = "P-3"
+				}
+				if got := string(b.Key(i)); got != want {
+					t.Errorf("Key(%d) = %q, want %q", i, got, want)
+				}
+				if m := message(t, b, c, i); string(m.Content) != "?"+want {
+					t.Errorf("request %d asks %q, want %q", i, m.Content, "?"+want)
+				}
+			}
+			before := time.Now()
+			b.Request(5)
+			reply := "<xml><Content><![CDATA[[P-3]未找到]]></Content></xml>"
+			if mode == Safe {
+				reply = string(c.AppendEncryptedReply(nil, c.Current, []byte(testAppID), []byte(reply), []byte("1"), []byte("2")))
+			}
+			if err := b.Check(5, []byte(reply)); err != nil {
+				t.Fatal(err)
+			}
+			if len(calls) != 1 || calls[0].group != 1 || calls[0].content != "[P-3]未找到" || calls[0].sent.Before(before) {
+				t.Errorf("Probe.Check calls %+v, want one of group 1 with the content, sent after %s", calls, before)
+			}
+		})
+	}
+}
+
+// message reads request i of b back and returns its (decrypted) message.
+func message(t *testing.T, b *Batch, c *wechat.Crypter, i int) wechat.Message {
+	t.Helper()
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b.Request(i))))
+	if err != nil {
+		t.Fatalf("request %d: %v", i, err)
+	}
+	body := make([]byte, req.ContentLength)
+	if _, err := io.ReadFull(req.Body, body); err != nil {
+		t.Fatalf("request %d body: %v", i, err)
+	}
+	var m wechat.Message
+	if err := m.Parse(body); err != nil {
+		t.Fatalf("request %d: %v", i, err)
+	}
+	if len(m.Encrypt) > 0 {
+		q := req.URL.Query()
+		d, err := c.Open(nil, []byte(q.Get("msg_signature")), []byte(q.Get("timestamp")), []byte(q.Get("nonce")), m.Encrypt)
+		if err != nil {
+			t.Fatalf("request %d: open: %v", i, err)
+		}
+		m = wechat.Message{}
+		if err := m.Parse(d.Msg); err != nil {
+			t.Fatalf("request %d: decrypted: %v", i, err)
+		}
+	}
+	return m
 }

@@ -14,9 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"wxlookup/bench/fresh"
 	"wxlookup/bench/load"
 	"wxlookup/bench/report"
 	"wxlookup/bench/traffic"
+	"wxlookup/store"
 )
 
 // The account the harness plays WeChat for. The AES key is a test key, not a secret.
@@ -34,6 +36,9 @@ const (
 	sysBaseline = "seed baseline"
 	sysPlain    = "wxlookup plaintext"
 	sysSafe     = "wxlookup safe mode"
+	// sysPlainBinlog is a second wxlookup process, following the binary log
+	// (WXLOOKUP_CHANGE_FEED=binlog); the others use the default, poll.
+	sysPlainBinlog = "wxlookup plaintext, binlog feed"
 )
 
 // system is one server the harness drives, in one mode.
@@ -51,6 +56,7 @@ type harness struct {
 	rep     *report.Report
 	work    string
 	db      *database
+	dbPID   int
 	systems []*system
 	procs   []*proc
 	keys    *traffic.Keys
@@ -58,6 +64,17 @@ type harness struct {
 	tty     bool
 	begin   time.Time
 	pin     cpuSplit // -pin's division of the CPUs; zero when nothing is pinned
+	bins    map[string]string
+	wxEnv   []string // the environment of wxlookup (poll mode)
+
+	// Freshness: the probe keys, their tracker across runs, and the probe messages to
+	// mix into the next batch built (nil: none).
+	probeKeys []fresh.Key
+	tracker   *fresh.Tracker
+	probe     *traffic.Probe
+
+	rawBytes float64 // key and value bytes of the seeded rows
+	rss      float64 // wxlookup's resident memory after the steady runs
 }
 
 func newHarness(o options) *harness {
@@ -118,19 +135,24 @@ func (h *harness) run(ctx context.Context) (err error) {
 	}
 
 	h.logf("building wxlookup, wxceiling and wxbaseline")
-	bins, err := buildBinaries(ctx, h.work)
-	if err != nil {
+	if h.bins, err = buildBinaries(ctx, h.work); err != nil {
 		return err
 	}
-	h.logf("starting MariaDB and seeding %d rows with store.Seed", o.rows)
+	h.logf("starting MariaDB (row binary log) and seeding %d rows with store.Seed", o.rows)
 	if h.db, err = provision(ctx, o.rows); err != nil {
 		return err
 	}
 	h.logf("seeded in %s", h.db.seeded.Round(100*time.Millisecond))
 	_, dbPort, _ := net.SplitHostPort(h.db.srv.Addr)
-	dbPID := mariadbPID(dbPort)
+	h.dbPID = mariadbPID(dbPort)
+	h.probeKeys = fresh.Keys(o.probeUpdate, o.probeChurn)
+	h.tracker = fresh.NewTracker(h.probeKeys)
+	if err := h.db.insertProbes(ctx, h.probeKeys); err != nil {
+		return err
+	}
+	h.rawBytes = rawBytes(o.rows)
 
-	if err := h.startSystems(ctx, bins, dbPID); err != nil {
+	if err := h.startSystems(ctx); err != nil {
 		return err
 	}
 	if h.keys, err = traffic.NewKeys(o.seed, o.rows, o.zipfS, o.unknown); err != nil {
@@ -148,6 +170,9 @@ func (h *harness) run(ctx context.Context) (err error) {
 			if err := h.steady(ctx, s); err != nil {
 				return err
 			}
+		}
+		if wx := h.system(sysPlain); wx != nil {
+			h.memory(ctx, wx)
 		}
 	}
 	if wx := h.system(sysPlain); wx != nil {
@@ -168,20 +193,34 @@ func (h *harness) run(ctx context.Context) (err error) {
 				}
 			}
 		}
-	}
-	if o.scenarios["burst"] {
-		for _, s := range h.systems {
-			if err := h.burst(ctx, s); err != nil {
+		if o.scenarios["fresh"] {
+			if err := h.freshness(ctx, wx); err != nil {
 				return err
 			}
 		}
 	}
 	if o.scenarios["max"] {
+		if wx := h.system(sysPlain); wx != nil {
+			if _, err := h.settle(ctx, wx.proc); err != nil {
+				return err
+			}
+		}
 		m, err := h.maxSearch(ctx, h.systems)
 		if err != nil {
 			return err
 		}
 		h.rep.Max = append(h.rep.Max, m...)
+	}
+	if o.scenarios["burst"] {
+		h.setBurstPeak()
+		for _, s := range h.systems {
+			if s.name == sysBaseline {
+				continue // see steady
+			}
+			if err := h.burst(ctx, s); err != nil {
+				return err
+			}
+		}
 	}
 	if wx := h.system(sysPlain); wx != nil && o.profile > 0 && h.rep.Profile == "" {
 		if err := h.profile(ctx, wx); err != nil {
@@ -190,13 +229,9 @@ func (h *harness) run(ctx context.Context) (err error) {
 	}
 	h.judge()
 	h.rep.Wall = time.Since(h.begin)
-	// Hand-written parts included after the tables: the reading of this run's figures, and
-	// the data path's go test -bench figures (warm of 1M rows, cache hit), which the
-	// harness does not measure itself.
-	for _, name := range []string{"ANALYSIS.md", "DATAPATH.md"} {
-		if b, err := os.ReadFile(filepath.Join("bench", name)); err == nil {
-			h.rep.Analysis += string(b) + "\n"
-		}
+	// The hand-written reading of the figures, included after the tables.
+	if b, err := os.ReadFile(filepath.Join("bench", "ANALYSIS.md")); err == nil {
+		h.rep.Analysis = string(b)
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
@@ -215,45 +250,32 @@ func (h *harness) run(ctx context.Context) (err error) {
 
 // startSystems starts the ceiling, the baseline and wxlookup and waits for wxlookup's
 // first load.
-func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPID int) error {
+func (h *harness) startSystems(ctx context.Context) error {
 	o := h.o
-	ceiling, err := startProc("wxceiling", bins["wxceiling"], []string{"-work", o.ceilWork.String()}, nil, filepath.Join(h.work, "wxceiling.log"), o.srvProcs, h.pin.servers)
+	ceiling, err := startProc("wxceiling", h.bins["wxceiling"], []string{"-work", o.ceilWork.String()}, nil, filepath.Join(h.work, "wxceiling.log"), o.srvProcs, h.pin.servers)
 	if err != nil {
 		return err
 	}
 	h.procs = append(h.procs, ceiling)
-	baseline, err := startProc("wxbaseline", bins["wxbaseline"],
+	baseline, err := startProc("wxbaseline", h.bins["wxbaseline"],
 		[]string{"-dsn", h.db.ro, "-token", benchToken}, nil, filepath.Join(h.work, "wxbaseline.log"), o.srvProcs, h.pin.servers)
 	if err != nil {
 		return err
 	}
 	h.procs = append(h.procs, baseline)
 
-	env := []string{
+	h.wxEnv = []string{
 		"WXLOOKUP_LISTEN=127.0.0.1:0", "WXLOOKUP_ADMIN_LISTEN=127.0.0.1:0",
 		"WXLOOKUP_TOKEN=" + benchToken, "WXLOOKUP_APPID=" + benchAppID, "WXLOOKUP_AES_KEY=" + benchAESKey,
 		"WXLOOKUP_REQUIRE_ENCRYPTION=false", // with a key, plaintext is refused unless this says otherwise
 		"WXLOOKUP_MYSQL_DSN=" + h.db.ro, "WXLOOKUP_ADMIN_TOKEN=" + benchAdminToken,
 		"WXLOOKUP_LOG_LEVEL=info", "WXLOOKUP_CONFIG=",
-		// The 5-minute reconcile (a key scan of every row) would land in whichever run is
-		// going at the time; it is moved out of the runs so that they stay comparable.
-		"WXLOOKUP_RECONCILE_INTERVAL=1h",
 	}
 	if o.rateLimit != "" {
-		env = append(env, "WXLOOKUP_RATE_LIMIT="+o.rateLimit)
+		h.wxEnv = append(h.wxEnv, "WXLOOKUP_RATE_LIMIT="+o.rateLimit)
 	}
 	h.logf("starting wxlookup and waiting for its first load of %d rows", o.rows)
-	start := time.Now()
-	wx, err := startProc("wxlookup", bins["wxlookup"], []string{"serve"}, env, filepath.Join(h.work, "wxlookup.log"), o.srvProcs, h.pin.servers)
-	if err != nil {
-		return err
-	}
-	h.procs = append(h.procs, wx)
-	if err := wx.waitReady(ctx, 3*time.Minute); err != nil {
-		return err
-	}
-	warm := time.Since(start)
-	settled, err := h.settle(ctx, wx)
+	wx, warm, settled, err := h.startWxlookup(ctx, "wxlookup", h.wxEnv)
 	if err != nil {
 		return err
 	}
@@ -264,12 +286,13 @@ func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPI
 	h.logf("wxlookup ready in %s: %.0f entries, complete=%.0f", warm.Round(100*time.Millisecond),
 		m["wxlookup_cache_entries"], m["wxlookup_cache_complete"])
 	h.rep.Setup = append(h.rep.Setup,
-		report.KV{Key: "rows seeded (store.Seed)", Value: fmt.Sprintf("%d in %s", o.rows, h.db.seeded.Round(100*time.Millisecond))},
+		report.KV{Key: "rows seeded (store.Seed)", Value: fmt.Sprintf("%d in %s, and %d probe keys", o.rows, h.db.seeded.Round(100*time.Millisecond), len(h.probeKeys))},
 		report.KV{Key: "wxlookup start to /readyz 200 (first load)", Value: warm.Round(100 * time.Millisecond).String()},
-		report.KV{Key: "wxlookup settled (loader idle) after", Value: settled.Round(100*time.Millisecond).String() +
-			" more: its first refreshes re-read the rows seeded within the overlap (5s) before the snapshot"},
-		report.KV{Key: "wxlookup cache after the first load", Value: fmt.Sprintf("%.0f entries, %.0f MiB, complete=%.0f",
-			m["wxlookup_cache_entries"], m["wxlookup_cache_cost_bytes"]/(1<<20), m["wxlookup_cache_complete"])},
+		report.KV{Key: "wxlookup settled (loader idle) after", Value: settled.Round(100*time.Millisecond).String() + " more"},
+		report.KV{Key: "wxlookup after the first load", Value: fmt.Sprintf("%.0f entries, cache cost %.0f MiB, complete=%.0f; Go heap in use %.0f MiB, RSS %.0f MiB",
+			m["wxlookup_cache_entries"], m["wxlookup_cache_cost_bytes"]/(1<<20), m["wxlookup_cache_complete"],
+			m[heapMetric]/(1<<20), m["process_resident_memory_bytes"]/(1<<20))},
+		report.KV{Key: "key and value bytes of the seeded rows", Value: fmt.Sprintf("%.1f MiB", h.rawBytes/(1<<20))},
 	)
 
 	want := map[string]bool{}
@@ -280,7 +303,7 @@ func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPI
 		h.systems = append(h.systems, &system{name: sysCeiling, proc: ceiling, ceiling: true})
 	}
 	if want["baseline"] {
-		h.systems = append(h.systems, &system{name: sysBaseline, proc: baseline, dbPID: dbPID})
+		h.systems = append(h.systems, &system{name: sysBaseline, proc: baseline, dbPID: h.dbPID})
 	}
 	if want["wxlookup"] && o.mode != "safe" {
 		h.systems = append(h.systems, &system{name: sysPlain, proc: wx, wxlookup: true, mode: traffic.Plaintext})
@@ -292,6 +315,48 @@ func (h *harness) startSystems(ctx context.Context, bins map[string]string, dbPI
 		return fmt.Errorf("-systems %q -mode %q: nothing to drive", o.systems, o.mode)
 	}
 	return nil
+}
+
+// startWxlookup starts a wxlookup process named name with env, waits for its first load
+// and for its loader to settle, and returns it with how long each took.
+func (h *harness) startWxlookup(ctx context.Context, name string, env []string) (p *proc, warm, settled time.Duration, err error) {
+	start := time.Now()
+	p, err = startProc(name, h.bins["wxlookup"], []string{"serve"}, env, filepath.Join(h.work, name+".log"), h.o.srvProcs, h.pin.servers)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	h.procs = append(h.procs, p)
+	if err := p.waitReady(ctx, 3*time.Minute); err != nil {
+		return nil, 0, 0, err
+	}
+	warm = time.Since(start)
+	if settled, err = h.settle(ctx, p); err != nil {
+		return nil, 0, 0, err
+	}
+	return p, warm, settled, nil
+}
+
+// memory records wxlookup's resident memory after the steady runs, for the memory goal.
+func (h *harness) memory(ctx context.Context, wx *system) {
+	m, err := metrics(ctx, wx.proc.admin)
+	if err != nil {
+		h.logf("memory: %v", err)
+		return
+	}
+	h.rep.Setup = append(h.rep.Setup, report.KV{Key: "wxlookup after the steady runs",
+		Value: fmt.Sprintf("RSS %.0f MiB, Go heap in use %.0f MiB", m["process_resident_memory_bytes"]/(1<<20), m[heapMetric]/(1<<20))})
+	h.rss = m["process_resident_memory_bytes"]
+}
+
+// rawBytes is the size of the keys and values of demo rows 0 … rows-1: what the table
+// holds, before any index or overhead.
+func rawBytes(rows int) float64 {
+	n := 0
+	for i := range rows {
+		k, v := store.DemoRow(i)
+		n += len(k) + len(v)
+	}
+	return float64(n)
 }
 
 // settle waits until wxlookup's loader has been idle for two seconds — no rows loaded, the
@@ -342,9 +407,11 @@ func (h *harness) setup() {
 		report.KV{Key: "generator", Value: fmt.Sprintf("engine %s: %d thread(s) for the fixed-rate runs, %d for the maximum-throughput search", o.engine, o.loops, o.maxLoops)},
 		report.KV{Key: "requests", Value: fmt.Sprintf("signed WeChat text messages `?<number>`, distinct MsgIds, %d OpenIDs in turn, built before each run", o.openIDs)},
 		report.KV{Key: "keys", Value: fmt.Sprintf("Zipf s=%.2f over the %d rows (rank 0 = 18-546), %.0f%% numbers not in the table", o.zipfS, o.rows, o.unknown*100)},
-		report.KV{Key: "wxlookup", Value: "one process, `wxlookup serve` built with -trimpath, MySQL source (read-only account), refresh 1s, AES key set so plaintext and safe mode share it (WXLOOKUP_REQUIRE_ENCRYPTION=false), defaults otherwise except WXLOOKUP_RECONCILE_INTERVAL=1h (see below)"},
+		report.KV{Key: "wxlookup", Value: "one process, `wxlookup serve` built with -trimpath, MySQL source (read-only account), change feed poll (the default: refresh 1s, reconcile 10s), AES key set so plaintext and safe mode share it (WXLOOKUP_REQUIRE_ENCRYPTION=false), defaults otherwise"},
+		report.KV{Key: "wxlookup, binlog feed", Value: fmt.Sprintf("a second process, started for the binlog freshness run and its steady control: WXLOOKUP_CHANGE_FEED=binlog, WXLOOKUP_BINLOG_SERVER_ID=%d, WXLOOKUP_BINLOG_DSN of an account with REPLICATION SLAVE, REPLICATION CLIENT (and SELECT); MariaDB runs with --log-bin --binlog-format=ROW", o.serverID)},
+		report.KV{Key: "wxlookup's heap", Value: fmt.Sprintf("`%s` from /metrics every %s during its steady, reload and freshness runs", heapMetric, o.heapEvery)},
 		report.KV{Key: "wxlookup rate limit", Value: rl},
-		report.KV{Key: "seed baseline", Value: "net/http + encoding/xml + one prepared MySQL query per message, pool of 32 connections"},
+		report.KV{Key: "seed baseline", Value: "net/http + encoding/xml + one prepared MySQL query per message, pool of 32 connections; driven in the maximum-throughput search only (at the steady rate every request times out, which measures nothing)"},
 		report.KV{Key: "ceiling", Value: "fasthttp with wxlookup's server settings, handler answers `success`"},
 		report.KV{Key: "GOMAXPROCS", Value: fmt.Sprintf("generator %s, servers %s", procsNote(o.genProcs), procsNote(o.srvProcs))},
 		report.KV{Key: "CPUs", Value: h.pinNote()},
@@ -356,7 +423,7 @@ func (h *harness) batch(s *system, n int) (*traffic.Batch, error) {
 	b, err := traffic.Build(traffic.Spec{
 		Account: traffic.Account{Token: benchToken, AppID: benchAppID, AESKey: benchAESKey, ID: benchAccount,
 			Host: s.proc.addr, Path: "/wx"},
-		Mode: s.mode, N: n, First: h.nextMsg, OpenIDs: h.o.openIDs, Keys: h.keys,
+		Mode: s.mode, N: n, First: h.nextMsg, OpenIDs: h.o.openIDs, Keys: h.keys, Probe: h.probe,
 	})
 	h.nextMsg += int64(n)
 	return b, err
@@ -373,6 +440,29 @@ func (s *system) check(b *traffic.Batch) func(int, []byte) error {
 	}
 	return b.Check
 }
+
+// followMariaDB finds MariaDB's process again after a restart, for the CPU figures.
+func (h *harness) followMariaDB() {
+	_, port, _ := net.SplitHostPort(h.db.srv.Addr)
+	h.dbPID = mariadbPID(port)
+	for _, s := range h.systems {
+		if s.dbPID != 0 {
+			s.dbPID = h.dbPID
+		}
+	}
+}
+
+// mariaCPU is MariaDB's share of a core over a run of length d, from its CPU time at the
+// start and the end; not known when it was restarted in between (another process).
+func mariaCPU(cpu0, cpu1 time.Duration, pid0, pid1 int, d time.Duration) string {
+	if pid0 != pid1 || d <= 0 {
+		return "not known (MariaDB was restarted)"
+	}
+	return fmt.Sprintf("%.1f%% of a core", 100*(cpu1-cpu0).Seconds()/d.Seconds())
+}
+
+// heapScenarios are the runs during which wxlookup's heap is sampled.
+var heapScenarios = map[string]bool{"steady": true, "reload": true, "fresh": true}
 
 // event is something done during a run.
 type event struct {
@@ -397,6 +487,11 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 		}
 	}
 	cpu0, db0, gen0, st0 := s.proc.cpu(), procCPU(s.dbPID), selfCPU(), readCPUStat()
+	maria0, mariaPID0 := procCPU(h.dbPID), h.dbPID
+	var stopHeap func() ([]heapSample, time.Duration)
+	if s.wxlookup && h.o.heapEvery > 0 && heapScenarios[scenario] {
+		stopHeap = watchHeap(ctx, s.proc.admin, h.o.heapEvery)
+	}
 
 	var (
 		mu     sync.Mutex
@@ -426,10 +521,16 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 		Timeout: timeout, Progress: h.progress(label), Engine: h.engine(), Loops: loops,
 	})
 	wg.Wait()
+	var heap []heapSample
+	var scrape time.Duration
+	if stopHeap != nil {
+		heap, scrape = stopHeap()
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	cpu1, db1, gen1, st1 := s.proc.cpu(), procCPU(s.dbPID), selfCPU(), readCPUStat()
+	maria1 := procCPU(h.dbPID)
 
 	hist := res.Histogram()
 	run := &report.Run{
@@ -465,10 +566,15 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 			m0["wxlookup_requests_total{route=\"oa\",kind=\"text\",outcome=\"rate_limited\"}"]; rl > 0 {
 			run.Extra = append(run.Extra, report.KV{Key: "rate-limited replies", Value: fmt.Sprintf("%.0f", rl)})
 		}
-		run.Extra = append(run.Extra, report.KV{Key: "loader errors during the run",
-			Value: fmt.Sprintf("%.0f", m1["wxlookup_loader_errors_total"]-m0["wxlookup_loader_errors_total"])},
-			report.KV{Key: "wxlookup garbage collections during the run",
-				Value: fmt.Sprintf("%.0f", m1["go_gc_duration_seconds_count"]-m0["go_gc_duration_seconds_count"])})
+		run.Heap = heapOf(heap, res.Start, scrape)
+		delta := func(name string) float64 { return m1[name] - m0[name] }
+		run.Extra = append(run.Extra,
+			report.KV{Key: "loader errors during the run", Value: fmt.Sprintf("%.0f", delta("wxlookup_loader_errors_total"))},
+			report.KV{Key: "loader: rows read, reconcile ranges compared (differing), rows removed",
+				Value: fmt.Sprintf("%.0f, %.0f (%.0f), %.0f", delta("wxlookup_loader_rows_loaded_total"), delta("wxlookup_loader_reconcile_checks_total"),
+					delta(`wxlookup_loader_reconcile_checks_total{result="differ"}`), delta("wxlookup_loader_rows_removed_total"))},
+			report.KV{Key: "MariaDB CPU during the run", Value: mariaCPU(maria0, maria1, mariaPID0, h.dbPID, res.End.Sub(res.Start))},
+			report.KV{Key: "wxlookup garbage collections during the run", Value: fmt.Sprintf("%.0f", delta("go_gc_duration_seconds_count"))})
 	}
 	for _, e := range events {
 		run.Events = append(run.Events, report.Event{At: e.at.Sub(res.Start), Label: e.label})
@@ -534,7 +640,12 @@ func (h *harness) warmUp(ctx context.Context, s *system) error {
 	return nil
 }
 
+// steady runs the steady rate against s. The seed baseline is not driven at the steady
+// rate: it answers a fraction of it, and every other request times out.
 func (h *harness) steady(ctx context.Context, s *system) error {
+	if s.name == sysBaseline {
+		return nil
+	}
 	sched, err := load.Constant(h.o.rate, h.o.duration)
 	if err != nil {
 		return err
@@ -545,6 +656,18 @@ func (h *harness) steady(ctx context.Context, s *system) error {
 	}
 	h.rep.Runs = append(h.rep.Runs, *run)
 	return nil
+}
+
+// setBurstPeak sets the burst's peak, unless -burst-peak did: 80% of the maximum rate
+// found for wxlookup plaintext, or -rate without a search.
+func (h *harness) setBurstPeak() {
+	if h.o.burstPeak > 0 {
+		return
+	}
+	h.o.burstPeak = h.o.rate
+	if m := h.rep.MaxOf(sysPlain); m > 0 {
+		h.o.burstPeak = math.Round(0.8 * m)
+	}
 }
 
 func (h *harness) burst(ctx context.Context, s *system) error {
@@ -637,6 +760,7 @@ func (h *harness) outage(ctx context.Context, s *system) error {
 		}
 		accepting := time.Now()
 		mark("MariaDB accepting connections")
+		h.followMariaDB()
 		// Watch for the loader's recovery now, under the load: after the run the loader's
 		// last success is a later refresh and says nothing of when it came back.
 		if s.proc.admin != "" {

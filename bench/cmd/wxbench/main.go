@@ -1,14 +1,16 @@
 // Command wxbench is the load harness of SPEC section 8. It provisions a private MariaDB
-// seeded with the demo rows, starts the systems it compares on 127.0.0.1 — the ceiling
-// (fasthttp answering "success"), the seed baseline (net/http + encoding/xml + one MySQL
-// query per message) and wxlookup, driven in plaintext and in safe mode — and drives them
-// with the same open-loop load: a steady rate, a shift-change burst, a maximum-throughput
-// search, and the steady rate again during a full reload and during a MySQL outage. It
-// writes the tables to OUT/BENCH.md and a chart of latency percentiles to OUT/bench.png.
+// with a row binary log, seeded with the demo rows, starts the systems it compares on
+// 127.0.0.1 — the ceiling (fasthttp answering "success"), the seed baseline (net/http +
+// encoding/xml + one MySQL query per message) and wxlookup, driven in plaintext and in
+// safe mode — and drives them with the same open-loop load: a steady rate, the steady rate
+// during a full reload and during a MySQL outage, the steady rate while a writer commits
+// changes (freshness, in poll and in binlog mode), a maximum-throughput search, and a
+// shift-change burst. It writes the tables to OUT/BENCH.md and a chart to OUT/bench.png,
+// every goal as a ratio to a figure of the same run.
 //
-//	bin/wxbench [-quick] [-rate 20000] [-duration 30s] [-rows 1000000]
+//	bin/wxbench [-quick] [-rate 20000] [-duration 20s] [-rows 1000000]
 //	    [-unknown 0.10] [-zipf-s 1.1] [-mode plain|safe|all]
-//	    [-scenarios steady,burst,max,reload,outage] [-out docs]
+//	    [-scenarios steady,reload,outage,fresh,max,burst] [-out docs]
 //
 // make bench builds it into bin/ (it lives in its own module, bench/go.mod) and runs it from
 // the repository root, which it must be run from (it builds ./cmd/wxlookup there). Every load loop is bounded in
@@ -68,33 +70,58 @@ type options struct {
 	srvProcs   int
 	pin        int
 	traceLoad  time.Duration
+	maxTries   int
+	heapEvery  time.Duration
+	// freshness
+	changes     float64
+	freshModes  []string
+	freshWrite  time.Duration
+	tailPoll    time.Duration
+	tailBinlog  time.Duration
+	probeEvery  int
+	probeUpdate int
+	probeChurn  int
+	writerConns int
+	serverID    int
 }
 
 func main() {
 	var o options
-	flag.Float64Var(&o.rate, "rate", 20000, "steady rate, requests a second (also of the reload and outage runs)")
-	flag.DurationVar(&o.duration, "duration", 30*time.Second, "length of the steady, reload and outage runs")
-	flag.DurationVar(&o.reloadFor, "reload-duration", 45*time.Second, "length of the reload run: a reload paced under load takes 20-30s, and all of it should be measured (0: -duration)")
+	flag.Float64Var(&o.rate, "rate", 20000, "steady rate, requests a second (also of the reload, outage and freshness runs)")
+	flag.DurationVar(&o.duration, "duration", 20*time.Second, "length of the steady and outage runs")
+	flag.DurationVar(&o.reloadFor, "reload-duration", 12*time.Second, "length of the reload run: a reload of 1M rows takes 1.5-3s under load; the rest shows its after-effects (0: -duration)")
 	flag.IntVar(&o.rows, "rows", 1_000_000, "rows seeded into MariaDB")
 	flag.Float64Var(&o.unknown, "unknown", 0.10, "share of asked numbers that are not in the table")
 	flag.Float64Var(&o.zipfS, "zipf-s", 1.1, "Zipf exponent of the key popularity (> 1)")
 	flag.StringVar(&o.mode, "mode", "all", "wxlookup modes to drive: plain, safe or all")
-	flag.StringVar(&o.scenarioLs, "scenarios", "steady,burst,max,reload,outage", "scenarios to run, comma-separated")
+	flag.StringVar(&o.scenarioLs, "scenarios", "steady,reload,outage,fresh,max,burst", "scenarios to run, comma-separated")
 	flag.StringVar(&o.out, "out", "docs", "directory for BENCH.md and bench.png")
 	flag.BoolVar(&o.quick, "quick", false, "a small, fast smoke run (20,000 rows, 2,000/s, 5s runs)")
 	flag.IntVar(&o.conns, "conns", 128, "client connections (workers) per run")
 	flag.IntVar(&o.openIDs, "openids", 200_000, "distinct senders (OpenIDs) the messages cycle through")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Second, "a request not answered this long after its scheduled time fails (WeChat's limit)")
-	flag.Float64Var(&o.burstPeak, "burst-peak", 0, "peak rate of the shift-change burst (0: -rate)")
-	flag.DurationVar(&o.burstRamp, "burst-ramp", 5*time.Second, "ramp of the burst from a twentieth of the peak to the peak")
-	flag.DurationVar(&o.burstHold, "burst-hold", 30*time.Second, "how long the burst holds its peak")
+	flag.Float64Var(&o.burstPeak, "burst-peak", 0, "peak rate of the shift-change burst (0: 80% of wxlookup plaintext's maximum found by the search, or -rate without one)")
+	flag.DurationVar(&o.burstRamp, "burst-ramp", time.Second, "ramp of the burst from a twentieth of the peak to the peak")
+	flag.DurationVar(&o.burstHold, "burst-hold", 10*time.Second, "how long the burst holds its peak")
 	flag.DurationVar(&o.step, "step", 2*time.Second, "length of one step of the maximum-throughput search")
+	flag.IntVar(&o.maxTries, "max-tries", 9, "steps (a retry included) one system's maximum-throughput search may take")
 	flag.DurationVar(&o.p99Limit, "p99-limit", 5*time.Millisecond, "p99 a step of the maximum-throughput search must stay under")
-	flag.DurationVar(&o.eventAt, "event-at", 5*time.Second, "when the reload starts, or MariaDB stops, into its run")
-	flag.DurationVar(&o.outageFor, "outage-for", 10*time.Second, "how long MariaDB stays down in the outage run")
+	flag.DurationVar(&o.eventAt, "event-at", 3*time.Second, "when the reload starts, or MariaDB stops, into its run")
+	flag.DurationVar(&o.outageFor, "outage-for", 8*time.Second, "how long MariaDB stays down in the outage run")
 	flag.StringVar(&o.rateLimit, "rate-limit", "", "WXLOOKUP_RATE_LIMIT for wxlookup (\"\": its default, 30/min per OpenID)")
 	flag.BoolVar(&o.micro, "micro", true, "run the Go micro-benchmarks of wechat, server and cache first")
-	flag.DurationVar(&o.profile, "profile", 10*time.Second, "CPU-profile wxlookup plaintext this long during its burst's hold (0: skip)")
+	flag.DurationVar(&o.profile, "profile", 8*time.Second, "CPU-profile wxlookup plaintext this long during its burst's hold (0: skip)")
+	flag.DurationVar(&o.heapEvery, "heap-every", 100*time.Millisecond, "sample wxlookup's heap in use from /metrics this often during its runs (0: never)")
+	flag.Float64Var(&o.changes, "changes", 1000, "changes a second the freshness writer commits")
+	freshModes := flag.String("fresh-modes", "poll,binlog", "change feeds whose freshness is measured: poll, binlog")
+	flag.DurationVar(&o.freshWrite, "fresh-write", 10*time.Second, "how long the freshness writer commits changes")
+	flag.DurationVar(&o.tailPoll, "fresh-tail-poll", 25*time.Second, "how long the poll-mode freshness run goes on after the writer stops: the reconcile finds a delete within one pass (10s), of a row inserted since its range was read within two")
+	flag.DurationVar(&o.tailBinlog, "fresh-tail-binlog", 2*time.Second, "how long the binlog-mode freshness run goes on after the writer stops")
+	flag.IntVar(&o.probeEvery, "probe-every", 8, "one request in this many of a freshness run is a probe message (ten probe keys)")
+	flag.IntVar(&o.probeUpdate, "probe-update-keys", 10, "probe keys updated in place")
+	flag.IntVar(&o.probeChurn, "probe-churn-keys", 30, "probe keys inserted and deleted in turn")
+	flag.IntVar(&o.writerConns, "writer-conns", 8, "database connections of the freshness writer")
+	flag.IntVar(&o.serverID, "binlog-server-id", 101, "WXLOOKUP_BINLOG_SERVER_ID of the binlog-mode wxlookup")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, logs, profile)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the key picker")
 	flag.StringVar(&o.systems, "systems", "ceiling,baseline,wxlookup", "systems to drive, comma-separated (wxlookup in the modes of -mode)")
@@ -118,6 +145,8 @@ func main() {
 			"event-at": func() { o.eventAt = 1500 * time.Millisecond }, "outage-for": func() { o.outageFor = 2 * time.Second },
 			"micro": func() { o.micro = false }, "profile": func() { o.profile = 2 * time.Second },
 			"openids": func() { o.openIDs = 20_000 }, "conns": func() { o.conns = 32 },
+			"changes": func() { o.changes = 100 }, "fresh-write": func() { o.freshWrite = 3 * time.Second },
+			"max-tries": func() { o.maxTries = 4 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -125,21 +154,30 @@ func main() {
 			}
 		}
 	}
-	if o.burstPeak == 0 {
-		o.burstPeak = o.rate
-	}
 	if o.reloadFor <= 0 {
 		o.reloadFor = o.duration
 	}
 	o.scenarios = map[string]bool{}
 	for _, s := range strings.Split(o.scenarioLs, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "steady", "burst", "max", "reload", "outage":
+		case "steady", "burst", "max", "reload", "outage", "fresh":
 			o.scenarios[s] = true
 		case "":
 		default:
-			fatal(fmt.Errorf("-scenarios: unknown scenario %q (want steady, burst, max, reload, outage)", s))
+			fatal(fmt.Errorf("-scenarios: unknown scenario %q (want steady, reload, outage, fresh, max, burst)", s))
 		}
+	}
+	for _, m := range strings.Split(*freshModes, ",") {
+		switch m = strings.TrimSpace(m); m {
+		case "poll", "binlog":
+			o.freshModes = append(o.freshModes, m)
+		case "":
+		default:
+			fatal(fmt.Errorf("-fresh-modes: unknown change feed %q (want poll, binlog)", m))
+		}
+	}
+	if o.probeEvery < 2 || o.probeUpdate < 0 || o.probeChurn < 0 || o.probeUpdate+o.probeChurn == 0 || o.writerConns < 1 || o.changes <= 0 {
+		fatal(errors.New("-probe-every must be at least 2; -changes, -writer-conns and the probe keys must be positive"))
 	}
 	switch o.engine {
 	case "eventloop", "goroutines":

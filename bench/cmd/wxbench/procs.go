@@ -98,7 +98,7 @@ func startProc(name, bin string, args, env []string, logPath string, procs int, 
 			case len(f) == 2 && f[0] == "admin:":
 				p.admin = hostOf(f[1])
 			}
-			if p.addr != "" && (name != "wxlookup" || p.admin != "") {
+			if p.addr != "" && (!strings.HasPrefix(name, "wxlookup") || p.admin != "") {
 				reported = true
 				found <- nil
 			}

@@ -9,11 +9,13 @@ import (
 	"wxlookup/bench/report"
 )
 
-// maxSteps bounds one system's maximum-throughput search.
+// maxSteps bounds one system's bisection whatever it finds (doubling would go on forever
+// against a system that passes everything); -max-tries bounds its steps in the harness.
 const maxSteps = 10
 
 // bisect is the rate search of one system: doubling (or halving) from a start until a
-// step passes and one fails, then bisecting until the two are within 4 %.
+// step passes and one fails, then bisecting until the two are within 5 % (or the
+// harness's -max-tries runs out).
 type bisect struct {
 	rate   float64 // the rate of the next step
 	lo, hi float64 // highest passed, lowest failed (0: none yet)
@@ -40,7 +42,7 @@ func (b *bisect) record(pass bool) {
 		if b.rate < 100 {
 			b.done = true
 		}
-	case b.hi-b.lo <= 0.04*b.lo:
+	case b.hi-b.lo <= 0.05*b.lo:
 		b.done = true
 	default:
 		b.rate = math.Round((b.lo + b.hi) / 2)
@@ -63,11 +65,15 @@ func (h *harness) maxSearch(ctx context.Context, systems []*system) ([]report.Ma
 	searches := make([]*bisect, len(systems))
 	for i, s := range systems {
 		out[i].System = s.name
-		start := h.o.rate
-		if r := h.rep.Run("steady", s.name); r != nil && (r.Errors > 0 || r.P99 >= h.o.p99Limit) {
-			start = h.o.rate / 4
-		} else if r != nil {
-			start = 2 * h.o.rate
+		// From twice the steady rate for a system that met the limit there, from the
+		// steady rate for one that answered it without errors but over the limit, from a
+		// quarter for the others (the seed baseline is not driven at the steady rate).
+		start := h.o.rate / 4
+		if r := h.rep.Run("steady", s.name); r != nil && r.Errors == 0 {
+			start = h.o.rate
+			if r.P99 < h.o.p99Limit {
+				start = 2 * h.o.rate
+			}
 		}
 		searches[i] = newBisect(start)
 	}
@@ -85,6 +91,9 @@ func (h *harness) maxSearch(ctx context.Context, systems []*system) ([]report.Ma
 				return out, err
 			}
 			b.record(pass)
+			if len(out[i].Steps) >= h.o.maxTries {
+				b.done = true
+			}
 			out[i].Best = b.best()
 			// Let the server finish what the last step left in flight.
 			if !sleepCtx(ctx, 500*time.Millisecond) {
@@ -98,12 +107,12 @@ func (h *harness) maxSearch(ctx context.Context, systems []*system) ([]report.Ma
 }
 
 // maxStep runs one step of s's search at rate and records it in m. A step that failed on
-// its tail alone (no errors) is tried once more: on a shared machine a moment of someone
-// else's work can fail a step by tens of milliseconds, and one such step early in a search
-// decides it. Every system gets the same second chance.
+// its tail alone (no errors) is tried once more, if -max-tries allows: on a shared machine
+// a moment of someone else's work can fail a step by tens of milliseconds, and one such
+// step early in a search decides it. Every system gets the same second chance.
 func (h *harness) maxStep(ctx context.Context, s *system, rate float64, m *report.MaxSearch) (bool, error) {
 	var st report.Step
-	for try := 0; try < 2 && !st.Pass && (try == 0 || st.Errors == 0); try++ {
+	for try := 0; try < 2 && !st.Pass && (try == 0 || st.Errors == 0) && (try == 0 || len(m.Steps) < h.o.maxTries); try++ {
 		if try > 0 && !sleepCtx(ctx, 500*time.Millisecond) {
 			return false, ctx.Err()
 		}
