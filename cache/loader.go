@@ -132,6 +132,11 @@ func (c *Cache) pollLoop(ctx context.Context) {
 			return
 		case <-refresh.C:
 			step, err := c.pollStep(ctx)
+			if err == nil && step == "refresh" {
+				if rerr := c.run(ctx, "reconcile", c.recheckSuspects); rerr != nil {
+					walk.Reset(c.retryDelay("reconcile", rerr))
+				}
+			}
 			refresh.Reset(c.retryDelay(step, err))
 		case <-walk.C:
 			walk.Reset(c.walkStep(ctx))

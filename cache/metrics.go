@@ -37,7 +37,7 @@ type metrics struct {
 	// checks counts reconcile's range comparisons by result
 	// (wxlookup_loader_reconcile_checks_total{result}).
 	checks struct {
-		equal, differ prometheus.Counter
+		equal, differ, recheck prometheus.Counter
 	}
 	// removed counts entries removed because their rows were deleted, by what found it
 	// (wxlookup_loader_rows_removed_total{by}): a change, reconcile, or a reload's sweep.
@@ -109,10 +109,11 @@ func newMetrics(c *Cache, reg prometheus.Registerer) (*metrics, error) {
 	})
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "wxlookup_loader_reconcile_checks_total",
-		Help:        "Key ranges reconcile compared with the source's checksum, by result (equal, differ: the range was re-read).",
+		Help:        "Key ranges reconcile compared with the source's checksum, by result (equal; recheck: it differed, compared again after the next refresh; differ: the range was re-read).",
 		ConstLabels: labels,
 	}, []string{"result"})
 	m.checks.equal, m.checks.differ = checks.WithLabelValues("equal"), checks.WithLabelValues("differ")
+	m.checks.recheck = checks.WithLabelValues("recheck")
 	removed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "wxlookup_loader_rows_removed_total",
 		Help:        "Rows removed from the cache because the source deleted them, by what found the delete (change, reconcile, reload).",

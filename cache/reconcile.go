@@ -17,15 +17,22 @@ import (
 //     (group.sum), moved by every change applied. Once per ReconcileInterval the loader
 //     walks all ranges, one every ReconcileInterval/ranges, and compares each with the
 //     source's Checksum of the same range: the database computes it without sending rows.
-//   - A range that differs is re-read (ReadRange) and replaced by the ranges the re-read
-//     cuts. Its rows are written and tagged with their new range; the entries of the old
-//     range written before the re-read began and not delivered by it are deleted.
+//   - A range that differs is compared again right after the next refresh (or when the
+//     walk comes back to it, if no refresh ran meanwhile): most differences under a steady
+//     write load are changes committed since the last refresh, which that refresh
+//     applies. A range that still differs is re-read (ReadRange) and
+//     replaced by the ranges the re-read cuts. Its rows are written and tagged with their
+//     new range; the entries of the old range written before the re-read began and not
+//     delivered by it are deleted.
 //   - A row that arrives as a change for a key no range holds yet is untagged. Its range
 //     now differs (the source counts the row, the loader's sum does not), so the walk
-//     re-reads that range and tags it. After each pass, untagged entries older than the
-//     pass are confirmed with Source.Get and deleted if it finds none: those are rows
-//     inserted and deleted again between two re-reads of their range, so the work is
-//     bounded by the changes.
+//     re-reads that range and tags it. A row inserted and deleted again before that is
+//     not seen by any range: untagged entries are confirmed with Source.Get once, about
+//     two refresh intervals after they were written (at most confirmPerStep a step), and
+//     again after each pass if still untagged, and deleted when it finds none. The work
+//     is bounded by the changes.
+//   - A failed step delays the next by the loader's back-off, so an outage costs one
+//     failed query per back-off step, not one per range.
 //
 // Why nothing live is ever deleted, step by step, for a re-read of range r:
 //  1. Stamps: the re-read takes an epoch mark first. Entries written before carry an
@@ -51,7 +58,32 @@ type walkState struct {
 	next    int           // the index of the next range to check
 	pass    uint64        // the epoch mark taken when the pass began
 	every   time.Duration // the time between two range checks in this pass
+	// suspects are ranges that differed once; they are compared again after the next
+	// refresh (recheckSuspects) and re-read if they still differ.
+	suspects []suspect
+	// marks are epoch marks taken at recent steps, oldest first; confirmed is the mark
+	// below which every untagged entry was confirmed once, at lastConfirm.
+	marks       []timedMark
+	confirmed   uint64
+	lastConfirm time.Time
 }
+
+// suspect is a range that differed at its check, at since.
+type suspect struct {
+	g     *group
+	since time.Time
+}
+
+// timedMark is an epoch mark and when it was taken.
+type timedMark struct {
+	at   time.Time
+	mark uint64
+}
+
+// confirmPerStep bounds the untagged entries one walk step confirms with Source.Get (a
+// bulk insert leaves many untagged until their ranges are re-read; the end of the pass
+// confirms the rest).
+const confirmPerStep = 256
 
 // startPass begins a reconcile pass and returns when to check its first range.
 func (c *Cache) startPass() time.Duration {
@@ -60,8 +92,10 @@ func (c *Cache) startPass() time.Duration {
 	if c.ranges == nil || c.loop.needLoad || n == 0 {
 		return timeNever
 	}
-	c.loop.walk = walkState{pass: t.mark(), every: c.cfg.ReconcileInterval / time.Duration(n)}
-	return c.loop.walk.every
+	w := &c.loop.walk
+	*w = walkState{pass: t.mark(), every: c.cfg.ReconcileInterval / time.Duration(n),
+		suspects: w.suspects, marks: w.marks, confirmed: w.confirmed, lastConfirm: w.lastConfirm}
+	return w.every
 }
 
 // walkStep checks the next range of the pass, or ends the pass with the confirmation of
@@ -76,16 +110,90 @@ func (c *Cache) walkStep(ctx context.Context) time.Duration {
 	g := t.rangeAt(w.next)
 	if g == nil {
 		pass := w.pass
-		c.run(ctx, "reconcile", func(ctx context.Context) error { return c.confirmUntagged(ctx, pass) })
+		if err := c.run(ctx, "reconcile", func(ctx context.Context) error { return c.confirmUntagged(ctx, 0, pass, -1) }); err != nil {
+			return c.retryDelay("reconcile", err)
+		}
 		c.status.reconciled(c.cfg.Now())
 		return c.startPass()
 	}
-	c.run(ctx, "reconcile", func(ctx context.Context) error {
-		n, err := c.checkRange(ctx, t, g)
+	// A range the walk comes back to while it is still a suspect (no refresh has run
+	// since it differed) waits for that refresh if it differed less than a refresh
+	// interval (or a whole pass, if that is shorter) ago, and is compared, and re-read if
+	// it differs, otherwise.
+	deferDiffer := true
+	if i := slices.IndexFunc(w.suspects, func(s suspect) bool { return s.g == g }); i >= 0 {
+		if c.cfg.Now().Sub(w.suspects[i].since) < min(c.cfg.RefreshInterval, c.cfg.ReconcileInterval) {
+			w.next++
+			return w.every
+		}
+		w.suspects = slices.Delete(w.suspects, i, i+1)
+		deferDiffer = false
+	}
+	err := c.run(ctx, "reconcile", func(ctx context.Context) error {
+		n, err := c.checkRange(ctx, t, g, deferDiffer)
 		w.next += n
+		if err == nil {
+			err = c.confirmAged(ctx, t)
+		}
 		return err
 	})
+	if err != nil {
+		return c.retryDelay("reconcile", err)
+	}
 	return w.every
+}
+
+// confirmAged confirms, at most once a refresh interval, the untagged entries written
+// about two refresh intervals ago or earlier that no such step has confirmed yet: rows
+// inserted and deleted before any range re-read tagged them are removed within seconds,
+// not at the end of the pass.
+func (c *Cache) confirmAged(ctx context.Context, t *table) error {
+	w := &c.loop.walk
+	now := c.cfg.Now()
+	w.marks = append(w.marks, timedMark{now, t.mark()})
+	if now.Sub(w.lastConfirm) < c.cfg.RefreshInterval {
+		return nil
+	}
+	age := 2 * c.cfg.RefreshInterval
+	i := 0 // the marks taken at least age ago are w.marks[:i]
+	for i < len(w.marks) && now.Sub(w.marks[i].at) >= age {
+		i++
+	}
+	if i == 0 {
+		return nil
+	}
+	to := w.marks[i-1].mark
+	w.marks = slices.Delete(w.marks, 0, i-1) // keep the newest of them: the next step starts there
+	if to <= w.confirmed {
+		return nil
+	}
+	from := w.confirmed
+	w.confirmed, w.lastConfirm = to, now
+	return c.confirmUntagged(ctx, from, to, confirmPerStep)
+}
+
+// recheckSuspects compares again, after a refresh, the ranges that differed at their last
+// check, and re-reads those that still differ. A range a re-read or a snapshot replaced
+// meanwhile is dropped: its successor is checked in turn.
+func (c *Cache) recheckSuspects(ctx context.Context) error {
+	w := &c.loop.walk
+	if len(w.suspects) == 0 || c.ranges == nil || c.loop.needLoad {
+		w.suspects = w.suspects[:0]
+		return nil
+	}
+	t := c.cur.Load()
+	suspects := w.suspects
+	w.suspects = nil
+	for i, s := range suspects {
+		if !t.hasRange(s.g) {
+			continue
+		}
+		if _, err := c.checkRange(ctx, t, s.g, false); err != nil {
+			w.suspects = append(w.suspects, suspects[i+1:]...) // the rest wait for the next refresh
+			return err
+		}
+	}
+	return nil
 }
 
 // reconcileNow runs a whole pass at once (Reconcile).
@@ -104,22 +212,23 @@ func (c *Cache) reconcileNow(ctx context.Context) error {
 		if g == nil {
 			break
 		}
-		n, err := c.checkRange(ctx, t, g)
+		n, err := c.checkRange(ctx, t, g, false)
 		if err != nil {
 			return err
 		}
 		i += n
 	}
-	if err := c.confirmUntagged(ctx, pass); err != nil {
+	if err := c.confirmUntagged(ctx, 0, pass, -1); err != nil {
 		return err
 	}
 	c.status.reconciled(c.cfg.Now())
 	return nil
 }
 
-// checkRange compares range g with the source's checksum and re-reads it if they differ.
-// It returns how many ranges now stand where g stood (1 if g was not re-read).
-func (c *Cache) checkRange(ctx context.Context, t *table, g *group) (int, error) {
+// checkRange compares range g with the source's checksum and re-reads it if they differ,
+// or, with defer, puts it among the suspects to compare again after the next refresh. It
+// returns how many ranges now stand where g stood (1 if g was not re-read).
+func (c *Cache) checkRange(ctx context.Context, t *table, g *group, deferDiffer bool) (int, error) {
 	if dirty, sum := t.rangeState(g); !dirty {
 		got, err := c.ranges.Checksum(ctx, g.KeyRange)
 		if err != nil {
@@ -127,6 +236,11 @@ func (c *Cache) checkRange(ctx context.Context, t *table, g *group) (int, error)
 		}
 		if got == sum {
 			c.metrics.checks.equal.Inc()
+			return 1, nil
+		}
+		if deferDiffer {
+			c.metrics.checks.recheck.Inc()
+			c.loop.walk.suspects = append(c.loop.walk.suspects, suspect{g, c.cfg.Now()})
 			return 1, nil
 		}
 	}
@@ -158,16 +272,17 @@ func (c *Cache) checkRange(ctx context.Context, t *table, g *group) (int, error)
 	return n, t.flush()
 }
 
-// confirmUntagged asks the source for each untagged entry written before the epoch mark
-// pass, and deletes those it no longer has.
-func (c *Cache) confirmUntagged(ctx context.Context, pass uint64) error {
+// confirmUntagged asks the source for the untagged entries written from the epoch mark
+// from on and before the mark to (at most limit of them; limit < 0: all), and deletes those
+// it no longer has.
+func (c *Cache) confirmUntagged(ctx context.Context, from, to uint64, limit int) error {
 	t := c.cur.Load()
 	removed := 0
-	for _, e := range t.untaggedBefore(pass) {
+	for _, e := range t.untaggedBetween(from, to, limit) {
 		_, err := c.src.Get(ctx, e.key)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			if t.removeUntagged(e, pass) {
+			if t.removeUntagged(e, to) {
 				removed++
 			}
 		case err != nil:
@@ -292,17 +407,26 @@ func (t *table) abortReread(g *group, b *rangeBuilder) {
 	g.dirty = true
 }
 
-// untaggedBefore returns the untagged entries written before the epoch mark pass.
-func (t *table) untaggedBefore(pass uint64) []*entry {
+// untaggedBetween returns the untagged entries written from the epoch mark from on and
+// before the mark to, at most limit of them (limit < 0: all).
+func (t *table) untaggedBetween(from, to uint64, limit int) []*entry {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var old []*entry
-	for e := t.untagged.head; e != nil; e = e.gnext {
-		if e.stamp < pass {
+	for e := t.untagged.head; e != nil && limit != 0; e = e.gnext {
+		if e.stamp >= from && e.stamp < to {
 			old = append(old, e)
+			limit--
 		}
 	}
 	return old
+}
+
+// hasRange reports whether g is one of the table's key ranges.
+func (t *table) hasRange(g *group) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Contains(t.ranges, g)
 }
 
 // removeUntagged deletes e if it is still untagged and written before pass, and reports

@@ -321,3 +321,80 @@ func TestReconcileWalkSurvivesPanic(t *testing.T) {
 		steps.next(t, func(ev stepEvent) bool { return ev.step == "reconcile" })
 	}
 }
+
+// TestReconcileRechecksAfterRefresh: a range that differs only because a change was
+// committed since the last refresh is compared again after the next refresh, which applies
+// the change, and is not re-read.
+func TestReconcileRechecksAfterRefresh(t *testing.T) {
+	c, src, reg, steps := newRangeCache(t, 100, Config{RefreshInterval: 500 * time.Millisecond, ReconcileInterval: time.Second})
+	for i := 0; metrictest.Value(t, reg, "wxlookup_loader_reconcile_checks_total", "result", "recheck") == 0; i++ {
+		if i == 20 {
+			t.Fatal("no range differed between a write and the refresh after it in 20 tries")
+		}
+		steps.next(t, func(ev stepEvent) bool { return ev.step == "refresh" })
+		for r := range 10 { // a change in every range: the walk checks about 5 before the next refresh
+			src.set(fakeKey(10*r+2), fmt.Sprintf("v%d", i))
+		}
+		steps.next(t, func(ev stepEvent) bool { return ev.step == "refresh" })
+	}
+	// The recheck ran right after that refresh; one more pass to be sure nothing follows.
+	for c.Status().LastReconcile.IsZero() {
+		steps.next(t, func(ev stepEvent) bool { return ev.step == "reconcile" })
+	}
+	pass := c.Status().LastReconcile
+	for c.Status().LastReconcile.Equal(pass) {
+		steps.next(t, func(ev stepEvent) bool { return ev.step == "reconcile" })
+	}
+	if got := src.readRanges.Load(); got != 0 {
+		t.Errorf("got %d ranges re-read, want 0: the refresh brought them in step", got)
+	}
+	if got := metrictest.Value(t, reg, "wxlookup_loader_reconcile_checks_total", "result", "differ"); got != 0 {
+		t.Errorf("got %v differing checks, want 0", got)
+	}
+}
+
+// TestReconcileConfirmsUntaggedSoon: a row inserted and deleted before any re-read tagged
+// it is confirmed with Source.Get a couple of refresh intervals after it arrived, long
+// before the pass ends.
+func TestReconcileConfirmsUntaggedSoon(t *testing.T) {
+	c, src, _, steps := newRangeCache(t, 100, Config{RefreshInterval: 50 * time.Millisecond, ReconcileInterval: 20 * time.Second})
+	src.set(fakeKey(44)+"x", "short-lived")
+	for n := untaggedCount(c.cur.Load()); n == 0; n = untaggedCount(c.cur.Load()) {
+		steps.next(t, func(ev stepEvent) bool { return ev.step == "refresh" })
+	}
+	src.delQuiet(fakeKey(44) + "x")
+	for {
+		if _, _, found, _ := lookup(c, fakeKey(44)+"x"); !found {
+			break
+		}
+		if !c.Status().LastReconcile.IsZero() {
+			t.Fatal("the pass ended before the deleted untagged row was confirmed")
+		}
+		steps.next(t, func(ev stepEvent) bool { return ev.step == "reconcile" })
+	}
+	if got := src.gets.Load(); got != 1 {
+		t.Errorf("got %d confirmations, want 1", got)
+	}
+}
+
+// TestReconcileWalkBacksOff: while the source's checksums fail, the walk waits the
+// loader's growing back-off between steps instead of one range's share of the interval.
+func TestReconcileWalkBacksOff(t *testing.T) {
+	c, src, _, steps := newRangeCache(t, 100, Config{RefreshInterval: time.Second, ReconcileInterval: 100 * time.Millisecond})
+	src.with(func(f *fakeSource) { f.checksumErr = errors.New("connection refused") })
+	var failed []time.Time
+	for len(failed) < 6 {
+		ev := steps.next(t, func(ev stepEvent) bool { return ev.step == "reconcile" && ev.err != nil })
+		failed = append(failed, ev.at)
+	}
+	// Steps are 10 ms apart while the walk works; after the 4th failure the back-off is
+	// at least half of 500 ms (timers never fire early).
+	if gap := failed[5].Sub(failed[4]); gap < 250*time.Millisecond {
+		t.Errorf("got %v between the 5th and 6th failed steps, want at least 250ms of back-off", gap)
+	}
+	src.with(func(f *fakeSource) { f.checksumErr = nil })
+	steps.next(t, func(ev stepEvent) bool { return ev.step == "reconcile" && ev.err == nil })
+	if st := c.Status(); st.Errors < 6 {
+		t.Errorf("got %d loader errors, want the 6 failed steps counted", st.Errors)
+	}
+}

@@ -53,7 +53,13 @@ func (b *Binlog) Follow(ctx context.Context, cursor string, fn func(cache.Change
 		return err
 	}
 	sh, err := b.readShape(ctx)
-	if err != nil {
+	var se *shapeError
+	switch {
+	case errors.As(err, &se):
+		// The table is gone or changed since the snapshot (renamed away while no Follow
+		// was running to see the DDL): only a new snapshot can say what to do.
+		return fmt.Errorf("store: binlog: follow from %s: %w (%w)", cursor, err, cache.ErrResnapshot)
+	case err != nil:
 		return fmt.Errorf("store: binlog: follow from %s: %w", cursor, err)
 	}
 	sub := &subscription{b: b, sh: sh, dec: newRowDecoder(sh), from: binlogPos{file, uint64(pos)},

@@ -86,6 +86,14 @@ var binlogTypes = map[string][]byte{
 // unchanged, so the log's bytes are the snapshot's.
 var feedCharsets = map[string]bool{"utf8mb4": true, "utf8mb3": true, "utf8": true, "ascii": true, "binary": true}
 
+// shapeError is readShape's error when the server answered and the table is not as the
+// mapping needs it: missing, without a mapped column, or with a column the feed cannot
+// follow. Follow then asks for a new snapshot, whose mapping check names the problem.
+type shapeError struct{ err error }
+
+func (e *shapeError) Error() string { return e.err.Error() }
+func (e *shapeError) Unwrap() error { return e.err }
+
 // readShape reads the mapped table's columns from information_schema (through the main
 // account, which sees the columns of the table it may read) and checks that the mapped
 // ones can be followed.
@@ -115,7 +123,7 @@ func (b *Binlog) readShape(ctx context.Context) (*tableShape, error) {
 			}
 			c, err := newColumn(name, strings.ToLower(dataType), strings.ToLower(colType), strings.ToLower(charset))
 			if err != nil {
-				return nil, err
+				return nil, &shapeError{err}
 			}
 			sh.pos[i], sh.cols[i] = sh.ncols, c
 		}
@@ -125,11 +133,11 @@ func (b *Binlog) readShape(ctx context.Context) (*tableShape, error) {
 		return nil, fmt.Errorf("read columns of %s.%s: %w", b.table.db, b.table.table, err)
 	}
 	if sh.ncols == 0 {
-		return nil, fmt.Errorf("table %s.%s not found (or the account may not read it)", b.table.db, b.table.table)
+		return nil, &shapeError{fmt.Errorf("table %s.%s not found (or the account may not read it)", b.table.db, b.table.table)}
 	}
 	for i, p := range sh.pos {
 		if p < 0 {
-			return nil, fmt.Errorf("table %s.%s has no column %s", b.table.db, b.table.table, want[i])
+			return nil, &shapeError{fmt.Errorf("table %s.%s has no column %s", b.table.db, b.table.table, want[i])}
 		}
 	}
 	return sh, nil
