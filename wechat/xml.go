@@ -253,34 +253,35 @@ func (p *parser) set(at int, name []byte, el int, v []byte) error {
 	return nil
 }
 
-// text checks a run of character data (or the inside of a CDATA section) and, when it
-// is directly inside a field's element, adds it to that field's value. Outside the root
-// element only white space may come.
+// text checks the character data data[s:e] (a CDATA section's if cdata), only white space
+// outside the root, and adds it to the value of the field whose element it is directly in.
 func (p *parser) text(s, e int, cdata bool) error {
 	d := p.data[s:e]
-	if p.depth == 0 {
-		if cdata || len(trimSpace(d)) != 0 {
-			return p.errorf(s, "text outside the root element")
-		}
-		return nil
+	if p.depth == 0 && (cdata || len(trimSpace(d)) != 0) {
+		return p.errorf(s, "text outside the root element")
 	}
-	clean := bytes.IndexByte(d, '\r') < 0
-	if !cdata {
-		if i := bytes.Index(d, []byte("]]>")); i >= 0 {
-			return p.errorf(s+i, "]]> outside a CDATA section")
-		}
+	clean := true
+	if cdata {
+		clean = bytes.IndexByte(d, '\r') < 0
+	} else {
 		for i := 0; i < len(d); i++ {
-			if d[i] != '&' {
-				continue
+			switch d[i] {
+			case '&':
+				n, _, ok := entity(d[i:])
+				if !ok {
+					return p.errorf(s+i, "invalid entity or character reference")
+				}
+				clean, i = false, i+n-1
+			case '\r':
+				clean = false
+			case ']':
+				if i+2 < len(d) && d[i+1] == ']' && d[i+2] == '>' {
+					return p.errorf(s+i, "]]> outside a CDATA section")
+				}
 			}
-			n, _, ok := entity(d[i:])
-			if !ok {
-				return p.errorf(s+i, "invalid entity or character reference")
-			}
-			clean, i = false, i+n-1
 		}
 	}
-	if p.stack[p.depth-1].el < 0 || len(d) == 0 {
+	if p.depth == 0 || p.stack[p.depth-1].el < 0 || len(d) == 0 {
 		return nil
 	}
 	if p.pieces == 0 && clean {
