@@ -89,6 +89,10 @@ func (k *Key) Encrypt(dst, msg, receiveID []byte, random *[16]byte) []byte {
 	return encrypt(k, dst, msg, receiveID, random)
 }
 
+// text is what a receive id may be: bytes from a request or a string from configuration,
+// encrypted without converting one to the other.
+type text interface{ ~string | ~[]byte }
+
 func encrypt[T text](k *Key, dst, msg []byte, receiveID T, random *[16]byte) []byte {
 	n := paddedLen(headerLen + len(msg) + len(receiveID))
 	encLen := base64.StdEncoding.EncodedLen(n)
@@ -303,22 +307,13 @@ func (c *Crypter) AppendEncryptedReply(dst []byte, key *Key, receiveID, msg, tim
 	dst = append(dst, "]]></Encrypt><MsgSignature><![CDATA["...)
 	dst = AppendMsgSignature(dst, c.Token, timestamp, nonce, enc)
 	dst = append(dst, "]]></MsgSignature><TimeStamp>"...)
-	if isDigits(timestamp) {
+	if len(timestamp) > 0 && allDigits(timestamp) {
 		dst = append(dst, timestamp...)
 	} else {
 		dst = appendCDATA(dst, timestamp)
 	}
 	dst = appendElement(dst, "</TimeStamp><Nonce>", nonce, "</Nonce></xml>")
 	return dst
-}
-
-func isDigits(b []byte) bool {
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return len(b) > 0
 }
 
 // String describes the key without revealing it.

@@ -1,6 +1,9 @@
-// Package wechat is the protocol codec for WeChat Official Account (公众号) and WeCom
-// (企业微信) callbacks: URL and message signatures, the inbound message XML, passive-reply
-// XML, and the AES message encryption of "safe mode".
+// Package wechat is the protocol codec of a WeChat Official Account (公众号) or WeCom
+// (企业微信) server that answers in text: URL and message signatures, the AES encryption
+// of safe mode, the inbound XML as such a server reads it (text messages, events and the
+// encrypted envelope; any other type as a generic message, within the caps of SPEC
+// section 9), the text reply and its encrypted envelope, and, for test clients, the
+// messages WeChat sends. It writes no other kind of reply (image, news, …).
 //
 // The package does no I/O. Everything is a pure function or a method on a value that is
 // not changed after construction, except Message, which a caller reuses from one request

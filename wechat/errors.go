@@ -40,8 +40,4 @@ var (
 	// ErrKey is returned by ParseKey and NewCrypter when an EncodingAESKey is not 43
 	// characters of base64 decoding to 32 bytes.
 	ErrKey = errors.New("wechat: invalid EncodingAESKey")
-
-	// ErrArticleCount is returned by AppendNewsReply when asked to render no articles or
-	// more than MaxArticles.
-	ErrArticleCount = errors.New("wechat: news reply needs 1 to 8 articles")
 )

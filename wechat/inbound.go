@@ -2,10 +2,10 @@ package wechat
 
 import "strconv"
 
-// The functions below write what WeChat and WeCom send to the developer server. The
-// server has no use for them; test clients do (`wxlookup ask`, benchmarks, end-to-end
-// tests). Every value is written as by AppendCDATA. None allocates when dst has room;
-// all are safe for concurrent use.
+// The functions below write what WeChat and WeCom send to the developer server, for test
+// clients (`wxlookup ask`, benchmarks, end-to-end tests). Every value is written as a CDATA
+// section, as AppendTextReply writes them. None allocates when dst has room; all are safe
+// for concurrent use.
 
 // AppendTextMessage appends the text message a user sends to dst and returns the
 // extended buffer: to is the account (gh_… or CorpID), from the user's OpenID.

@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 )
 
-func TestAppendCDATA(t *testing.T) {
+func TestCDATA(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
@@ -36,12 +36,9 @@ func TestAppendCDATA(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := string(AppendCDATA([]byte("x"), []byte(tt.in)))
+			got := string(appendCDATA([]byte("x"), []byte(tt.in)))
 			if got != "x"+tt.want {
-				t.Errorf("AppendCDATA(%q): got %q, want %q", tt.in, got, "x"+tt.want)
-			}
-			if s := string(appendCDATA(nil, tt.in)); s != tt.want {
-				t.Errorf("appendCDATA(string %q): got %q, want %q", tt.in, s, tt.want)
+				t.Errorf("appendCDATA(%q): got %q, want %q", tt.in, got, "x"+tt.want)
 			}
 			// Whatever went in, encoding/xml reads the section back as the cleaned text.
 			var v struct {
@@ -58,7 +55,8 @@ func TestAppendCDATA(t *testing.T) {
 	}
 }
 
-func TestAppendTruncated(t *testing.T) {
+// TestTruncate: truncate keeps whole runes and leaves room for the ellipsis.
+func TestTruncate(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
@@ -72,20 +70,20 @@ func TestAppendTruncated(t *testing.T) {
 		{name: "cut inside a rune backs off", in: "中文字符", max: 8, want: "中…"},
 		{name: "four-byte rune", in: "a😀b", max: 5, want: "a…"},
 		{name: "exactly the ellipsis", in: "abcd", max: 3, want: "…"},
-		{name: "no room for the ellipsis", in: "abcd", max: 2, want: "ab"},
-		{name: "no room for a rune", in: "中文", max: 2, want: ""},
-		{name: "zero", in: "abc", max: 0, want: ""},
-		{name: "negative", in: "abc", max: -1, want: ""},
 		{name: "invalid bytes are runes of one byte", in: "ab\x80\x80\x80\x80\x80", max: 6, want: "ab\x80…"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := string(AppendTruncated([]byte("x"), []byte(tt.in), tt.max))
-			if got != "x"+tt.want {
-				t.Errorf("AppendTruncated(%q, %d): got %q, want %q", tt.in, tt.max, got, "x"+tt.want)
+			n, cut := truncate([]byte(tt.in), tt.max)
+			got := tt.in[:n]
+			if cut {
+				got += ellipsis
 			}
-			if len(got)-1 > max(tt.max, 0) {
-				t.Errorf("AppendTruncated(%q, %d): %d bytes, want at most %d", tt.in, tt.max, len(got)-1, tt.max)
+			if got != tt.want {
+				t.Errorf("truncate(%q, %d): got %q, want %q", tt.in, tt.max, got, tt.want)
+			}
+			if len(got) > tt.max {
+				t.Errorf("truncate(%q, %d): %d bytes, want at most %d", tt.in, tt.max, len(got), tt.max)
 			}
 		})
 	}
@@ -130,151 +128,7 @@ func TestAppendTextReplyLimit(t *testing.T) {
 	}
 }
 
-func TestReplies(t *testing.T) {
-	to, from := []byte("oUser"), []byte("gh_account")
-	const ts = 12345678
-	tests := []struct {
-		name   string
-		render func(dst []byte) []byte
-		want   map[string]string
-	}{
-		{
-			name:   "image",
-			render: func(dst []byte) []byte { return AppendImageReply(dst, to, from, ts, []byte("media_id")) },
-			want:   map[string]string{"MsgType": "image", "MediaID": "media_id"},
-		},
-		{
-			name:   "voice",
-			render: func(dst []byte) []byte { return AppendVoiceReply(dst, to, from, ts, []byte("media_id")) },
-			want:   map[string]string{"MsgType": "voice", "MediaID": "media_id"},
-		},
-		{
-			name: "video",
-			render: func(dst []byte) []byte {
-				return AppendVideoReply(dst, to, from, ts, Video{MediaID: "media_id", Title: "title]]>", Description: "description"})
-			},
-			want: map[string]string{"MsgType": "video", "MediaID": "media_id", "Title": "title]]>", "Description": "description"},
-		},
-		{
-			name: "music",
-			render: func(dst []byte) []byte {
-				return AppendMusicReply(dst, to, from, ts, Music{Title: "TITLE", Description: "DESCRIPTION", MusicURL: "MUSIC_Url", HQMusicURL: "HQ_MUSIC_Url", ThumbMediaID: "media_id"})
-			},
-			want: map[string]string{"MsgType": "music", "Title": "TITLE", "Description": "DESCRIPTION", "MusicURL": "MUSIC_Url", "HQMusicURL": "HQ_MUSIC_Url", "ThumbMediaID": "media_id"},
-		},
-		{
-			name: "news",
-			render: func(dst []byte) []byte {
-				dst, err := AppendNewsReply(dst, to, from, ts, []Article{{Title: "title1", Description: "description1", PicURL: "picurl", URL: "url"}, {Title: "title2"}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return dst
-			},
-			want: map[string]string{"MsgType": "news", "ArticleCount": "2"},
-		},
-		{
-			name:   "transfer to any agent",
-			render: func(dst []byte) []byte { return AppendTransferCustomerServiceReply(dst, to, from, ts, nil) },
-			want:   map[string]string{"MsgType": "transfer_customer_service"},
-		},
-		{
-			name: "transfer to one agent",
-			render: func(dst []byte) []byte {
-				return AppendTransferCustomerServiceReply(dst, to, from, ts, []byte("test1@test"))
-			},
-			want: map[string]string{"MsgType": "transfer_customer_service", "KfAccount": "test1@test"},
-		},
-	}
-	var m Message
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			out := tt.render([]byte("prefix"))
-			if !bytes.HasPrefix(out, []byte("prefix<xml>")) {
-				t.Fatalf("render: got %q, want it appended to the buffer", out)
-			}
-			out = out[len("prefix"):]
-			if err := m.Parse(out); err != nil {
-				t.Fatalf("Parse(%q): %v", out, err)
-			}
-			want := map[string]string{"ToUserName": "oUser", "FromUserName": "gh_account", "CreateTime": "12345678"}
-			for k, v := range tt.want {
-				want[k] = v
-			}
-			checkFields(t, fieldsOf(t, &m), want)
-			var any struct{}
-			if err := xml.Unmarshal(out, &any); err != nil {
-				t.Errorf("encoding/xml rejects %q: %v", out, err)
-			}
-		})
-	}
-}
-
-// TestNewsReply checks the article list, which Message does not parse, with encoding/xml.
-func TestNewsReply(t *testing.T) {
-	articles := []Article{
-		{Title: "title1", Description: "description1", PicURL: "http://x/1.jpg", URL: "http://x/1"},
-		{Title: "title2 & <more>", Description: "", PicURL: "", URL: "http://x/2"},
-	}
-	out, err := AppendNewsReply(nil, []byte("u"), []byte("a"), 1, articles)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		ArticleCount int
-		Items        []Article `xml:"Articles>item"`
-	}
-	type item struct{ Title, Description, PicUrl, Url string }
-	var w struct {
-		Items []item `xml:"Articles>item"`
-	}
-	if err := xml.Unmarshal(out, &v); err != nil {
-		t.Fatal(err)
-	}
-	if err := xml.Unmarshal(out, &w); err != nil {
-		t.Fatal(err)
-	}
-	if v.ArticleCount != 2 || len(w.Items) != 2 {
-		t.Fatalf("ArticleCount %d, items %d: want 2, 2", v.ArticleCount, len(w.Items))
-	}
-	for i, a := range articles {
-		got := w.Items[i]
-		if got != (item{a.Title, a.Description, a.PicURL, a.URL}) {
-			t.Errorf("article %d: got %q, want %q", i, got, a)
-		}
-	}
-}
-
-func TestNewsReplyArticleCount(t *testing.T) {
-	tests := []struct {
-		name string
-		n    int
-		ok   bool
-	}{
-		{name: "none", n: 0, ok: false},
-		{name: "one", n: 1, ok: true},
-		{name: "eight", n: MaxArticles, ok: true},
-		{name: "nine", n: MaxArticles + 1, ok: false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			out, err := AppendNewsReply([]byte("x"), nil, nil, 0, make([]Article, tt.n))
-			if tt.ok != (err == nil) {
-				t.Fatalf("AppendNewsReply with %d articles: got error %v, want ok %v", tt.n, err, tt.ok)
-			}
-			if !tt.ok {
-				if !errors.Is(err, ErrArticleCount) {
-					t.Errorf("error: got %v, want ErrArticleCount", err)
-				}
-				if string(out) != "x" {
-					t.Errorf("buffer after an error: got %q, want %q", out, "x")
-				}
-			}
-		})
-	}
-}
-
-// wantCDATAText is the reference for what a CDATA value reads back as: what AppendCDATA
+// wantCDATAText is the reference for what a CDATA value reads back as: what appendCDATA
 // documents, written independently, rune by rune.
 func wantCDATAText(s []byte) string {
 	var b strings.Builder
@@ -295,7 +149,7 @@ func wantCDATAText(s []byte) string {
 	return b.String()
 }
 
-// wantTruncated is the reference for AppendTruncated: the longest run of whole runes
+// wantTruncated is the reference for truncate: the longest run of whole runes
 // (invalid bytes counting as one-byte runes) that fits max with the ellipsis.
 func wantTruncated(s []byte, max int) []byte {
 	if len(s) <= max {
