@@ -47,7 +47,20 @@ func newTestAnswerer(tb testing.TB, lookup Lookuper) *answerer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &answerer{tmpl: tmpl, lookup: lookup}
+	return newRoutedAnswerer(tmpl, Route{Query: tmpl.location, Cache: lookup})
+}
+
+// newRoutedAnswerer returns an answerer over routes, each with its own not-found report.
+func newRoutedAnswerer(tmpl *Templates, routes ...Route) *answerer {
+	a := &answerer{tmpl: tmpl}
+	var rs []*queryRoute
+	for _, r := range routes {
+		rt := &queryRoute{q: r.Query, lookup: r.Cache, report: newNotFoundReport(0)}
+		rt.suggest, _ = r.Cache.(Suggester)
+		rs = append(rs, rt)
+	}
+	a.routes.Store(newRouter(rs))
+	return a
 }
 
 func textMessage(content string) *wechat.Message {
@@ -235,9 +248,9 @@ func FuzzAnswerQuery(f *testing.F) {
 	}
 	a := newTestAnswerer(f, mapLookup(f, demoRows))
 	f.Fuzz(func(t *testing.T, text string) {
-		var key []byte
-		out, o := a.answerQuery(context.Background(), nil, &key, []byte(text), []byte("oFuzz"))
-		again, o2 := a.answerQuery(context.Background(), nil, &key, []byte(text), []byte("oFuzz"))
+		w, r, now := new(work), a.routes.Load(), time.Now()
+		out, o := a.answerQuery(context.Background(), w, r, nil, []byte(text), []byte("oFuzz"), now)
+		again, o2 := a.answerQuery(context.Background(), w, r, nil, []byte(text), []byte("oFuzz"), now)
 		if string(out) != string(again) || o != o2 {
 			t.Fatalf("not deterministic for %q: %q (%v) then %q (%v)", text, out, o, again, o2)
 		}

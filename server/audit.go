@@ -62,6 +62,8 @@ const (
 	AuditWelcome      AuditResult = "welcome"      // a subscribe event's welcome text
 	AuditUnauthorised AuditResult = "unauthorised" // the sender is not on the allow-list
 	AuditRateLimited  AuditResult = "rate_limited" // the sender is over the rate limit
+	AuditStarting     AuditResult = "starting"     // the query's first load had not completed
+	AuditUnavailable  AuditResult = "unavailable"  // a read-through to the database failed
 	AuditRejected     AuditResult = "rejected"     // refused otherwise
 )
 

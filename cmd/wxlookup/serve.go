@@ -119,7 +119,8 @@ func (m *Main) Run(ctx context.Context) error {
 	buildInfo.Set(1)
 	m.Registry.MustRegister(buildInfo)
 
-	tmpl, err := server.NewTemplates(cfg.Templates, cfg.ValueColumns)
+	q, err := server.NewQuery(server.QuerySpec{Name: server.ImplicitQuery, ValueColumns: cfg.ValueColumns,
+		Found: cfg.Templates.Found, NotFound: cfg.Templates.NotFound})
 	if err != nil {
 		return err
 	}
@@ -145,7 +146,7 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxBytes:          cfg.CacheMaxBytes,
 		RefreshInterval:   cfg.RefreshInterval,
 		ReconcileInterval: cfg.ReconcileInterval,
-		Render:            func(dst []byte, r cache.Row) []byte { return tmpl.AppendFound(dst, r.Key, r.Values) },
+		Render:            func(dst []byte, r cache.Row) []byte { return q.AppendFound(dst, r.Key, r.Values) },
 		Logger:            m.Logger.With("component", "loader"),
 		Registerer:        m.Registry,
 	})
@@ -180,7 +181,10 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.AdminAddr = adminLn.Addr()
 	m.admin = server.NewAdmin(server.AdminConfig{
-		Token: cfg.AdminToken, StaleAfter: cfg.StaleAfter, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
+		Token: cfg.AdminToken, StaleAfter: cfg.StaleAfter, Gatherer: m.Registry, Webhook: m.webhook,
+		Queries: func() []server.AdminQuery {
+			return []server.AdminQuery{{Name: server.ImplicitQuery, Cache: m.Cache, Live: true}}
+		},
 		Version: version, Logger: m.Logger.With("component", "admin"),
 	})
 	m.adminSrv = &http.Server{Handler: m.admin, ReadHeaderTimeout: 5 * time.Second,
