@@ -216,6 +216,11 @@ func (a *Admin) reloadConfig(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 		return
 	}
+	for _, l := range []*[]string{&change.Added, &change.Removed, &change.Changed, &change.Unchanged} {
+		if *l == nil {
+			*l = []string{} // [] rather than null
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(change)
 }
