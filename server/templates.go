@@ -14,8 +14,11 @@ import (
 // Default reply templates (SPEC section 4). The found template gives exactly
 // `[18-546]的工作台位为[车体新厂房3号]` for the demo row.
 const (
-	DefaultWelcome      = "欢迎关注！发送工件号即可查询工作台位，例如：?18-546\n发送“帮助”查看用法。"
-	DefaultHelp         = "发送工件号查询工作台位，例如：?18-546\n一次可查多个，用空格、逗号或换行分开（最多10个）。"
+	DefaultWelcome = "欢迎关注！发送工件号即可查询工作台位，例如：?18-546\n发送“帮助”查看用法。"
+	DefaultHelp    = "发送工件号查询工作台位，例如：?18-546\n一次可查多个，用空格、逗号或换行分开（最多10个）。"
+	// DefaultQueriesHelp is the help text's first line when queries are configured; each
+	// query's help line follows it.
+	DefaultQueriesHelp  = "可以发送以下查询，一次可查多个，用空格、逗号或换行分开（最多10个）："
 	DefaultFound        = "[{{.Key}}]的工作台位为[{{.Value}}]"
 	DefaultNotFound     = "[{{.Key}}]未找到，请核对工件号。"
 	DefaultDidYouMean   = "您是不是要找：{{.Suggestions}}"

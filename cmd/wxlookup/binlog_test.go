@@ -64,7 +64,7 @@ func TestBinlogFeedEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if got := metricValue(t, m, `wxlookup_changefeed_events_total{op="delete"}`); got != "1" {
+	if got := metricValue(t, m, `wxlookup_changefeed_events_total{op="delete",query="location"}`); got != "1" {
 		t.Errorf("got %q deletes applied, want 1", got)
 	}
 	_, body := adminGet(t, m, "/status.json")
