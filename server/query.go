@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 	"unicode/utf8"
 
 	"wxlookup/cache"
@@ -131,9 +130,6 @@ func hasSeparator(s []byte) bool {
 // Name returns the query's name: its metric label, status section and audit field.
 func (q *Query) Name() string { return q.spec.Name }
 
-// Spec returns the spec the query was compiled from.
-func (q *Query) Spec() QuerySpec { return q.spec }
-
 // catchAll reports whether the query answers any message: no prefix and no match.
 func (q *Query) catchAll() bool { return q.prefixes == nil && q.match == nil }
 
@@ -173,19 +169,4 @@ func CheckQueries(qs []*Query) error {
 		}
 	}
 	return nil
-}
-
-// describeSelection says how messages select q, for the help of operators (logs, status).
-func (q *Query) describeSelection() string {
-	switch {
-	case q.match != nil:
-		return "match " + q.spec.Match
-	case q.prefixes != nil:
-		ps := make([]string, len(q.prefixes))
-		for i, p := range q.prefixes {
-			ps[i] = string(p)
-		}
-		return "prefix " + strings.Join(ps, " ")
-	}
-	return "any message (catch-all)"
 }

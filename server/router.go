@@ -113,8 +113,8 @@ func (r *router) retire() {
 // or the new, never a mix, and none waits. SetRoutes returns once no request is still
 // using the previous set, so a cache that only the previous set routed to may then be
 // closed. It refuses a route without a query or a cache, and two routes of one name (the
-// configuration's own checks are CheckQueries). Calls are serialised; safe for concurrent
-// use with requests.
+// configuration's own checks are CheckQueries). Safe for concurrent use, with requests and
+// with other calls: each returns once the set it replaced is no longer used.
 func (s *Server) SetRoutes(routes []Route) error {
 	s.routesMu.Lock()
 	built := make([]*queryRoute, 0, len(routes))
@@ -151,8 +151,8 @@ func (s *Server) SetRoutes(routes []Route) error {
 	return nil
 }
 
-// Routes returns the routes the webhook answers now, in order. Safe for concurrent use.
-func (s *Server) Routes() []Route {
+// routes returns the routes the webhook answers now, in order. Safe for concurrent use.
+func (s *Server) routes() []Route {
 	r := s.ans.routes.Load()
 	out := make([]Route, len(r.routes))
 	for i, rt := range r.routes {
@@ -161,9 +161,10 @@ func (s *Server) Routes() []Route {
 	return out
 }
 
-// NotFoundReport returns the most-asked missing keys of the query named name, most asked
-// first (see NotFoundKey), or nil when the webhook routes no query of that name.
-func (s *Server) NotFoundReport(name string) []NotFoundKey {
+// notFoundTop returns the most-asked missing keys of the query named name, most asked
+// first (see NotFoundKey), or nil when the webhook routes no query of that name. Safe for
+// concurrent use.
+func (s *Server) notFoundTop(name string) []NotFoundKey {
 	s.routesMu.Lock()
 	rep := s.reports[name]
 	s.routesMu.Unlock()

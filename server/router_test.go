@@ -153,7 +153,7 @@ func TestSetRoutesRefuses(t *testing.T) {
 			t.Errorf("SetRoutes(%d routes) accepted a bad set", len(bad))
 		}
 	}
-	if got := ts.Routes(); len(got) != 1 || got[0].Query.Name() != ImplicitQuery {
+	if got := ts.routes(); len(got) != 1 || got[0].Query.Name() != ImplicitQuery {
 		t.Errorf("routes after the refusals: %d, want the implicit query alone", len(got))
 	}
 }
@@ -231,7 +231,7 @@ func TestSetRoutesWaitsForRequests(t *testing.T) {
 		}
 		returned <- released.Load()
 	}()
-	for deadline := time.Now().Add(10 * time.Second); len(ts.Routes()) != 1; {
+	for deadline := time.Now().Add(10 * time.Second); len(ts.routes()) != 1; {
 		if time.Now().After(deadline) {
 			t.Fatal("SetRoutes did not swap the routes")
 		}

@@ -173,7 +173,7 @@ func (a *Admin) queryView(q AdminQuery) queryView {
 	}
 	if wh := a.cfg.Webhook; wh != nil {
 		qv.Lookups, qv.Found = wh.m.query(q.Name).stats()
-		qv.NotFound = wh.NotFoundReport(q.Name)
+		qv.NotFound = wh.notFoundTop(q.Name)
 	}
 	return qv
 }
