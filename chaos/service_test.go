@@ -229,10 +229,22 @@ func (s *service) metrics() map[string]float64 {
 	return parseMetrics(body)
 }
 
-// metric returns one series' value (0 when absent).
+// metric returns one series' value (0 when absent). A name without labels sums the series
+// of that name whatever their labels: the cache and loader metrics carry the label query
+// of the query they serve (one here, the implicit location).
 func (s *service) metric(series string) float64 {
 	s.tb.Helper()
-	return s.metrics()[series]
+	all := s.metrics()
+	if v, ok := all[series]; ok || strings.Contains(series, "{") {
+		return v
+	}
+	var sum float64
+	for k, v := range all {
+		if strings.HasPrefix(k, series+"{") {
+			sum += v
+		}
+	}
+	return sum
 }
 
 func parseMetrics(body string) map[string]float64 {

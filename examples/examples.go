@@ -11,3 +11,10 @@ import _ "embed"
 //go:generate go test -run ^TestLocationsCSVUpToDate$ -update .
 //go:embed locations.csv
 var LocationsCSV []byte
+
+// StockCSV is examples/stock.csv embedded in the binary: the demo's second query (`#P-100`),
+// a few parts under the header "sku,qty,bin", P-100 → 120 in bin A-01-03 among them. It must
+// be treated as read-only; it is safe for concurrent reads.
+//
+//go:embed stock.csv
+var StockCSV []byte

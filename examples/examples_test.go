@@ -62,3 +62,17 @@ func TestLocationsCSVParses(t *testing.T) {
 		})
 	}
 }
+
+func TestStockCSVParses(t *testing.T) {
+	src, err := store.NewCSV("stock.csv", StockCSV, store.Mapping{KeyColumn: "sku", ValueColumns: []string{"qty", "bin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, err := src.Get(context.Background(), cache.Key("p-100"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := row.Key+" "+row.Values[0]+" "+row.Values[1], "P-100 120 A-01-03"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}

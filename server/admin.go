@@ -4,13 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,12 +25,22 @@ const DefaultAdminListen = "127.0.0.1:9090"
 // /readyz answers 503 and the status page turns red (WXLOOKUP_STALE_AFTER).
 const DefaultStaleAfter = 60 * time.Second
 
-// Cache is what the admin listener needs of the cache: its state and a full reload.
+// Cache is what the admin listener needs of a query's cache: its state and a full reload.
 // cache.Cache satisfies it.
 type Cache interface {
 	Ready() bool
 	Status() cache.Status
 	Reload(ctx context.Context) error
+}
+
+// AdminQuery is one configured query as the admin listener sees it.
+type AdminQuery struct {
+	Name  string
+	Cache Cache
+	// Live reports that the webhook routes messages to the query. A query that a
+	// configuration reload added is not live while its first load runs: it shows on the
+	// status page but does not count for /readyz.
+	Live bool
 }
 
 // AdminConfig configures the admin listener.
@@ -44,11 +51,19 @@ type AdminConfig struct {
 	// on a loopback address.
 	Token    string
 	Gatherer prometheus.Gatherer // what /metrics serves
-	Cache    Cache
-	Webhook  *Server // for request rates and latency on the status page; may be nil
-	Version  string
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Queries returns the configured queries in their order, live and warming; it is
+	// called on each probe and page, and must be safe for concurrent use. nil: none.
+	Queries func() []AdminQuery
+	// ReloadConfig re-reads the configuration and applies its queries (POST
+	// /admin/reload-config, SPEC section 10); its error, one line, refuses the file. nil
+	// turns the route off.
+	ReloadConfig func(ctx context.Context) (ConfigChange, error)
+	// Webhook gives request rates, latency, lookup counts and not-found reports to the
+	// status page; may be nil.
+	Webhook *Server
+	Version string
+	Logger  *slog.Logger
+	Now     func() time.Time
 	// SampleInterval is how often the status page's history is sampled (default 10s).
 	SampleInterval time.Duration
 	// StaleAfter is the staleness beyond which /readyz answers 503 and the status page
@@ -57,7 +72,8 @@ type AdminConfig struct {
 }
 
 // Admin is the admin listener's handler: /metrics, /healthz, /readyz, /status,
-// POST /admin/reload and /debug/pprof/, all but the two probes behind AdminConfig.Token. Start begins sampling the history the status page
+// /status.json, POST /admin/reload, POST /admin/reload-config and /debug/pprof/, all but the
+// two probes behind AdminConfig.Token. Start begins sampling the history the status page
 // charts; Close stops it and any reload it started. Admin is safe for concurrent use.
 type Admin struct {
 	cfg      AdminConfig
@@ -73,42 +89,6 @@ type Admin struct {
 	reloadMu sync.Mutex // guards current; one reload at a time
 	current  *reloadRun // the running reload, else the last one; nil before the first
 }
-
-// reloadRun is the record of one reload started by POST /admin/reload: running while
-// Finished is zero.
-type reloadRun struct {
-	Started, Finished time.Time
-	Entries           int64 // the cache's entries and completeness after a reload that succeeded
-	Complete          bool
-	Err               error // why it failed; nil if it did not
-}
-
-// took is how long the reload took, or has run so far at now.
-func (r reloadRun) took(now time.Time) time.Duration {
-	if r.Finished.IsZero() {
-		return now.Sub(r.Started)
-	}
-	return r.Finished.Sub(r.Started)
-}
-
-// summary is the record as /status.json and the 202 answer show it.
-func (r reloadRun) summary(now time.Time) map[string]any {
-	m := map[string]any{"started": r.Started, "seconds": r.took(now).Seconds()}
-	switch {
-	case r.Finished.IsZero():
-		m["state"] = "running"
-	case r.Err != nil:
-		m["state"], m["finished"], m["error"] = "failed", r.Finished, r.Err.Error()
-	default:
-		m["state"], m["finished"], m["entries"], m["complete"] = "done", r.Finished, r.Entries, r.Complete
-	}
-	return m
-}
-
-var (
-	errReloadRunning = errors.New("a reload is already running")
-	errAdminClosed   = errors.New("the admin listener is shutting down")
-)
 
 // NewAdmin returns the admin handler for cfg.
 func NewAdmin(cfg AdminConfig) *Admin {
@@ -143,6 +123,7 @@ func NewAdmin(cfg AdminConfig) *Admin {
 		http.Redirect(w, r, "/status", http.StatusFound)
 	})
 	a.mux.HandleFunc("POST /admin/reload", a.reload)
+	a.mux.HandleFunc("POST /admin/reload-config", a.reloadConfig)
 	a.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	a.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	a.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -228,12 +209,14 @@ func (a *Admin) sample() { a.history.add(a.read()) }
 // read reads the counters the status page charts.
 func (a *Admin) read() sample {
 	s := sample{at: a.cfg.Now()}
-	if a.cfg.Cache != nil {
-		s.misses = a.cfg.Cache.Status().Misses
+	for _, q := range a.queries() {
+		if q.Live {
+			s.misses += q.Cache.Status().Misses
+		}
 	}
 	if a.cfg.Webhook != nil {
 		s.requests = a.cfg.Webhook.m.stats()
-		s.lookups, s.found = a.cfg.Webhook.m.location.stats()
+		s.lookups, s.found = a.cfg.Webhook.m.lookupTotals()
 	}
 	return s
 }
@@ -243,135 +226,47 @@ func (a *Admin) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ok\n"))
 }
 
-// readyz answers 200 once the first load has finished and while the data is fresher than
-// StaleAfter, else 503 saying why.
+// queries returns the configured queries (AdminConfig.Queries), or none.
+func (a *Admin) queries() []AdminQuery {
+	if a.cfg.Queries == nil {
+		return nil
+	}
+	return a.cfg.Queries()
+}
+
+// readyz answers 200 once the first load of every live query has finished and while each
+// one's data is fresher than StaleAfter, else 503 saying which query and why. A query a
+// configuration reload added counts once it is live.
 func (a *Admin) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if a.cfg.Cache == nil || !a.cfg.Cache.Ready() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte("starting: the first load from the source has not finished\n"))
-		return
-	}
-	if st := a.cfg.Cache.Status(); st.Staleness > a.cfg.StaleAfter {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "stale: no successful refresh for %s (more than WXLOOKUP_STALE_AFTER=%s)", st.Staleness.Truncate(time.Second), a.cfg.StaleAfter)
-		if len(st.RecentErrors) > 0 {
-			e := st.RecentErrors[0]
-			fmt.Fprintf(w, "; last error (%s, %s): %s", e.Step, e.Time.Format(time.RFC3339), e.Err)
+	live := 0
+	for _, q := range a.queries() {
+		if !q.Live {
+			continue
 		}
-		w.Write([]byte("\n"))
+		live++
+		if !q.Cache.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "starting: query %s: the first load from the source has not finished\n", q.Name)
+			return
+		}
+		if st := q.Cache.Status(); st.Staleness > a.cfg.StaleAfter {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "stale: query %s: no successful refresh for %s (more than WXLOOKUP_STALE_AFTER=%s)", q.Name, st.Staleness.Truncate(time.Second), a.cfg.StaleAfter)
+			if len(st.RecentErrors) > 0 {
+				e := st.RecentErrors[0]
+				fmt.Fprintf(w, "; last error (%s, %s): %s", e.Step, e.Time.Format(time.RFC3339), e.Err)
+			}
+			w.Write([]byte("\n"))
+			return
+		}
+	}
+	if live == 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("starting: no query is live yet\n"))
 		return
 	}
 	w.Write([]byte("ready\n"))
-}
-
-// reload starts a full reload when the request carries the admin bearer token, and answers
-// with its outcome when it ends; with ?wait=false it answers 202 at once. Either way the
-// reload runs on the Admin's context: a client that gives up (curl -m 30, a proxy's
-// timeout) does not cancel a reload half-way, only Close does.
-func (a *Admin) reload(w http.ResponseWriter, r *http.Request) {
-	if !a.authorised(w, r) {
-		return
-	}
-	wait := true
-	if q := r.URL.Query(); q.Has("wait") {
-		v, err := strconv.ParseBool(q.Get("wait"))
-		if err != nil {
-			http.Error(w, fmt.Sprintf("wait must be true or false, not %q", q.Get("wait")), http.StatusBadRequest)
-			return
-		}
-		wait = v
-	}
-	run, done, err := a.startReload()
-	switch {
-	case errors.Is(err, errReloadRunning):
-		http.Error(w, err.Error(), http.StatusConflict)
-		return
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	if !wait {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Location", "/status.json")
-		w.WriteHeader(http.StatusAccepted)
-		json.NewEncoder(w).Encode(run.summary(a.cfg.Now()))
-		return
-	}
-	select {
-	case run = <-done:
-	case <-r.Context().Done():
-		a.cfg.Logger.Info("admin: the client left before the reload ended; it goes on", "started", run.Started)
-		return
-	}
-	if run.Err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(run.Err, context.Canceled) {
-			status = http.StatusServiceUnavailable // Close cancelled it: shutting down
-		}
-		http.Error(w, "reload failed: "+run.Err.Error(), status)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{
-		"entries": run.Entries, "complete": run.Complete, "seconds": run.took(run.Finished).Seconds()})
-}
-
-// startReload starts a reload on the Admin's context and returns its record as it starts
-// and a channel that receives the record when it ends. It returns errReloadRunning while a
-// reload runs, and errAdminClosed once Close has begun.
-func (a *Admin) startReload() (reloadRun, <-chan reloadRun, error) {
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
-	if a.ctx.Err() != nil {
-		return reloadRun{}, nil, errAdminClosed
-	}
-	if a.current != nil && a.current.Finished.IsZero() {
-		return reloadRun{}, nil, errReloadRunning
-	}
-	run := reloadRun{Started: a.cfg.Now()}
-	a.current = &run
-	done := make(chan reloadRun, 1) // buffered: the request may have gone
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		done <- a.runReload(run)
-	}()
-	return run, done, nil
-}
-
-// runReload runs the reload that startReload recorded as run, logs its outcome and records
-// it for the status page.
-func (a *Admin) runReload(run reloadRun) reloadRun {
-	a.cfg.Logger.Info("admin: reload started")
-	run.Err = a.cfg.Cache.Reload(a.ctx)
-	if run.Err == nil {
-		st := a.cfg.Cache.Status()
-		run.Entries, run.Complete = st.Entries, st.Complete
-	}
-	run.Finished = a.cfg.Now()
-	switch {
-	case errors.Is(run.Err, context.Canceled) && a.ctx.Err() != nil:
-		a.cfg.Logger.Info("admin: reload cancelled: the service is stopping", "took", run.took(run.Finished))
-	case run.Err != nil:
-		a.cfg.Logger.Error("admin: reload failed", "err", run.Err, "took", run.took(run.Finished))
-	default:
-		a.cfg.Logger.Info("admin: reload done", "entries", run.Entries, "took", run.took(run.Finished))
-	}
-	a.reloadMu.Lock()
-	a.current = &run
-	a.reloadMu.Unlock()
-	return run
-}
-
-// lastReload returns the running reload, else the last one; ok is false before the first.
-func (a *Admin) lastReload() (run reloadRun, ok bool) {
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
-	if a.current == nil {
-		return reloadRun{}, false
-	}
-	return *a.current, true
 }
 
 // authorised lets an admin action through when a token is configured and r carries it

@@ -37,6 +37,11 @@ type fakeCache struct {
 	ended   chan error
 }
 
+// oneQuery is AdminConfig.Queries for one live query, the implicit one, answered by c.
+func oneQuery(c Cache) func() []AdminQuery {
+	return func() []AdminQuery { return []AdminQuery{{Name: ImplicitQuery, Cache: c, Live: true}} }
+}
+
 func (f *fakeCache) Ready() bool          { return f.ready.Load() }
 func (f *fakeCache) Status() cache.Status { return f.status }
 func (f *fakeCache) Reload(ctx context.Context) error {
@@ -124,7 +129,7 @@ func TestAdminRoutes(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ts := startServer(t, Config{}, mapLookup(t, demoRows))
 	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "wxlookup_test_total", Help: "t"}))
-	a := NewAdmin(AdminConfig{Token: "s3cret", Gatherer: reg, Cache: fc, Webhook: ts.Server, Version: "v-test"})
+	a := NewAdmin(AdminConfig{Token: "s3cret", Gatherer: reg, Queries: oneQuery(fc), Webhook: ts.Server, Version: "v-test"})
 	a.Start()
 	defer a.Close()
 
@@ -185,7 +190,7 @@ func TestAdminRoutes(t *testing.T) {
 
 func TestAdminActionsOffWithoutToken(t *testing.T) {
 	fc := &fakeCache{}
-	a := NewAdmin(AdminConfig{Cache: fc})
+	a := NewAdmin(AdminConfig{Queries: oneQuery(fc)})
 	if code, _ := get(t, a, "POST", "/admin/reload", "Bearer "); code != http.StatusForbidden {
 		t.Errorf("reload without a configured token: %d, want 403", code)
 	}
@@ -200,7 +205,7 @@ func TestAdminActionsOffWithoutToken(t *testing.T) {
 func TestReloadOutlivesClient(t *testing.T) {
 	fc := heldCache()
 	var logs logtest.Buffer
-	a := NewAdmin(AdminConfig{Token: "s3cret", Cache: fc, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	a := NewAdmin(AdminConfig{Token: "s3cret", Queries: oneQuery(fc), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer a.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -241,7 +246,7 @@ func TestReloadOutlivesClient(t *testing.T) {
 func TestReloadNoWait(t *testing.T) {
 	fc := heldCache()
 	now := time.Date(2026, 11, 27, 14, 30, 5, 0, time.UTC)
-	a := NewAdmin(AdminConfig{Token: "s3cret", Cache: fc, Now: func() time.Time { return now }})
+	a := NewAdmin(AdminConfig{Token: "s3cret", Queries: oneQuery(fc), Now: func() time.Time { return now }})
 	defer a.Close()
 
 	if rs := reloadStatus(t, a); rs != nil {
@@ -309,7 +314,7 @@ func TestReloadWaitParameter(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fc := &fakeCache{status: cache.Status{Entries: 7, Complete: true}}
-			a := NewAdmin(AdminConfig{Token: "s3cret", Cache: fc})
+			a := NewAdmin(AdminConfig{Token: "s3cret", Queries: oneQuery(fc)})
 			defer a.Close()
 			code, body := get(t, a, "POST", "/admin/reload"+tt.query, "Bearer s3cret")
 			waitReloads(a)
@@ -338,7 +343,7 @@ func TestAdminCloseCancelsReload(t *testing.T) {
 func testAdminCloseCancelsReload(t *testing.T, wait bool) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	fc := heldCache()
-	a := NewAdmin(AdminConfig{Token: "s3cret", Cache: fc, Logger: slog.New(slog.DiscardHandler)})
+	a := NewAdmin(AdminConfig{Token: "s3cret", Queries: oneQuery(fc), Logger: slog.New(slog.DiscardHandler)})
 	req := httptest.NewRequest("POST", fmt.Sprintf("/admin/reload?wait=%t", wait), nil)
 	req.Header.Set("Authorization", "Bearer s3cret")
 	answered := serveAsync(a, req)
@@ -366,7 +371,7 @@ func testAdminCloseCancelsReload(t *testing.T, wait bool) {
 	}
 	if wait {
 		if rec := recv(t, answered, "the reload's answer"); rec.Code != http.StatusServiceUnavailable ||
-			!strings.Contains(rec.Body.String(), "reload failed: cache: reload: context canceled") {
+			!strings.Contains(rec.Body.String(), "reload failed: query location: cache: reload: context canceled") {
 			t.Errorf("the waiting request got %d %q, want 503 reload failed: … context canceled", rec.Code, rec.Body)
 		}
 	}
@@ -408,7 +413,7 @@ func TestAdminTokenGuardsAllButProbes(t *testing.T) {
 	basic := func(user, pass string) string {
 		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	}
-	a := NewAdmin(AdminConfig{Token: token, Cache: fc})
+	a := NewAdmin(AdminConfig{Token: token, Queries: oneQuery(fc)})
 	defer a.Close()
 	for _, p := range []string{"/healthz", "/readyz"} {
 		if code, _ := get(t, a, "GET", p, ""); code != http.StatusOK {
@@ -438,7 +443,7 @@ func TestAdminTokenGuardsAllButProbes(t *testing.T) {
 		t.Errorf("WWW-Authenticate %q, want a Bearer and a Basic challenge", got)
 	}
 
-	open := NewAdmin(AdminConfig{Cache: fc})
+	open := NewAdmin(AdminConfig{Queries: oneQuery(fc)})
 	defer open.Close()
 	for _, p := range []string{"/metrics", "/status", "/status.json", "/debug/pprof/"} {
 		if code, _ := get(t, open, "GET", p, ""); code != http.StatusOK {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -31,95 +32,125 @@ func (f LookupFunc) Lookup(ctx context.Context, key []byte) ([]byte, string, boo
 }
 
 // answerer turns a parsed message into reply content. It holds no per-request state; the
-// buffers it appends to belong to the request.
+// buffers it appends to belong to the request's work.
 type answerer struct {
 	tmpl    *Templates
-	lookup  Lookuper
+	routes  atomic.Pointer[router]   // the configured queries (SetRoutes); never nil
 	allowed func(openID []byte) bool // nil: everyone
 	limiter *limiter
-	counts  *queryCounters // nil: not counted
+	audit   bool // record the keys asked in the work, for the audit log
 }
 
-// answer writes the text reply content for m into w.content. It returns success=true when
-// the reply is WeChat's "success" (nothing to show the user), and the outcome for metrics.
+// answer writes the text reply content for m into w.content, and what the audit log needs
+// into w. It returns success=true when the reply is WeChat's "success" (nothing to show
+// the user), and the outcome for metrics.
 func (a *answerer) answer(ctx context.Context, w *work, m *wechat.Message, now time.Time) (o outcome, success bool) {
 	openID := m.FromUserName
+	w.query, w.suggested, w.nkeys = "", false, 0
 	dst := w.content[:0]
 	defer func() { w.content = dst }()
+	v := vars{openID: openID}
 	if m.IsType("event") {
 		if !m.IsEvent("subscribe") {
 			return outcomeSuccess, true
 		}
-		dst = a.tmpl.welcome.appendTo(dst, nil, openID, MaxQueries)
+		dst = a.tmpl.welcome.append(dst, &v)
 		return outcomeWelcome, false
 	}
 	if a.allowed != nil && !a.allowed(openID) {
-		dst = a.tmpl.unauthorised.appendTo(dst, nil, openID, MaxQueries)
+		dst = a.tmpl.unauthorised.append(dst, &v)
 		return outcomeUnauthorised, false
 	}
 	if !a.limiter.allow(openID, now) {
-		dst = a.tmpl.rateLimited.appendTo(dst, nil, openID, MaxQueries)
+		dst = a.tmpl.rateLimited.append(dst, &v)
 		return outcomeRateLimited, false
 	}
+	r := a.acquire(w.shard)
+	defer r.release(w.shard)
 	if !m.IsType("text") {
-		dst = a.tmpl.help.appendTo(dst, nil, openID, MaxQueries)
+		dst = a.appendHelp(dst, r, openID)
 		return outcomeHelp, false
 	}
-	dst, o = a.answerQuery(ctx, dst, &w.key, m.Content, openID)
+	dst, o = a.answerQuery(ctx, w, r, dst, m.Content, openID, now)
 	return o, false
 }
 
-// answerQuery appends the answer to a text message in the query language of SPEC section 5:
-// an optional leading ? or ？, numbers separated by white space, commas or new lines (at most
-// MaxQueries), each answered on its own line; 帮助, help or a lone ? give the help text.
-// keyBuf is scratch space for normalised keys, kept for the next request.
-func (a *answerer) answerQuery(ctx context.Context, dst []byte, keyBuf *[]byte, text, openID []byte) ([]byte, outcome) {
-	q := stripQuestionMark(trimSpace(text))
-	key := cache.AppendKey((*keyBuf)[:0], q)
-	defer func() { *keyBuf = key }()
+// answerQuery appends the answer to a text message in the query language of SPEC
+// sections 5 and 10. The message is trimmed and normalised (cache.AppendKey); empty, 帮助,
+// help or a lone ? get the help text. Otherwise the first query of r that the first number
+// selects (see router.selectRoute) answers every number of the message: separated by white
+// space, commas or new lines, each without the query's mark (its prefix, or a catch-all's
+// optional ?), at most MaxQueries, each on its own line. A regex query looks up each
+// number's capture; a number it does not match is not found. No query selected: the help
+// text.
+func (a *answerer) answerQuery(ctx context.Context, w *work, r *router, dst, text, openID []byte, now time.Time) ([]byte, outcome) {
+	text = trimSpace(text)
+	key := cache.AppendKey(w.key[:0], text)
+	defer func() { w.key = key }()
 	if len(key) == 0 || isHelpWord(key) {
-		return a.tmpl.help.appendTo(dst, nil, openID, MaxQueries), outcomeHelp
+		return a.appendHelp(dst, r, openID), outcomeHelp
 	}
+	first, _ := nextToken(text)
+	w.scratch = cache.AppendKey(w.scratch[:0], first)
+	rt, err := r.selectRoute(w.scratch)
+	if err != nil {
+		return a.appendHelp(dst, r, openID), outcomeHelp
+	}
+	q := rt.q
+	w.query = q.Name()
+	w.keyLog = w.keyLog[:0]
 	start := len(dst)
 	var found, missing, asked int
 	var failed bool
-	for len(q) > 0 {
+	for rest := text; len(rest) > 0; {
 		var tok []byte
-		tok, q = nextToken(q)
-		tok = stripQuestionMark(tok)
+		tok, rest = nextToken(rest)
+		tok = q.stripPrefix(tok, &w.scratch)
 		key = cache.AppendKey(key[:0], tok)
 		if len(key) == 0 {
 			continue
 		}
 		if asked == MaxQueries {
 			dst = append(dst, '\n')
-			dst = a.tmpl.too.appendTo(dst, nil, openID, MaxQueries)
+			dst = a.tmpl.too.append(dst, &vars{openID: openID})
 			break
 		}
 		asked++
 		if len(dst) > start {
 			dst = append(dst, '\n')
 		}
-		line, _, ok, err := a.lookup.Lookup(ctx, key)
+		if q.match != nil {
+			m := q.match.FindSubmatchIndex(key)
+			if m == nil || m[2] < 0 || m[2] == m[3] {
+				missing++
+				a.noteKey(w, tok)
+				dst = a.appendNotFound(dst, w, rt, tok, nil, openID, now)
+				continue
+			}
+			key = key[m[2]:m[3]]
+		}
+		a.noteKey(w, key)
+		line, _, ok, err := rt.lookup.Lookup(ctx, key)
 		switch {
 		case errors.Is(err, cache.ErrNotReady):
-			return a.tmpl.starting.appendTo(dst[:start], nil, openID, MaxQueries), outcomeStarting
+			return a.tmpl.starting.append(dst[:start], &vars{openID: openID}), outcomeStarting
 		case err != nil:
 			failed = true
-			dst = a.tmpl.unavailable.appendTo(dst, tok, openID, MaxQueries)
+			dst = a.tmpl.unavailable.append(dst, &vars{asked: tok, openID: openID})
 		case ok:
 			found++
-			a.counts.countFound()
+			rt.counts.countFound()
 			dst = append(dst, line...)
 		default:
 			missing++
-			a.counts.countNotFound()
-			dst = a.tmpl.notFound.appendTo(dst, tok, openID, MaxQueries)
+			dst = a.appendNotFound(dst, w, rt, tok, key, openID, now)
 		}
 	}
 	switch {
 	case failed:
 		return dst, outcomeUnavailable
+	case asked == 0:
+		return a.appendHelp(dst[:start], r, openID), outcomeHelp // only the query's mark
 	case missing == 0:
 		return dst, outcomeFound
 	case found == 0:
@@ -128,20 +159,56 @@ func (a *answerer) answerQuery(ctx context.Context, dst []byte, keyBuf *[]byte, 
 	return dst, outcomePartial
 }
 
+// appendNotFound answers a number not found: asked as the worker wrote it (without the
+// query's mark), key normalised (nil when it never came to a lookup). It counts it, records
+// it in the query's not-found report, and offers the nearest keys of the query's cache:
+// through the not-found template's {{.Suggestions}}, or on a did-you-mean line after it.
+func (a *answerer) appendNotFound(dst []byte, w *work, rt *queryRoute, asked, key, openID []byte, now time.Time) []byte {
+	rt.counts.countNotFound()
+	rt.report.record(asked, now)
+	w.sugg = w.sugg[:0]
+	if rt.suggest != nil && key != nil {
+		w.sugg = rt.suggest.Suggest(w.sugg, key, MaxSuggestions)
+		w.sugg = w.sugg[:min(len(w.sugg), MaxSuggestions)]
+	}
+	v := vars{asked: asked, suggestions: w.sugg, openID: openID}
+	dst = rt.q.notFound.append(dst, &v)
+	if len(w.sugg) > 0 {
+		w.suggested = true
+		if !rt.q.ownSuggestions {
+			dst = append(dst, '\n')
+			dst = a.tmpl.didYouMean.append(dst, &v)
+		}
+	}
+	return dst
+}
+
+// appendHelp appends the help text: the help template, then each query's help line.
+func (a *answerer) appendHelp(dst []byte, r *router, openID []byte) []byte {
+	dst = a.tmpl.help.append(dst, &vars{openID: openID})
+	for _, rt := range r.routes {
+		if h := rt.q.spec.Help; h != "" {
+			dst = append(dst, '\n')
+			dst = append(dst, h...)
+		}
+	}
+	return dst
+}
+
+// noteKey records a key asked for the audit log, when it is on: at most MaxQueries, in
+// the work's own buffer.
+func (a *answerer) noteKey(w *work, key []byte) {
+	if !a.audit || w.nkeys == MaxQueries {
+		return
+	}
+	w.keyLog = append(w.keyLog, key...)
+	w.keyEnds[w.nkeys] = len(w.keyLog)
+	w.nkeys++
+}
+
 // isHelpWord reports whether a normalised query asks for help.
 func isHelpWord(k []byte) bool {
 	return string(k) == "help" || string(k) == "帮助" || string(k) == "?"
-}
-
-// stripQuestionMark removes one leading ? or ？ and the white space after it.
-func stripQuestionMark(s []byte) []byte {
-	switch {
-	case len(s) > 0 && s[0] == '?':
-		s = s[1:]
-	case bytes.HasPrefix(s, []byte("？")):
-		s = s[len("？"):]
-	}
-	return trimSpace(s)
 }
 
 // nextToken splits the first number off s: tokens are separated by white space (incl. the

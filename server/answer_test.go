@@ -47,7 +47,20 @@ func newTestAnswerer(tb testing.TB, lookup Lookuper) *answerer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &answerer{tmpl: tmpl, lookup: lookup}
+	return newRoutedAnswerer(tmpl, Route{Query: tmpl.location, Cache: lookup})
+}
+
+// newRoutedAnswerer returns an answerer over routes, each with its own not-found report.
+func newRoutedAnswerer(tmpl *Templates, routes ...Route) *answerer {
+	a := &answerer{tmpl: tmpl}
+	var rs []*queryRoute
+	for _, r := range routes {
+		rt := &queryRoute{q: r.Query, lookup: r.Cache, report: newNotFoundReport(0)}
+		rt.suggest, _ = r.Cache.(Suggester)
+		rs = append(rs, rt)
+	}
+	a.routes.Store(newRouter(rs))
+	return a
 }
 
 func textMessage(content string) *wechat.Message {
@@ -225,30 +238,45 @@ func BenchmarkAnswerFound(b *testing.B) {
 	}
 }
 
-// FuzzAnswerQuery feeds the query language (tokenizer, normalisation, lookups, templates)
-// arbitrary text: it never panics, answers at most MaxQueries lines plus the "too many"
-// note, keeps valid UTF-8 valid, and is deterministic.
+// FuzzAnswerQuery feeds the query language (tokenizer, normalisation, query selection,
+// lookups, templates) arbitrary text, against the implicit query alone and against several
+// (prefix, regex and catch-all queries): it never panics, answers at most MaxQueries numbers
+// (each with at most a did-you-mean line) plus the "too many" note, keeps valid UTF-8
+// valid, and is deterministic.
 func FuzzAnswerQuery(f *testing.F) {
 	for _, s := range []string{"?18-546", "？１８－５４６", "18-546,18-547\nA7-001", "帮助", "?", "help",
-		"1 2 3 4 5 6 7 8 9 10 11 12", "a、b；c\u3000d", "?]]>\x01", "\xff\xfe", ""} {
+		"1 2 3 4 5 6 7 8 9 10 11 12", "a、b；c\u3000d", "?]]>\x01", "\xff\xfe", "",
+		"#P-100 P-1", "＃", "WO0042 wo1", "?18-564"} {
 		f.Add(s)
 	}
-	a := newTestAnswerer(f, mapLookup(f, demoRows))
+	tmpl, err := NewTemplates(TemplateTexts{}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	routes := issueQueries(f)
+	catchAll := mustQuery(f, QuerySpec{Name: "any", ValueColumns: []string{"location"}})
+	answerers := []*answerer{
+		newTestAnswerer(f, mapLookup(f, demoRows)),
+		newRoutedAnswerer(tmpl, routes[1], routes[2], Route{Query: catchAll, Cache: newFakeTable(f, catchAll, nil)}),
+		newRoutedAnswerer(tmpl, routes...),
+	}
 	f.Fuzz(func(t *testing.T, text string) {
-		var key []byte
-		out, o := a.answerQuery(context.Background(), nil, &key, []byte(text), []byte("oFuzz"))
-		again, o2 := a.answerQuery(context.Background(), nil, &key, []byte(text), []byte("oFuzz"))
-		if string(out) != string(again) || o != o2 {
-			t.Fatalf("not deterministic for %q: %q (%v) then %q (%v)", text, out, o, again, o2)
-		}
-		if o == outcomeHelp {
-			return
-		}
-		if n := bytes.Count(out, []byte("\n")) + 1; n > MaxQueries+1 {
-			t.Fatalf("%d lines for %q, want at most %d", n, text, MaxQueries+1)
-		}
-		if utf8.ValidString(text) && !utf8.Valid(out) {
-			t.Fatalf("invalid UTF-8 answer %q for %q", out, text)
+		for _, a := range answerers {
+			w, r, now := new(work), a.routes.Load(), time.Now()
+			out, o := a.answerQuery(context.Background(), w, r, nil, []byte(text), []byte("oFuzz"), now)
+			again, o2 := a.answerQuery(context.Background(), w, r, nil, []byte(text), []byte("oFuzz"), now)
+			if string(out) != string(again) || o != o2 {
+				t.Fatalf("not deterministic for %q: %q (%v) then %q (%v)", text, out, o, again, o2)
+			}
+			if o == outcomeHelp {
+				continue
+			}
+			if n := bytes.Count(out, []byte("\n")) + 1; n > 2*MaxQueries+1 {
+				t.Fatalf("%d lines for %q, want at most %d", n, text, 2*MaxQueries+1)
+			}
+			if utf8.ValidString(text) && !utf8.Valid(out) {
+				t.Fatalf("invalid UTF-8 answer %q for %q", out, text)
+			}
 		}
 	})
 }

@@ -25,6 +25,9 @@ const (
 	DefaultAuditQueue      = 1024 // records waiting for the writer
 	DefaultAuditMaxSizeMB  = 100  // file size that triggers a rotation
 	DefaultAuditMaxBackups = 10   // rotated files kept
+	// DefaultAuditFlushInterval is how often the writer wakes to write what was queued
+	// (sooner when the queue is half full): a record reaches the file within about this.
+	DefaultAuditFlushInterval = 20 * time.Millisecond
 )
 
 // Caps on what an audit record keeps of a message (SPEC 9 caps OpenIDs at 128 bytes and a
@@ -47,7 +50,9 @@ type AuditConfig struct {
 	MaxBackups int    // rotated files kept (the oldest are removed)
 	MaxAgeDays int    // rotated files older than this are removed; 0 keeps them
 	Compress   bool   // gzip rotated files
-	Logger     *slog.Logger
+	// FlushInterval is how often the writer wakes to write the queued records.
+	FlushInterval time.Duration
+	Logger        *slog.Logger
 }
 
 // AuditResult is how a message was answered, the audit line's "result".
@@ -62,6 +67,8 @@ const (
 	AuditWelcome      AuditResult = "welcome"      // a subscribe event's welcome text
 	AuditUnauthorised AuditResult = "unauthorised" // the sender is not on the allow-list
 	AuditRateLimited  AuditResult = "rate_limited" // the sender is over the rate limit
+	AuditStarting     AuditResult = "starting"     // the query's first load had not completed
+	AuditUnavailable  AuditResult = "unavailable"  // a read-through to the database failed
 	AuditRejected     AuditResult = "rejected"     // refused otherwise
 )
 
@@ -79,7 +86,10 @@ type AuditRecord struct {
 
 // AuditLog writes one JSON line per answered message to a file rotated by size, off the
 // hot path: log copies a record into a free slot of a fixed pool and queues it, and a
-// writer goroutine encodes and writes. When every slot is taken, log drops the record and
+// writer goroutine encodes and writes. The writer wakes every FlushInterval, or when the
+// queue is half full, never for each record: waking a parked goroutine from the webhook's
+// handler would cost it a scheduler hand-off (and, with an idle CPU, a futex call) on
+// every message, which showed in the handler's p99. When every slot is taken, log drops the record and
 // counts it in wxlookup_audit_dropped_total; it never blocks and, once the slots' buffers
 // are warm, never allocates. Its memory is fixed: QueueSize slots of about 1 KiB (the caps
 // below), allocated up front, and a 64 KiB batch. Close writes every queued record and
@@ -95,6 +105,9 @@ type AuditLog struct {
 	closed bool
 	free   chan *auditSlot // slots not in use
 	queue  chan *auditSlot // slots waiting for the writer (room for every slot)
+	kick   chan struct{}   // wakes the writer before its interval: the queue is half full
+	stop   chan struct{}   // closed by Close, after queue
+	every  time.Duration   // FlushInterval
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -187,6 +200,10 @@ func newAuditLog(cfg AuditConfig, reg prometheus.Registerer, out io.WriteCloser)
 	}
 	n := cmpOr(cfg.QueueSize, DefaultAuditQueue)
 	a.free, a.queue = make(chan *auditSlot, n), make(chan *auditSlot, n)
+	a.kick, a.stop, a.every = make(chan struct{}, 1), make(chan struct{}), cfg.FlushInterval
+	if a.every <= 0 {
+		a.every = DefaultAuditFlushInterval
+	}
 	for range n {
 		a.free <- &auditSlot{
 			openID: make([]byte, 0, auditOpenIDMax),
@@ -217,6 +234,12 @@ func (a *AuditLog) log(rec *AuditRecord) {
 	case s := <-a.free:
 		s.fill(rec)
 		a.queue <- s // never blocks: the queue has room for every slot
+		if len(a.queue) >= cap(a.queue)/2 {
+			select {
+			case a.kick <- struct{}{}:
+			default: // the writer has been told already
+			}
+		}
 	default:
 		a.dropped.Inc()
 	}
@@ -243,6 +266,7 @@ func (a *AuditLog) Close() error {
 		a.mu.Lock()
 		a.closed = true
 		close(a.queue)
+		close(a.stop)
 		a.mu.Unlock()
 		a.wg.Wait()
 		if err := a.out.Close(); err != nil {
@@ -259,10 +283,11 @@ func (a *AuditLog) run() {
 	}
 }
 
-// drain encodes queued records into a batch and writes the batch whenever the queue is
-// momentarily empty or the batch is full, so lines reach the file promptly and whole (a
-// rotation never splits a line). It returns false when the queue is closed and drained,
-// and true after a recovered panic (logged and counted) so that run starts it again.
+// drain writes, each time the writer wakes (every FlushInterval, on a kick, or on Close),
+// every queued record: encoded into a batch, written whenever the batch is full and when
+// the queue is empty, so lines reach the file whole (a rotation never splits a line). It
+// returns false when the queue is closed and drained, and true after a recovered panic
+// (logged and counted) so that run starts it again.
 func (a *AuditLog) drain() (again bool) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -276,25 +301,32 @@ func (a *AuditLog) drain() (again bool) {
 			again = true
 		}
 	}()
+	tick := time.NewTicker(a.every)
+	defer tick.Stop()
 	for {
-		var s *auditSlot
-		var ok bool
+		for empty := false; !empty; {
+			select {
+			case s, ok := <-a.queue:
+				if !ok {
+					a.flush()
+					return false
+				}
+				a.cur = s
+				a.buf = a.encode(a.buf, s)
+				a.cur = nil
+				a.free <- s // never blocks: free has room for every slot
+				if len(a.buf) >= auditBatchMax {
+					a.flush()
+				}
+			default:
+				empty = true
+			}
+		}
+		a.flush()
 		select {
-		case s, ok = <-a.queue:
-		default:
-			a.flush()
-			s, ok = <-a.queue
-		}
-		if !ok {
-			a.flush()
-			return false
-		}
-		a.cur = s
-		a.buf = a.encode(a.buf, s)
-		a.cur = nil
-		a.free <- s // never blocks: free has room for every slot
-		if len(a.buf) >= auditBatchMax {
-			a.flush()
+		case <-tick.C:
+		case <-a.kick:
+		case <-a.stop:
 		}
 	}
 }

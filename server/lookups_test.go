@@ -45,7 +45,7 @@ func TestStatusServedAndFoundRatios(t *testing.T) {
 	now := time.Date(2026, 11, 27, 14, 30, 0, 0, time.UTC)
 	fc := &fakeCache{status: cache.Status{Ready: true, Complete: true, Entries: 10, Misses: 50}}
 	fc.ready.Store(true)
-	a := NewAdmin(AdminConfig{Cache: fc, Now: func() time.Time { return now }})
+	a := NewAdmin(AdminConfig{Queries: oneQuery(fc), Now: func() time.Time { return now }})
 	a.history.add(sample{at: now.Add(-10 * time.Minute)})
 	a.history.add(sample{at: now, misses: 50, lookups: 1000, found: 800})
 	_, page := get(t, a, "GET", "/status", "")

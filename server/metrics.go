@@ -1,6 +1,8 @@
 package server
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -87,7 +89,12 @@ type metrics struct {
 	duration   prometheus.Histogram
 	duplicates prometheus.Counter
 	rejected   [numReasons]prometheus.Counter
-	location   *queryCounters // the implicit query of SPEC section 10
+
+	// The per-query counters (SPEC section 10), by query name: every name ever routed,
+	// so that a query's counts go on across configuration changes.
+	lookups, notFound *prometheus.CounterVec
+	queriesMu         sync.Mutex
+	queries           map[string]*queryCounters
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -120,10 +127,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for r := range numReasons {
 		m.rejected[r] = rejected.WithLabelValues(reasonNames[r])
 	}
+	m.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxlookup_lookups_total",
+		Help: "Numbers looked up, by query and result (found, not_found); served from memory = 1 - wxlookup_cache_misses_total / this.",
+	}, []string{"query", "result"})
+	m.notFound = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxlookup_not_found_total",
+		Help: "Numbers looked up and not found, by query.",
+	}, []string{"query"})
+	m.queries = map[string]*queryCounters{}
 	if reg != nil {
-		reg.MustRegister(requests, m.duration, m.duplicates, rejected)
+		reg.MustRegister(requests, m.duration, m.duplicates, rejected, m.lookups, m.notFound)
 	}
-	m.location = newQueryCounters(reg, queryLocation)
 	return m
 }
 
@@ -149,10 +164,6 @@ func (m *metrics) stats() requestStats {
 	return st
 }
 
-// queryLocation names the one query there is until configured queries (SPEC section 10):
-// the table settings of section 4.
-const queryLocation = "location"
-
 // queryCounters count one query's lookups, a number each, by result
 // (wxlookup_lookups_total{query,result}), and its misses (wxlookup_not_found_total{query}).
 // A nil *queryCounters counts nothing.
@@ -160,30 +171,32 @@ type queryCounters struct {
 	found, notFound, notFoundReport prometheus.Counter
 }
 
-var (
-	lookupsOpts = prometheus.CounterOpts{
-		Name: "wxlookup_lookups_total",
-		Help: "Numbers looked up, by query and result (found, not_found); served from memory = 1 - wxlookup_cache_misses_total / this.",
+// query returns the counters of the query named name, the same ones each time.
+func (m *metrics) query(name string) *queryCounters {
+	m.queriesMu.Lock()
+	defer m.queriesMu.Unlock()
+	q := m.queries[name]
+	if q == nil {
+		q = &queryCounters{
+			found:          m.lookups.WithLabelValues(name, "found"),
+			notFound:       m.lookups.WithLabelValues(name, "not_found"),
+			notFoundReport: m.notFound.WithLabelValues(name),
+		}
+		m.queries[name] = q
 	}
-	notFoundOpts = prometheus.CounterOpts{
-		Name: "wxlookup_not_found_total",
-		Help: "Numbers looked up and not found, by query.",
-	}
-)
+	return q
+}
 
-// newQueryCounters returns the counters of query, registered on reg (when not nil) the
-// first time, and reused for the next query.
-func newQueryCounters(reg prometheus.Registerer, query string) *queryCounters {
-	lookups := prometheus.NewCounterVec(lookupsOpts, []string{"query", "result"})
-	notFound := prometheus.NewCounterVec(notFoundOpts, []string{"query"})
-	if reg != nil {
-		reg.MustRegister(lookups, notFound)
+// lookupTotals reads how many numbers every query, past ones included, has looked up and
+// how many it found, for the status page's ratios.
+func (m *metrics) lookupTotals() (lookups, found uint64) {
+	m.queriesMu.Lock()
+	defer m.queriesMu.Unlock()
+	for _, q := range m.queries {
+		l, f := q.stats()
+		lookups, found = lookups+l, found+f
 	}
-	return &queryCounters{
-		found:          lookups.WithLabelValues(query, "found"),
-		notFound:       lookups.WithLabelValues(query, "not_found"),
-		notFoundReport: notFound.WithLabelValues(query),
-	}
+	return lookups, found
 }
 
 // countFound counts a number found.
@@ -201,8 +214,7 @@ func (q *queryCounters) countNotFound() {
 	}
 }
 
-// stats reads how many numbers were looked up and how many of them found, for the status
-// page's ratios.
+// stats reads how many numbers were looked up and how many of them found.
 func (q *queryCounters) stats() (lookups, found uint64) {
 	if q == nil {
 		return 0, 0

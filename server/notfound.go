@@ -88,8 +88,11 @@ func cutUTF8(b []byte, n int) []byte {
 
 // record counts one request for key, which was not found, at now. The key is capped (see
 // notFoundKeyMax) and copied: the report keeps no reference to the caller's buffer. It
-// allocates nothing. Safe for concurrent use.
+// allocates nothing. A nil report records nothing. Safe for concurrent use.
 func (r *notFoundReport) record(key []byte, now time.Time) {
+	if r == nil {
+		return
+	}
 	key = capKey(key)
 	h := xxhash.Sum64(key)
 	t := now.UnixNano()

@@ -64,9 +64,15 @@ type Config struct {
 	// Allowed reports whether an OpenID may query; nil lets everyone.
 	Allowed func(openID []byte) bool
 
+	// Templates are the reply texts. Found and NotFound serve the implicit query that New
+	// builds around its lookup; configured queries carry their own (QuerySpec).
 	Templates TemplateTexts
-	// ValueColumns names the value columns for the found template's {{.Column.name}}.
+	// ValueColumns names the implicit query's value columns, for {{.Column.name}}.
 	ValueColumns []string
+
+	// Audit, when set, receives one record per answered message (SPEC section 10). The
+	// caller closes it after Shutdown, which flushes it.
+	Audit *AuditLog
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -87,14 +93,22 @@ type Server struct {
 	wecom   *wechat.Crypter // nil without WeCom
 	srv     *fasthttp.Server
 	free    chan *work // reusable request scratch (see getWork)
+	works   atomic.Uint64
 	rejects *logLimiter
+	audit   *AuditLog
+
+	// routesMu serialises the bookkeeping of SetRoutes; requests never take it.
+	routesMu sync.Mutex
+	reports  map[string]*notFoundReport // by query name, for the routed queries
 
 	// draining is set by Drain: every reply then asks the client to close the connection.
 	draining atomic.Bool
 	conns    atomic.Int64 // open connections (fasthttp's ConnState hook)
 }
 
-// New validates cfg and returns a server answering from lookup. Errors name the setting.
+// New validates cfg and returns a server. When lookup is not nil it answers the implicit
+// query (ImplicitQuery, SPEC section 10) from it, with cfg.Templates' found and not-found
+// texts; with nil it answers no query until SetRoutes. Errors name the setting.
 func New(cfg Config, lookup Lookuper) (*Server, error) {
 	if cfg.Path == "" {
 		cfg.Path = DefaultPath
@@ -135,9 +149,15 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 		dedupe:  newDedupe(cfg.DedupeWindow, DefaultDedupeCapacity, DefaultDedupeRingBytes),
 		replay:  newReplayGuard(cfg.TimestampSkew, DefaultReplayCapacity),
 		rejects: newLogLimiter(10, time.Second),
+		audit:   cfg.Audit,
 	}
-	s.ans = &answerer{tmpl: tmpl, lookup: lookup, allowed: cfg.Allowed,
-		limiter: newLimiter(cfg.RatePerMinute, cfg.RateBurst), counts: s.m.location}
+	s.ans = &answerer{tmpl: tmpl, allowed: cfg.Allowed, limiter: newLimiter(cfg.RatePerMinute, cfg.RateBurst), audit: cfg.Audit != nil}
+	s.ans.routes.Store(newRouter(nil))
+	if lookup != nil {
+		if err := s.SetRoutes([]Route{{Query: tmpl.location, Cache: lookup}}); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.AESKey != "" {
 		if s.oa, err = wechat.NewCrypter(cfg.Token, cfg.AppID, cfg.AESKey, cfg.AESKeyPrevious); err != nil {
 			return nil, fmt.Errorf("server: WXLOOKUP_AES_KEY: %w", err)

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,17 +68,18 @@ func (h *history) all() []sample {
 	return append(append([]sample(nil), h.samples[h.next:]...), h.samples[:h.next]...)
 }
 
-// statusView is what the status page shows.
+// statusView is what the status page shows: the service as a whole, then each query.
 type statusView struct {
 	Version string
 	Now     time.Time
 	Uptime  time.Duration
-	Ready   bool
-	Cache   cache.Status
-	Fill    float64 // CostBytes / MaxBytes
+	// Ready is set when every live query has completed its first load (and there is
+	// one); Stale, Failing and Incomplete when a live query is (see queryView).
+	Ready, Stale, Failing, Incomplete bool
+	StaleAfter                        time.Duration
 	// Served is the share of lookups answered from memory, 1 − read-through misses /
-	// lookups, and Found the share found, both over the charted window; RatiosOK is
-	// false when there were no lookups.
+	// lookups, and Found the share found, both over the charted window and every query;
+	// RatiosOK is false when there were no lookups.
 	Served, Found float64
 	RatiosOK      bool
 	Rate          float64 // requests per second over the last minute
@@ -85,33 +87,45 @@ type statusView struct {
 	LatencyOK     bool
 	Window        time.Duration
 	Chart         template.HTML
+	Reload        *reloadRun    // the running admin reload, else the last one; nil before the first
+	ReloadTook    time.Duration // how long it took, or has run so far
+	Queries       []queryView
+}
+
+// queryView is one query's section of the status page.
+type queryView struct {
+	Name string
+	// Live is false while a query a configuration reload added warms (not yet answered).
+	Live, Ready bool
+	Cache       cache.Status
+	Fill        float64 // CostBytes / MaxBytes
 	// Stale is set when the data is older than StaleAfter (/readyz answers 503): red.
 	// Failing is set, short of that, while the loader has failed since its last success:
 	// amber. LastError is the newest loader error, if any.
-	Stale      bool
-	StaleAfter time.Duration
-	Failing    bool
-	LastError  *cache.ErrorEvent
-	Reload     *reloadRun    // the running admin reload, else the last one; nil before the first
-	ReloadTook time.Duration // how long it took, or has run so far
+	Stale, Failing bool
+	LastError      *cache.ErrorEvent
+	// Lookups and Found count the numbers this query looked up, and found, since start.
+	Lookups, Found uint64
+	// NotFound is the query's not-found report, most asked first.
+	NotFound []NotFoundKey
 }
 
 func (a *Admin) view() statusView {
 	now := a.cfg.Now()
-	v := statusView{Version: a.cfg.Version, Now: now, Uptime: now.Sub(a.started).Truncate(time.Second)}
-	if a.cfg.Cache != nil {
-		v.Ready = a.cfg.Cache.Ready()
-		v.Cache = a.cfg.Cache.Status()
-		if v.Cache.MaxBytes > 0 {
-			v.Fill = float64(v.Cache.CostBytes) / float64(v.Cache.MaxBytes)
+	v := statusView{Version: a.cfg.Version, Now: now, Uptime: now.Sub(a.started).Truncate(time.Second), StaleAfter: a.cfg.StaleAfter}
+	anyLive, allReady := false, true
+	for _, q := range a.queries() {
+		qv := a.queryView(q)
+		v.Queries = append(v.Queries, qv)
+		if !q.Live {
+			continue
 		}
-		v.StaleAfter = a.cfg.StaleAfter
-		v.Stale = v.Ready && v.Cache.Staleness > a.cfg.StaleAfter
-		if errs := v.Cache.RecentErrors; len(errs) > 0 {
-			v.LastError = &errs[0]
-			v.Failing = v.Ready && !v.Stale && errs[0].Time.After(v.Cache.LastSuccess)
-		}
+		anyLive, allReady = true, allReady && qv.Ready
+		v.Stale = v.Stale || qv.Stale
+		v.Failing = v.Failing || qv.Failing
+		v.Incomplete = v.Incomplete || (qv.Ready && !qv.Cache.Complete)
 	}
+	v.Ready = anyLive && allReady
 	// The history plus a reading taken now, so the page is current between samples.
 	samples := a.history.all()
 	if cur := a.read(); len(samples) == 0 || cur.at.Sub(samples[len(samples)-1].at) >= time.Second {
@@ -146,6 +160,24 @@ func (a *Admin) view() statusView {
 	return v
 }
 
+// queryView reads one query's section.
+func (a *Admin) queryView(q AdminQuery) queryView {
+	qv := queryView{Name: q.Name, Live: q.Live, Ready: q.Cache.Ready(), Cache: q.Cache.Status()}
+	if qv.Cache.MaxBytes > 0 {
+		qv.Fill = float64(qv.Cache.CostBytes) / float64(qv.Cache.MaxBytes)
+	}
+	qv.Stale = qv.Ready && qv.Cache.Staleness > a.cfg.StaleAfter
+	if errs := qv.Cache.RecentErrors; len(errs) > 0 {
+		qv.LastError = &errs[0]
+		qv.Failing = qv.Ready && !qv.Stale && errs[0].Time.After(qv.Cache.LastSuccess)
+	}
+	if wh := a.cfg.Webhook; wh != nil {
+		qv.Lookups, qv.Found = wh.m.query(q.Name).stats()
+		qv.NotFound = wh.notFoundTop(q.Name)
+	}
+	return qv
+}
+
 func (a *Admin) status(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -155,26 +187,66 @@ func (a *Admin) status(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// statusJSON serves the status page's figures for scripts.
+// statusJSON serves the status page's figures for scripts: the service's, the live queries'
+// summed (entries, sizes) or worst (staleness, oldest success), their loader errors merged
+// newest first, and under "queries" each query's own, with its not-found report.
 func (a *Admin) statusJSON(w http.ResponseWriter, _ *http.Request) {
 	v := a.view()
+	var entries, cost, maxBytes int64
+	var staleness time.Duration
+	var lastSuccess time.Time
+	complete := true
+	errs := []errorJSON{}
+	queries := make([]map[string]any, 0, len(v.Queries))
+	for _, q := range v.Queries {
+		queries = append(queries, queryJSON(q))
+		if !q.Live {
+			continue
+		}
+		entries, cost, maxBytes = entries+q.Cache.Entries, cost+q.Cache.CostBytes, maxBytes+q.Cache.MaxBytes
+		complete = complete && q.Cache.Complete
+		staleness = max(staleness, q.Cache.Staleness)
+		if lastSuccess.IsZero() || q.Cache.LastSuccess.Before(lastSuccess) {
+			lastSuccess = q.Cache.LastSuccess
+		}
+		errs = append(errs, errorsJSON(q.Name, q.Cache.RecentErrors)...)
+	}
+	slices.SortStableFunc(errs, func(x, y errorJSON) int { return y.Time.Compare(x.Time) })
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(map[string]any{
 		"version": v.Version, "ready": v.Ready, "uptime_seconds": v.Uptime.Seconds(),
-		"source": v.Cache.Source, "complete": v.Cache.Complete, "entries": v.Cache.Entries,
-		"cost_bytes": v.Cache.CostBytes, "max_bytes": v.Cache.MaxBytes,
+		"complete": complete && len(v.Queries) > 0, "entries": entries, "cost_bytes": cost, "max_bytes": maxBytes,
 		"served_from_memory_ratio": nullable(v.Served, v.RatiosOK), "found_ratio": nullable(v.Found, v.RatiosOK),
 		"requests_per_second": v.Rate,
 		"p50_seconds":         nullable(v.P50, v.LatencyOK), "p99_seconds": nullable(v.P99, v.LatencyOK),
-		"last_success": v.Cache.LastSuccess, "staleness_seconds": v.Cache.Staleness.Seconds(),
-		"recent_errors": errorsJSON(v.Cache.RecentErrors), "reload": reloadJSON(v.Reload, v.Now),
+		"last_success": nullableTime(lastSuccess), "staleness_seconds": staleness.Seconds(),
+		"recent_errors": errs, "reload": reloadJSON(v.Reload, v.Now),
 		"stale": v.Stale, "stale_after_seconds": v.StaleAfter.Seconds(), "refresh_failing": v.Failing,
-		"change_feed": v.Cache.Mode, "position": v.Cache.Position,
-		"lag_seconds":      nullable(v.Cache.Lag.Seconds(), v.Cache.Mode == cache.ModeBinlog && v.Cache.Position != ""),
-		"reconcile_ranges": v.Cache.Ranges, "last_reconcile": nullableTime(v.Cache.LastReconcile),
+		"queries": queries,
 	})
+}
+
+// queryJSON is one query's figures for /status.json.
+func queryJSON(q queryView) map[string]any {
+	st := q.Cache
+	nf := q.NotFound
+	if nf == nil {
+		nf = []NotFoundKey{}
+	}
+	return map[string]any{
+		"name": q.Name, "live": q.Live, "ready": q.Ready,
+		"source": st.Source, "complete": st.Complete, "entries": st.Entries,
+		"cost_bytes": st.CostBytes, "max_bytes": st.MaxBytes,
+		"lookups": q.Lookups, "found": q.Found,
+		"last_success": nullableTime(st.LastSuccess), "staleness_seconds": st.Staleness.Seconds(),
+		"stale": q.Stale, "refresh_failing": q.Failing, "recent_errors": errorsJSON("", st.RecentErrors),
+		"change_feed": st.Mode, "position": st.Position,
+		"lag_seconds":      nullable(st.Lag.Seconds(), st.Mode == cache.ModeBinlog && st.Position != ""),
+		"reconcile_ranges": st.Ranges, "last_reconcile": nullableTime(st.LastReconcile),
+		"not_found": nf,
+	}
 }
 
 // nullableTime is t, or JSON null when it is the zero time (never happened).
@@ -186,18 +258,20 @@ func nullableTime(t time.Time) any {
 }
 
 // errorJSON is a loader error as /status.json shows it: keys in snake_case, like every
-// other key there.
+// other key there; at the top level it names its query.
 type errorJSON struct {
+	Query string    `json:"query,omitempty"`
 	Time  time.Time `json:"time"`
 	Step  string    `json:"step"`
 	Error string    `json:"error"`
 }
 
-// errorsJSON is the recent loader errors for /status.json, newest first; [] when none.
-func errorsJSON(events []cache.ErrorEvent) []errorJSON {
+// errorsJSON is the recent loader errors of query for /status.json, newest first; [] when
+// none.
+func errorsJSON(query string, events []cache.ErrorEvent) []errorJSON {
 	out := make([]errorJSON, 0, len(events))
 	for _, e := range events {
-		out = append(out, errorJSON{Time: e.Time, Step: e.Step, Error: e.Err})
+		out = append(out, errorJSON{Query: query, Time: e.Time, Step: e.Step, Error: e.Err})
 	}
 	return out
 }

@@ -40,7 +40,7 @@ func statusAdmin(tb testing.TB) *Admin {
 		},
 	}}
 	fc.ready.Store(true)
-	a := NewAdmin(AdminConfig{Cache: fc, Version: "v1.0.0", Now: func() time.Time { return now }})
+	a := NewAdmin(AdminConfig{Queries: oneQuery(fc), Version: "v1.0.0", Now: func() time.Time { return now }})
 	// The last full load was a POST /admin/reload.
 	a.current = &reloadRun{Started: fc.status.LastReload.Add(-fc.status.ReloadDuration), Finished: fc.status.LastReload,
 		Entries: fc.status.Entries, Complete: true}
@@ -280,7 +280,7 @@ func TestStaleIsNotGreen(t *testing.T) {
 			fc := &fakeCache{status: cache.Status{Ready: true, Complete: true, Entries: 10,
 				LastSuccess: now.Add(-tt.staleness), Staleness: tt.staleness, RecentErrors: tt.errs}}
 			fc.ready.Store(true)
-			a := NewAdmin(AdminConfig{Cache: fc, Now: func() time.Time { return now }})
+			a := NewAdmin(AdminConfig{Queries: oneQuery(fc), Now: func() time.Time { return now }})
 			code, body := get(t, a, "GET", "/readyz", "")
 			if code != tt.readyz {
 				t.Errorf("/readyz: got %d %q, want %d", code, body, tt.readyz)
@@ -306,7 +306,7 @@ func TestStaleIsNotGreen(t *testing.T) {
 	// The threshold is a setting.
 	fc := &fakeCache{status: cache.Status{Ready: true, Complete: true, Staleness: 20 * time.Second}}
 	fc.ready.Store(true)
-	a := NewAdmin(AdminConfig{Cache: fc, StaleAfter: 10 * time.Second})
+	a := NewAdmin(AdminConfig{Queries: oneQuery(fc), StaleAfter: 10 * time.Second})
 	if code, _ := get(t, a, "GET", "/readyz", ""); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz 20 s stale with StaleAfter 10s: got %d, want 503", code)
 	}

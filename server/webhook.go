@@ -19,10 +19,23 @@ type work struct {
 	plain      []byte // decrypted message
 	content    []byte // reply text
 	key        []byte // normalised key scratch
+	scratch    []byte // normalised first token, prefix comparisons
 	id         []byte // dedupe identity
 	reply      []byte // rendered reply XML
 	envelope   []byte // encrypted reply envelope
 	ts         []byte // the reply envelope's timestamp
+	sugg       []string
+	shard      int // the router reader shard of this work (see router.acquire)
+
+	// What the answer recorded for the audit log: the query that answered, whether a
+	// not-found reply offered suggestions, and the keys asked (keyLog[keyEnds[i-1]:keyEnds[i]]).
+	query     string
+	suggested bool
+	keyLog    []byte
+	keyEnds   [MaxQueries]int
+	nkeys     int
+	keys      [][]byte
+	rec       AuditRecord
 }
 
 // freeWorks bounds the free list of works: enough for every request in flight on a busy
@@ -37,7 +50,7 @@ func (s *Server) getWork() *work {
 	case w := <-s.free:
 		return w
 	default:
-		return new(work)
+		return &work{shard: int(s.works.Add(1) % routerShards), sugg: make([]string, 0, MaxSuggestions)}
 	}
 }
 
@@ -50,11 +63,13 @@ const maxKeptBuffer = 16 << 10
 func (s *Server) putWork(w *work) {
 	w.msg.Reset()
 	w.inner.Reset()
-	for _, b := range [...]*[]byte{&w.plain, &w.content, &w.key, &w.id, &w.reply, &w.envelope, &w.ts} {
+	for _, b := range [...]*[]byte{&w.plain, &w.content, &w.key, &w.scratch, &w.id, &w.reply, &w.envelope, &w.ts, &w.keyLog} {
 		if cap(*b) > maxKeptBuffer {
 			*b = nil
 		}
 	}
+	clear(w.sugg[:cap(w.sugg)]) // keys of a cache that may close
+	w.rec.OpenID, w.rec.Text, w.rec.Keys = nil, nil, nil
 	select {
 	case s.free <- w:
 	default:
@@ -80,9 +95,9 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		}()
 		switch path := ctx.Path(); {
 		case string(path) == oaPath:
-			s.serveOA(ctx)
+			s.serveOA(ctx, start)
 		case s.wecom != nil && string(path) == wecomPath:
-			s.serveWeCom(ctx)
+			s.serveWeCom(ctx, start)
 		default:
 			ctx.Error("not found", fasthttp.StatusNotFound)
 		}
@@ -96,7 +111,7 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 // parsed, msg_signature checked and the ciphertext decrypted before the replay guard
 // sees the message and the message is parsed; plaintext, it is refused when encryption is
 // required, else goes to the replay guard and is parsed.
-func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
+func (s *Server) serveOA(ctx *fasthttp.RequestCtx, start time.Time) {
 	args := ctx.QueryArgs()
 	ts, nonce := args.Peek("timestamp"), args.Peek("nonce")
 	token := s.cfg.Token
@@ -133,7 +148,7 @@ func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		if s.read(ctx, w, &w.inner, routeOA, t, nonce, dec.Msg, now) {
-			s.respond(ctx, w, &w.inner, routeOA, s.oa, dec, true, nonce, now)
+			s.respond(ctx, w, &w.inner, routeOA, s.oa, dec, true, nonce, now, start)
 		}
 		return
 	}
@@ -142,7 +157,7 @@ func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if s.read(ctx, w, &w.msg, routeOA, t, nonce, body, now) {
-		s.respond(ctx, w, &w.msg, routeOA, nil, wechat.Decrypted{}, false, nonce, now)
+		s.respond(ctx, w, &w.msg, routeOA, nil, wechat.Decrypted{}, false, nonce, now, start)
 	}
 }
 
@@ -150,7 +165,7 @@ func (s *Server) serveOA(ctx *fasthttp.RequestCtx) {
 // messages, which WeCom always encrypts. The order is serveOA's, with msg_signature in
 // place of the URL signature: a message's envelope alone is parsed before msg_signature
 // is checked.
-func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx) {
+func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx, start time.Time) {
 	args := ctx.QueryArgs()
 	ts, nonce, msgSig := args.Peek("timestamp"), args.Peek("nonce"), args.Peek("msg_signature")
 	if !ctx.IsGet() && !ctx.IsPost() {
@@ -185,7 +200,7 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if s.read(ctx, w, &w.inner, routeWeCom, t, nonce, dec.Msg, now) {
-		s.respond(ctx, w, &w.inner, routeWeCom, s.wecom, dec, true, nonce, now)
+		s.respond(ctx, w, &w.inner, routeWeCom, s.wecom, dec, true, nonce, now, start)
 	}
 }
 
@@ -258,17 +273,18 @@ func (s *Server) read(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt r
 }
 
 // respond answers the message m: a retry within the dedupe window gets the stored reply,
-// anything else is answered afresh and stored. Encrypted messages get an encrypted reply
-// with the key that decrypted them.
-func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt route, c *wechat.Crypter, dec wechat.Decrypted, encrypted bool, nonce []byte, now time.Time) {
+// anything else is answered afresh and stored (and, with the audit log on, logged).
+// Encrypted messages get an encrypted reply with the key that decrypted them. start is when
+// the request arrived.
+func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt route, c *wechat.Crypter, dec wechat.Decrypted, encrypted bool, nonce []byte, now, start time.Time) {
 	k := kindOf(m)
 	w.id = appendIdentity(w.id[:0], rt, m)
 
 	var o outcome
-	var success bool
+	var success, retry bool
 	if reply, first, ok := s.dedupe.find(w.reply[:0], w.id, now); ok {
 		w.reply = reply
-		o, success = first, first == outcomeSuccess
+		o, success, retry = first, first == outcomeSuccess, true
 		s.m.duplicates.Inc()
 	} else {
 		o, success = s.ans.answer(ctx, w, m, now)
@@ -281,19 +297,50 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, r
 	s.m.requests[rt][k][o].Inc()
 	ctx.Response.Header.SetCanonical(outcomeHeaderKey, outcomeValues[o])
 
-	if success {
+	switch {
+	case success:
 		ctx.SetContentType("text/plain; charset=utf-8")
 		ctx.SetBodyString("success")
-		return
-	}
-	ctx.SetContentType("application/xml; charset=utf-8")
-	if !encrypted {
+		return // nothing answered: not audited
+	case !encrypted:
+		ctx.SetContentType("application/xml; charset=utf-8")
 		ctx.SetBody(w.reply)
-		return
+	default:
+		ctx.SetContentType("application/xml; charset=utf-8")
+		w.ts = strconv.AppendInt(w.ts[:0], now.Unix(), 10)
+		w.envelope = c.AppendEncryptedReply(w.envelope[:0], dec.Key, dec.ReceiveID, w.reply, w.ts, nonce)
+		ctx.SetBody(w.envelope)
 	}
-	w.ts = strconv.AppendInt(w.ts[:0], now.Unix(), 10)
-	w.envelope = c.AppendEncryptedReply(w.envelope[:0], dec.Key, dec.ReceiveID, w.reply, w.ts, nonce)
-	ctx.SetBody(w.envelope)
+	if s.audit != nil && !retry {
+		s.logAudit(w, m, o, now, start)
+	}
+}
+
+// logAudit queues the audit record of the message m, answered with outcome o: one line per
+// answered message (a WeChat retry is the same message, and is not logged again).
+func (s *Server) logAudit(w *work, m *wechat.Message, o outcome, now, start time.Time) {
+	w.keys = w.keys[:0]
+	from := 0
+	for _, end := range w.keyEnds[:w.nkeys] {
+		w.keys = append(w.keys, w.keyLog[from:end])
+		from = end
+	}
+	r := &w.rec
+	r.Time, r.Query, r.OpenID, r.Text, r.Keys = now, w.query, m.FromUserName, m.Content, w.keys
+	r.Result = auditResults[o]
+	if w.suggested && (o == outcomeNotFound || o == outcomePartial) {
+		r.Result = AuditSuggested
+	}
+	r.Latency = time.Since(start)
+	s.audit.log(r)
+}
+
+// auditResults maps the outcome of an answered message to its audit result.
+var auditResults = [numOutcomes]AuditResult{
+	outcomeFound: AuditFound, outcomePartial: AuditNotFound, outcomeNotFound: AuditNotFound,
+	outcomeHelp: AuditHelp, outcomeWelcome: AuditWelcome, outcomeStarting: AuditStarting,
+	outcomeUnauthorised: AuditUnauthorised, outcomeRateLimited: AuditRateLimited,
+	outcomeUnavailable: AuditUnavailable, outcomeRejected: AuditRejected,
 }
 
 // appendIdentity appends what makes a message the same message when WeChat retries it:

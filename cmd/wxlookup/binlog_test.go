@@ -64,18 +64,21 @@ func TestBinlogFeedEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if got := metricValue(t, m, `wxlookup_changefeed_events_total{op="delete"}`); got != "1" {
+	if got := metricValue(t, m, `wxlookup_changefeed_events_total{op="delete",query="location"}`); got != "1" {
 		t.Errorf("got %q deletes applied, want 1", got)
 	}
 	_, body := adminGet(t, m, "/status.json")
-	var st struct {
-		Feed     string `json:"change_feed"`
-		Position string `json:"position"`
+	var doc struct {
+		Queries []struct {
+			Name     string `json:"name"`
+			Feed     string `json:"change_feed"`
+			Position string `json:"position"`
+		} `json:"queries"`
 	}
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		t.Fatalf("status.json: %v\n%s", err, body)
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || len(doc.Queries) != 1 || doc.Queries[0].Name != "location" {
+		t.Fatalf("status.json: %v, want the one query location:\n%s", err, body)
 	}
-	if st.Feed != "binlog" || !strings.Contains(st.Position, ":") {
+	if st := doc.Queries[0]; st.Feed != "binlog" || !strings.Contains(st.Position, ":") {
 		t.Errorf("status.json: got change feed %q, position %q; want binlog and a file:pos", st.Feed, st.Position)
 	}
 }

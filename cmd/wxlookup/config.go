@@ -56,6 +56,13 @@ type Config struct {
 	ValueColumns  []string
 	UpdatedColumn string
 
+	// Queries are the file's queries: list (SPEC section 10); nil without one, when the
+	// table settings above form the one implicit query (see queryList).
+	Queries []QueryConfig
+	// tableSetBy names the first table setting given (file key or environment name), to
+	// refuse it together with queries:.
+	tableSetBy string
+
 	// ChangeFeed is how the loader learns of changes: "poll" (the updated column, and a
 	// checksum reconcile for deletes) or "binlog" (the row binary log, as a replica).
 	ChangeFeed string
@@ -85,10 +92,15 @@ type Config struct {
 	LogLevel  string
 	LogFormat string
 
+	// AuditLog is the JSON-lines audit file (WXLOOKUP_AUDIT_LOG; "" is off); with
+	// AuditHashKey its lines carry a keyed hash of each OpenID instead of the OpenID.
+	AuditLog     string
+	AuditHashKey string
+
 	Templates server.TemplateTexts
 
-	// Demo is set when neither a MySQL DSN nor a CSV file is configured: the embedded demo
-	// rows and token "demo" are used.
+	// Demo is set when neither a MySQL DSN, a CSV file nor queries are configured: the
+	// embedded demo rows and token "demo" are used.
 	Demo bool
 }
 
@@ -210,10 +222,13 @@ var settings = []setting{
 	{key: "allow_column", parse: str(func(c *Config) *string { return &c.AllowColumn })},
 	{key: "log_level", parse: str(func(c *Config) *string { return &c.LogLevel })},
 	{key: "log_format", parse: str(func(c *Config) *string { return &c.LogFormat })},
+	{key: "audit_log", parse: str(func(c *Config) *string { return &c.AuditLog })},
+	{key: "audit_hash_key", parse: str(func(c *Config) *string { return &c.AuditHashKey }), secret: true},
 	{key: "template_welcome", parse: str(func(c *Config) *string { return &c.Templates.Welcome })},
 	{key: "template_help", parse: str(func(c *Config) *string { return &c.Templates.Help })},
 	{key: "template_found", parse: str(func(c *Config) *string { return &c.Templates.Found })},
 	{key: "template_not_found", parse: str(func(c *Config) *string { return &c.Templates.NotFound })},
+	{key: "template_did_you_mean", parse: str(func(c *Config) *string { return &c.Templates.DidYouMean })},
 	{key: "template_unauthorised", parse: str(func(c *Config) *string { return &c.Templates.Unauthorised })},
 	{key: "template_starting", parse: str(func(c *Config) *string { return &c.Templates.Starting })},
 	{key: "template_rate_limited", parse: str(func(c *Config) *string { return &c.Templates.RateLimited })},
@@ -264,6 +279,9 @@ func LoadConfig(path string, getenv func(string) string) (Config, error) {
 			if err := s.parse(&c, v); err != nil {
 				return c, fmt.Errorf("config: %s: %s", envName(s.key), redact(s, err))
 			}
+			if tableSettings[s.key] && c.tableSetBy == "" {
+				c.tableSetBy = envName(s.key)
+			}
 		}
 	}
 	return c, c.validate()
@@ -301,6 +319,17 @@ func (c *Config) applyFile(path string, data []byte) error {
 			}
 			continue
 		}
+		if key == "queries" {
+			qs, err := parseQueries(path, node)
+			if err != nil {
+				return err
+			}
+			c.Queries = qs
+			continue
+		}
+		if tableSettings[key] && c.tableSetBy == "" {
+			c.tableSetBy = key
+		}
 		s, ok := byKey[key]
 		if !ok {
 			return fmt.Errorf("config: %s: unknown setting %q (line %d)", path, key, node.Line)
@@ -333,7 +362,7 @@ func redact(s setting, err error) string {
 // validate checks the settings that depend on each other, applies demo mode, and names the
 // first bad setting.
 func (c *Config) validate() error {
-	if c.MySQLDSN == "" && c.CSV == "" {
+	if c.MySQLDSN == "" && c.CSV == "" && c.Queries == nil {
 		c.Demo = true
 		if c.Token == "" {
 			c.Token = "demo"
@@ -407,7 +436,7 @@ func (c *Config) validate() error {
 		}
 		return fmt.Errorf("config: %w", err)
 	}
-	return nil
+	return c.validateQueries()
 }
 
 // mappingSettings names the setting of each field of store.Mapping (MappingError.Field).
@@ -519,64 +548,4 @@ func dsnProblem(dsn string, err error) string {
 		}
 	}
 	return msg
-}
-
-// knownEnv are WXLOOKUP_* names that are not settings but are read all the same.
-var knownEnv = map[string]bool{
-	"WXLOOKUP_CONFIG":         true, // serve's --config default
-	"WXLOOKUP_TEST_MYSQL_DSN": true, // the tests' MariaDB
-}
-
-// unknownEnv returns a warning for each WXLOOKUP_* name in environ ("NAME=value" entries)
-// that is no setting, naming the closest setting, so a typo does not silently leave a
-// default in place.
-func unknownEnv(environ []string) []string {
-	var warnings []string
-	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "WXLOOKUP_") || knownEnv[name] {
-			continue
-		}
-		best, bestD := "", -1
-		for _, s := range settings {
-			env := envName(s.key)
-			if env == name {
-				best, bestD = "", 0
-				break
-			}
-			if d := editDistance(strings.ToUpper(name), env); bestD < 0 || d < bestD {
-				best, bestD = env, d
-			}
-		}
-		if best != "" {
-			warnings = append(warnings, fmt.Sprintf("config: %s is not a setting; did you mean %s?", name, best))
-		}
-	}
-	return warnings
-}
-
-// editDistance is the optimal string alignment distance between a and b: insertions,
-// deletions, substitutions and transpositions of neighbouring bytes each cost 1.
-func editDistance(a, b string) int {
-	prev2 := make([]int, len(b)+1)
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				cur[j] = min(cur[j], prev2[j-2]+1)
-			}
-		}
-		prev2, prev, cur = prev, cur, prev2
-	}
-	return prev[len(b)]
 }

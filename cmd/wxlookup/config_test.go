@@ -144,6 +144,10 @@ func FuzzConfigFile(f *testing.F) {
 		"templates: 3\n",
 		"- a\n- b\n",
 		"&a [*a]",
+		"queries:\n  - name: stock\n    prefix: '#'\n    csv: s.csv\n    key_column: sku\n    value_columns: qty, bin\n",
+		"queries:\n  - name: a\n    prefix: {x: 1}\n",
+		"queries:\n  - [1]\n",
+		"queries: {a: 1}\n",
 		"",
 	} {
 		f.Add(s)

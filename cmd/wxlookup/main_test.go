@@ -48,7 +48,7 @@ func startMain(tb testing.TB, cfg Config) *Main {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := m.Cache.WaitReady(ctx); err != nil {
+	if err := m.WaitReady(ctx); err != nil {
 		tb.Fatalf("first load: %v", err)
 	}
 	return m
@@ -197,7 +197,7 @@ func TestEndToEndMySQL(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("update not visible after 5s: still %q", r.Content)
 		}
-		if err := m.Cache.Refresh(ctx); err != nil {
+		if err := m.QueryCache("location").Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -241,8 +241,8 @@ func TestEndToEndMySQL(t *testing.T) {
 	if v := metricValue(t, m, `wxlookup_requests_total{kind="text",outcome="partial",route="oa"}`); v != "3" {
 		t.Errorf(`requests{oa,text,partial} = %q, want 3`, v)
 	}
-	if v := metricValue(t, m, "wxlookup_cache_complete"); v != "1" {
-		t.Errorf("wxlookup_cache_complete = %q, want 1", v)
+	if v := metricValue(t, m, `wxlookup_cache_complete{query="location"}`); v != "1" {
+		t.Errorf(`wxlookup_cache_complete{query="location"} = %q, want 1`, v)
 	}
 	if code, _ := adminGet(t, m, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz = %d, want 200", code)
@@ -417,7 +417,7 @@ func TestListenWhenReady(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after the first load: %q", r.Content)
 		}
-		if err := m.Cache.Refresh(context.Background()); err != nil {
+		if err := m.QueryCache("location").Refresh(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -468,7 +468,7 @@ func TestStartsWithMySQLDown(t *testing.T) {
 	srv.Restart(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := m.Cache.WaitReady(ctx); err != nil {
+	if err := m.WaitReady(ctx); err != nil {
 		t.Fatalf("not ready after MySQL came back: %v", err)
 	}
 	if r, err := a.Ask(context.Background(), "?18-546"); err != nil || r.Content != "[18-546]的工作台位为[车体新厂房3号]" {

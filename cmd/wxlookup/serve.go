@@ -10,7 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +22,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"wxlookup/cache"
-	"wxlookup/examples"
 	"wxlookup/server"
 	"wxlookup/store"
 )
@@ -43,11 +42,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if fs.NArg() > 0 {
 		return usageError{"serve takes no arguments"}
 	}
+	// SIGHUP re-reads the configuration (ReloadConfig); caught from the start, so that one
+	// sent while starting does not end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := LoadConfig(*configPath, getenv)
 	if err != nil {
 		return err
 	}
 	m := NewMain(cfg)
+	m.ConfigPath, m.Getenv = *configPath, getenv
 	m.Logger = newLogger(cfg, stderr)
 	for _, w := range unknownEnv(os.Environ()) {
 		m.Logger.Warn(w)
@@ -60,7 +65,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return err
 	}
 	m.printBanner(stdout)
-	<-ctx.Done()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			m.ReloadConfig(ctx) // logs what it did, or why it refused the file
+		}
+	}
 	m.Logger.Info("shutting down: handing the port over, finishing in-flight requests", "timeout", drainTimeout+shutdownTimeout)
 	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	m.Drain(dctx)
@@ -78,38 +89,45 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// Main is the running service: the source, the cache and its loader, the webhook and the
-// admin listener. Run starts it; Close stops it gracefully. End-to-end tests run it on
-// 127.0.0.1:0 and read WebhookAddr and AdminAddr.
+// Main is the running service: the configured queries (each with its source, cache and
+// loader), the webhook, the audit log and the admin listener. Run starts it; Close stops it
+// gracefully. End-to-end tests run it on 127.0.0.1:0 and read WebhookAddr and AdminAddr.
 type Main struct {
 	Config   Config
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 
+	// ConfigPath and Getenv are where ReloadConfig (SIGHUP, POST /admin/reload-config)
+	// reads the configuration again: serve's --config file and the environment.
+	ConfigPath string
+	Getenv     func(string) string
+
 	// WebhookAddr and AdminAddr are the listeners' addresses once Run has returned.
 	WebhookAddr, AdminAddr net.Addr
 
-	// Cache is the entry cache, set by Run.
-	Cache *cache.Cache
-
-	source   io.Closer
+	queries  *querySet
+	streams  atomic.Uint32 // binlog streams opened (nextServerID)
 	allow    *store.AllowList
+	allowDB  io.Closer // the allow-list table's connection pool
+	audit    *server.AuditLog
 	ln       *handoverListener // the webhook's
 	webhook  *server.Server
 	admin    *server.Admin
 	adminSrv *http.Server
 	served   chan error // the webhook's Serve result
+	reloadMu sync.Mutex // one configuration reload at a time
 }
 
 // NewMain returns a Main for cfg with a fresh metrics registry.
 func NewMain(cfg Config) *Main {
-	return &Main{Config: cfg, Logger: slog.Default(), Registry: prometheus.NewRegistry()}
+	return &Main{Config: cfg, Logger: slog.Default(), Registry: prometheus.NewRegistry(), Getenv: os.Getenv}
 }
 
-// Run opens the source, starts the loader and both listeners, and returns once they accept
-// connections. It does not wait for the first load: until it completes the webhook answers
-// the "starting up" text and /readyz is 503. With ListenWhenReady it opens the webhook
-// listener (and returns) only after the first load, or returns ctx's error if ctx ends
+// Run opens every query's source (checking a MySQL table's mapping), starts their loaders
+// and both listeners, and returns once they accept connections. It does not wait for the
+// first loads: until a query's completes the webhook answers it with the "starting up"
+// text, and /readyz is 503 until every one has. With ListenWhenReady it opens the webhook
+// listener (and returns) only after every first load, or returns ctx's error if ctx ends
 // first; the admin listener opens at once either way.
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
@@ -119,58 +137,38 @@ func (m *Main) Run(ctx context.Context) error {
 	buildInfo.Set(1)
 	m.Registry.MustRegister(buildInfo)
 
-	tmpl, err := server.NewTemplates(cfg.Templates, cfg.ValueColumns)
-	if err != nil {
+	m.queries = newQuerySet(m)
+	if err := m.queries.start(ctx, cfg.queryList()); err != nil {
 		return err
 	}
-	src, mode, err := m.openSource()
-	if err != nil {
-		return err
-	}
-	if c, ok := src.(io.Closer); ok {
-		m.source = c
-	}
-	if my := mysqlOf(src); my != nil {
-		if err := m.checkMapping(ctx, my); err != nil {
-			return err
+	var err error
+	if cfg.AuditLog != "" {
+		if m.audit, err = server.NewAuditLog(server.AuditConfig{Path: cfg.AuditLog, HashKey: []byte(cfg.AuditHashKey),
+			Logger: m.Logger.With("component", "audit")}, m.Registry); err != nil {
+			return fmt.Errorf("WXLOOKUP_AUDIT_LOG: %w", err)
 		}
 	}
-	if b, ok := src.(*store.Binlog); ok {
-		if err := m.checkBinlog(ctx, b); err != nil {
-			return err
-		}
-	}
-	m.Cache, err = cache.New(src, cache.Config{
-		Mode:              mode,
-		MaxBytes:          cfg.CacheMaxBytes,
-		RefreshInterval:   cfg.RefreshInterval,
-		ReconcileInterval: cfg.ReconcileInterval,
-		Render:            func(dst []byte, r cache.Row) []byte { return tmpl.AppendFound(dst, r.Key, r.Values) },
-		Logger:            m.Logger.With("component", "loader"),
-		Registerer:        m.Registry,
-	})
-	if err != nil {
-		return err
-	}
-
 	sc := server.Config{
 		Path: cfg.Path, Token: cfg.Token, AppID: cfg.AppID,
 		AESKey: cfg.AESKey, AESKeyPrevious: cfg.AESKeyPrevious, RequireEncryption: cfg.RequireEncryption,
 		WeComPath: cfg.WeComPath, WeComCorpID: cfg.WeComCorpID, WeComToken: cfg.WeComToken, WeComAESKey: cfg.WeComAESKey,
 		TimestampSkew: cfg.TimestampSkew, RatePerMinute: cfg.RateLimit, RateBurst: cfg.RateBurst,
-		Templates: cfg.Templates, ValueColumns: cfg.ValueColumns,
+		Templates: cfg.Templates, ValueColumns: cfg.ValueColumns, Audit: m.audit,
 		Logger: m.Logger.With("component", "webhook"), Registerer: m.Registry,
+	}
+	if cfg.Queries != nil && strings.TrimSpace(sc.Templates.Help) == "" {
+		sc.Templates.Help = server.DefaultQueriesHelp // the queries' own lines follow it
 	}
 	if cfg.RateLimit == 0 {
 		sc.RatePerMinute = -1
 	}
-	if err := m.openAllowList(ctx, src); err != nil {
+	if err := m.openAllowList(ctx); err != nil {
 		return err
 	}
 	if m.allow != nil {
 		sc.Allowed = m.allow.Allowed
 	}
-	if m.webhook, err = server.New(sc, m.Cache); err != nil {
+	if m.webhook, err = server.New(sc, nil); err != nil {
 		return err
 	}
 
@@ -180,12 +178,15 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.AdminAddr = adminLn.Addr()
 	m.admin = server.NewAdmin(server.AdminConfig{
-		Token: cfg.AdminToken, StaleAfter: cfg.StaleAfter, Gatherer: m.Registry, Cache: m.Cache, Webhook: m.webhook,
+		Token: cfg.AdminToken, StaleAfter: cfg.StaleAfter, Gatherer: prometheus.Gatherers{m.Registry, m.queries},
+		Queries: m.queries.adminQueries, ReloadConfig: m.ReloadConfig, Webhook: m.webhook,
 		Version: version, Logger: m.Logger.With("component", "admin"),
 	})
 	m.adminSrv = &http.Server{Handler: m.admin, ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelDebug)}
-	m.Cache.Start()
+	if err := m.queries.goLive(); err != nil {
+		return err
+	}
 	m.admin.Start()
 	go func() {
 		if err := m.adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -198,7 +199,7 @@ func (m *Main) Run(ctx context.Context) error {
 		// (WXLOOKUP_REUSE_PORT), a listener open before the first load would answer "starting up"
 		// to requests the others can answer; closed, nginx and the kernel send them there.
 		m.Logger.Info("waiting for the first load before opening the webhook listener", "setting", "WXLOOKUP_LISTEN_WHEN_READY")
-		if err := m.Cache.WaitReady(ctx); err != nil {
+		if err := m.queries.waitReady(ctx); err != nil {
 			return fmt.Errorf("WXLOOKUP_LISTEN_WHEN_READY: waiting for the first load: %w", err)
 		}
 	}
@@ -210,122 +211,37 @@ func (m *Main) Run(ctx context.Context) error {
 	m.WebhookAddr = ln.Addr()
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.webhook.Serve(m.ln) }()
+	var names, sources []string
+	for _, q := range m.queries.adminQueries() {
+		names, sources = append(names, q.Name), append(sources, q.Cache.Status().Source)
+	}
 	m.Logger.Info("wxlookup started", "version", version, "webhook", m.WebhookAddr.String()+cfg.Path,
-		"admin", m.AdminAddr.String(), "admin_token", cfg.AdminToken != "", "source", fmt.Sprint(src), "demo", cfg.Demo,
-		"change_feed", mode, "safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "")
+		"admin", m.AdminAddr.String(), "admin_token", cfg.AdminToken != "", "queries", names, "sources", sources, "demo", cfg.Demo,
+		"change_feed", cfg.ChangeFeed, "safe_mode", cfg.AESKey != "", "wecom", cfg.WeComCorpID != "", "audit_log", cfg.AuditLog != "")
 	return nil
 }
 
-// openSource opens the configured source and says how the loader follows it: MySQL polled
-// (by the updated column) or followed (by its binary log), a CSV file, or the embedded demo
-// rows.
-func (m *Main) openSource() (cache.Source, string, error) {
-	cfg := m.Config
-	my := store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: cfg.mapping(), Logger: m.Logger}
-	switch {
-	case cfg.MySQLDSN != "" && cfg.ChangeFeed == feedBinlog:
-		id, err := cfg.binlogServerID()
-		if err != nil {
-			return nil, "", err
-		}
-		b, err := store.OpenBinlog(store.BinlogConfig{MySQLConfig: my, BinlogDSN: cfg.BinlogDSN, ServerID: id})
-		return b, cache.ModeBinlog, err
-	case cfg.MySQLDSN != "":
-		src, err := store.OpenMySQL(my)
-		return src, cache.ModePoll, err
-	case cfg.CSV != "":
-		src, err := store.OpenCSV(cfg.CSV, cfg.mapping())
-		return src, cache.ModeCSV, err
-	}
-	src, err := store.NewCSV("examples/locations.csv (embedded demo)", examples.LocationsCSV, cfg.mapping())
-	return src, cache.ModeCSV, err
-}
+// WaitReady waits until every live query has completed its first load, or ctx ends.
+func (m *Main) WaitReady(ctx context.Context) error { return m.queries.waitReady(ctx) }
 
-// binlogServerID is WXLOOKUP_BINLOG_SERVER_ID, or one derived from the host name and the
-// webhook's port, so that replicas on different hosts, or on one host with different
-// ports, differ without configuration.
-func (c *Config) binlogServerID() (uint32, error) {
-	if c.BinlogServerID != 0 {
-		return c.BinlogServerID, nil
-	}
-	host, err := os.Hostname()
-	if err != nil {
-		return 0, fmt.Errorf("WXLOOKUP_BINLOG_SERVER_ID is not set and the host name cannot be read to derive one: %w", err)
-	}
-	_, p, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		return 0, fmt.Errorf("WXLOOKUP_LISTEN %q: want host:port: %w", c.Listen, err)
-	}
-	port, _ := strconv.Atoi(p)
-	return store.DefaultServerID(host, port), nil
-}
+// QueryCache returns the cache of the live query named name, or nil.
+func (m *Main) QueryCache(name string) *cache.Cache { return m.queries.cacheOf(name) }
 
-// mysqlOf returns the MySQL source behind src, or nil for a CSV source.
-func mysqlOf(src cache.Source) *store.MySQL {
-	switch s := src.(type) {
-	case *store.MySQL:
-		return s
-	case *store.Binlog:
-		return s.MySQL
-	}
-	return nil
-}
-
-// checkBinlog stops start-up when MySQL answers that its binary log cannot be followed as
-// configured (binlog off or not ROW, grants missing, an unsupported column type), naming
-// each fix. When MySQL cannot be asked now it logs one line and lets the loader retry.
-func (m *Main) checkBinlog(ctx context.Context, b *store.Binlog) error {
-	ctx, cancel := context.WithTimeout(ctx, mappingCheckTimeout)
-	defer cancel()
-	err := b.Check(ctx)
-	var cf *store.CannotFollowError
-	switch {
-	case err == nil:
-		m.Logger.Info("binlog change feed: the binary log can be followed", "source", b.String(), "server_id", b.ServerID())
-	case errors.As(err, &cf):
-		return fmt.Errorf("WXLOOKUP_CHANGE_FEED=binlog: %w", err)
-	default:
-		m.Logger.Warn("cannot check the binary log now; starting anyway, the loader retries", "source", b.String(), "err", err)
-	}
-	return nil
-}
-
-// mappingCheckTimeout bounds the start-up check of the table mapping.
-const mappingCheckTimeout = 5 * time.Second
-
-// checkMapping stops start-up, naming the setting, when MySQL answers that the mapped table
-// or a column is missing or unfit; a warning (no index on the updated column) is logged.
-// When MySQL cannot be asked now it logs one line and lets the loader retry.
-func (m *Main) checkMapping(ctx context.Context, my *store.MySQL) error {
-	ctx, cancel := context.WithTimeout(ctx, mappingCheckTimeout)
-	defer cancel()
-	err := my.CheckMapping(ctx, m.Config.ChangeFeed != feedBinlog) // the binlog feed needs no updated column
-	var me *store.MappingError
-	var mw *store.MappingWarning
-	switch {
-	case err == nil:
-	case errors.As(err, &me):
-		return fmt.Errorf("%s: %v", mappingSettings[me.Field], me.Err)
-	case errors.As(err, &mw):
-		m.Logger.Warn(mappingSettings[mw.Field]+": "+mw.Err.Error(), "source", my.String())
-	default:
-		m.Logger.Warn("cannot check the table mapping now; starting anyway, the loader retries", "source", my.String(), "err", err)
-	}
-	return nil
-}
-
-// openAllowList opens the configured allow-list, if any, and starts its refresh loop.
-func (m *Main) openAllowList(ctx context.Context, src cache.Source) error {
+// openAllowList opens the configured allow-list, if any, and starts its refresh loop. An
+// allow-list table is read through a connection pool of its own, which outlives every
+// query's.
+func (m *Main) openAllowList(ctx context.Context) error {
 	cfg := m.Config
 	var err error
 	switch {
 	case cfg.AllowFile != "":
 		m.allow, err = store.OpenAllowList(cfg.AllowFile)
 	case cfg.AllowTable != "":
-		my := mysqlOf(src)
-		if my == nil {
-			return errors.New("WXLOOKUP_ALLOW_TABLE needs WXLOOKUP_MYSQL_DSN")
+		var my *store.MySQL
+		if my, err = store.OpenMySQL(store.MySQLConfig{DSN: cfg.MySQLDSN, Logger: m.Logger}); err != nil {
+			return fmt.Errorf("allow-list: %w", err)
 		}
+		m.allowDB = my
 		m.allow, err = store.OpenAllowTable(ctx, my, cfg.AllowTable, cfg.AllowColumn)
 		if err != nil && m.allow != nil {
 			m.Logger.Warn("allow-list: first read failed; nobody may query until a read succeeds",
@@ -412,8 +328,8 @@ func (m *Main) Drain(ctx context.Context) error {
 }
 
 // Close stops the service gracefully: the webhook stops accepting and finishes in-flight
-// requests, then the admin listener, the loader and the source close. It returns the first
-// error.
+// requests, then the audit log is flushed, and the admin listener, the queries' loaders and
+// sources close. It returns the first error.
 func (m *Main) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -426,6 +342,10 @@ func (m *Main) Close() error {
 		m.ln.Close()
 		errs = append(errs, <-m.served)
 	}
+	// No message is answered any more: what the audit log holds goes to its file.
+	if m.audit != nil {
+		errs = append(errs, m.audit.Close())
+	}
 	// The admin handler first: it cancels a reload that a POST /admin/reload is waiting
 	// for, which then answers 503 at once instead of holding the listener's shutdown.
 	if m.admin != nil {
@@ -434,14 +354,14 @@ func (m *Main) Close() error {
 	if m.adminSrv != nil {
 		errs = append(errs, m.adminSrv.Shutdown(ctx))
 	}
-	if m.Cache != nil {
-		errs = append(errs, m.Cache.Close())
+	if m.queries != nil {
+		errs = append(errs, m.queries.close())
 	}
 	if m.allow != nil {
 		errs = append(errs, m.allow.Close())
 	}
-	if m.source != nil {
-		errs = append(errs, m.source.Close())
+	if m.allowDB != nil {
+		errs = append(errs, m.allowDB.Close())
 	}
 	for _, err := range errs {
 		if err != nil {
@@ -463,7 +383,7 @@ func (m *Main) printBanner(w io.Writer) {
 		fmt.Fprintln(w, "  every admin route but /healthz and /readyz needs WXLOOKUP_ADMIN_TOKEN as a bearer token")
 	}
 	if cfg.Demo {
-		fmt.Fprintf(w, "demo mode: %s, token %q\n", "embedded examples/locations.csv", cfg.Token)
+		fmt.Fprintf(w, "demo mode: %s, token %q\n", "embedded examples/locations.csv and examples/stock.csv", cfg.Token)
 	}
 	ask := fmt.Sprintf("go run ./cmd/wxlookup ask --url %s", url)
 	if exe, err := os.Executable(); err == nil && !strings.Contains(exe, "go-build") {
@@ -479,6 +399,9 @@ func (m *Main) printBanner(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "try it:\n  %s '?18-546'\n", ask)
+	if cfg.Demo {
+		fmt.Fprintf(w, "  %s '#P-100'\n", ask)
+	}
 }
 
 // hostPort renders a listener address for a URL, showing 127.0.0.1 for a wildcard bind.
