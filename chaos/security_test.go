@@ -63,7 +63,7 @@ func TestSelectOnlyAccount(t *testing.T) {
 	svc.waitFor(15*time.Second, "the update and the delete in the replies", func() bool {
 		a, _ := c.ask(ctx, "oRO", "?"+k)
 		b, _ := c.ask(ctx, "oRO", "?"+k2)
-		return a == found(k, "只读账号可见") && b == "["+k2+"]未找到，请核对工件号。"
+		return a == found(k, "只读账号可见") && strings.HasPrefix(b, "["+k2+"]未找到，请核对工件号。") // suggestions may follow
 	})
 	req, _ := http.NewRequest(http.MethodPost, svc.Admin+"/admin/reload", nil)
 	req.Header.Set("Authorization", "Bearer admin-ro-test")
