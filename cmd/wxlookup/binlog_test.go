@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"wxlookup/internal/mariadbtest"
 	"wxlookup/store"
 )
@@ -114,5 +116,93 @@ func TestBinlogFeedRefusedWithoutBinlog(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "\n") {
 		t.Errorf("error is not one line: %q", err)
+	}
+}
+
+// TestQueriesShareOneBinlogStream: with the binlog feed, the queries over two tables follow
+// one replication connection (SPEC section 10): the server shows one binlog dump, and a
+// commit to either table reaches its query.
+func TestQueriesShareOneBinlogStream(t *testing.T) {
+	srv := mariadbtest.SharedBinlog(t)
+	dsn := srv.CreateDatabase(t)
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if err := store.Seed(ctx, db, 50); err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`CREATE TABLE stock (sku VARCHAR(64) NOT NULL PRIMARY KEY, qty INT NOT NULL, bin VARCHAR(32) NOT NULL)`,
+		`INSERT INTO stock (sku, qty, bin) VALUES ('P-100', 120, 'A-01-03')`,
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := writeFile(t, "c.yaml", `
+queries:
+  - name: location
+    prefix: ["?"]
+    table: workpiece_location
+    key_column: part_no
+    value_columns: [location]
+  - name: stock
+    prefix: ["#"]
+    table: stock
+    key_column: sku
+    value_columns: [qty, bin]
+    found: "[{{.Key}}] 库存{{.Column.qty}}件，货位{{.Column.bin}}"
+`)
+	// A replication account of its own, so that its dump connections can be counted
+	// whatever else follows the shared server.
+	srv.Exec(t, "", "CREATE USER IF NOT EXISTS 'wxt_stream'@'%' IDENTIFIED BY 'stream-pass'",
+		"GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'wxt_stream'@'%'")
+	repl, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repl.User, repl.Passwd = "wxt_stream", "stream-pass"
+	cfg, err := LoadConfig(path, envOf(map[string]string{"WXLOOKUP_MYSQL_DSN": dsn, "WXLOOKUP_TOKEN": e2eToken,
+		"WXLOOKUP_CHANGE_FEED": "binlog", "WXLOOKUP_BINLOG_SERVER_ID": "4242", "WXLOOKUP_BINLOG_DSN": repl.FormatDSN()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startMain(t, cfg)
+	a := Asker{URL: webhookURL(m, "/wx"), Token: e2eToken}
+	for _, stmt := range []string{
+		"UPDATE workpiece_location SET location = '流' WHERE part_no = '18-546'",
+		"UPDATE stock SET qty = 7 WHERE sku = 'P-100'",
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct{ ask, want string }{
+		{"?18-546", "[18-546]的工作台位为[流]"},
+		{"#P-100", "[P-100] 库存7件，货位A-01-03"},
+	} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r, err := a.Ask(ctx, tt.ask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Content == tt.want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ask %q: got %q 10s after the commit, want %q", tt.ask, r.Content, tt.want)
+			}
+		}
+	}
+	var dumps int
+	if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'wxt_stream' AND COMMAND LIKE 'Binlog Dump%'").Scan(&dumps); err != nil {
+		t.Fatal(err)
+	}
+	if dumps != 1 {
+		t.Errorf("got %d binlog dump connections for two queries, want 1", dumps)
 	}
 }

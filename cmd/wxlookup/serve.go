@@ -106,7 +106,7 @@ type Main struct {
 	WebhookAddr, AdminAddr net.Addr
 
 	queries  *querySet
-	streams  atomic.Uint32 // binlog streams opened (nextServerID)
+	shared   sharedSources // the queries' connection pool and binlog stream
 	allow    *store.AllowList
 	allowDB  io.Closer // the allow-list table's connection pool
 	audit    *server.AuditLog
@@ -228,8 +228,7 @@ func (m *Main) WaitReady(ctx context.Context) error { return m.queries.waitReady
 func (m *Main) QueryCache(name string) *cache.Cache { return m.queries.cacheOf(name) }
 
 // openAllowList opens the configured allow-list, if any, and starts its refresh loop. An
-// allow-list table is read through a connection pool of its own, which outlives every
-// query's.
+// allow-list table is read through the queries' connection pool.
 func (m *Main) openAllowList(ctx context.Context) error {
 	cfg := m.Config
 	var err error
@@ -237,8 +236,12 @@ func (m *Main) openAllowList(ctx context.Context) error {
 	case cfg.AllowFile != "":
 		m.allow, err = store.OpenAllowList(cfg.AllowFile)
 	case cfg.AllowTable != "":
+		var pool *store.Pool
 		var my *store.MySQL
-		if my, err = store.OpenMySQL(store.MySQLConfig{DSN: cfg.MySQLDSN, Logger: m.Logger}); err != nil {
+		if pool, err = m.mysqlPool(); err == nil {
+			my, err = pool.Table(store.TableConfig{})
+		}
+		if err != nil {
 			return fmt.Errorf("allow-list: %w", err)
 		}
 		m.allowDB = my
@@ -363,6 +366,7 @@ func (m *Main) Close() error {
 	if m.allowDB != nil {
 		errs = append(errs, m.allowDB.Close())
 	}
+	errs = append(errs, m.closeShared())
 	for _, err := range errs {
 		if err != nil {
 			return err

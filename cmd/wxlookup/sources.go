@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"wxlookup/cache"
@@ -15,13 +16,10 @@ import (
 
 // openSource opens a query's source and says how its loader follows it: rows built into
 // the binary (the demo), a CSV file, or a MySQL table polled (by the updated column) or
-// followed (by its binary log).
-//
-// Each query has its own source for now: a MySQL query its own connection pool and, with
-// the binlog feed, its own binlog stream (replica server ids from nextServerID). SPEC 10
-// wants one pool and one stream for all; that is for store to provide.
+// followed (by its binary log). Every MySQL query reads through one connection pool, and
+// with the binlog feed every one follows the one binlog stream (SPEC section 10); both are
+// opened with the first query that needs them and closed by Main.Close.
 func (m *Main) openSource(qc QueryConfig) (cache.Source, string, error) {
-	cfg := m.Config
 	switch {
 	case qc.embedded != nil:
 		src, err := store.NewCSV(qc.CSV, qc.embedded, qc.mapping())
@@ -30,33 +28,83 @@ func (m *Main) openSource(qc QueryConfig) (cache.Source, string, error) {
 		src, err := store.OpenCSV(qc.CSV, qc.mapping())
 		return src, cache.ModeCSV, err
 	}
-	my := store.MySQLConfig{DSN: cfg.MySQLDSN, Mapping: qc.mapping(), Logger: m.Logger}
-	if cfg.ChangeFeed == feedBinlog {
-		id, err := m.nextServerID()
-		if err != nil {
-			return nil, "", err
-		}
-		b, err := store.OpenBinlog(store.BinlogConfig{MySQLConfig: my, BinlogDSN: cfg.BinlogDSN, ServerID: id})
-		return b, cache.ModeBinlog, err
+	pool, err := m.mysqlPool()
+	if err != nil {
+		return nil, "", err
 	}
-	src, err := store.OpenMySQL(my)
-	return src, cache.ModePoll, err
+	src, err := pool.Table(store.TableConfig{Mapping: qc.mapping()})
+	if err != nil || m.Config.ChangeFeed != feedBinlog {
+		return src, cache.ModePoll, err
+	}
+	stream, err := m.binlogStream()
+	if err != nil {
+		src.Close()
+		return nil, "", err
+	}
+	b, err := stream.Table(src)
+	if err != nil {
+		src.Close()
+		return nil, "", err
+	}
+	return b, cache.ModeBinlog, nil
 }
 
-// nextServerID returns the replica server id of the next binlog stream this process opens:
-// WXLOOKUP_BINLOG_SERVER_ID (or the derived one) for the first, then one more for each
-// further stream, so that two streams of this process never share one (MySQL would drop
-// the older).
-func (m *Main) nextServerID() (uint32, error) {
-	base, err := m.Config.binlogServerID()
-	if err != nil {
-		return 0, err
+// sharedSources are the connection pool and the binlog stream every query shares.
+type sharedSources struct {
+	mu     sync.Mutex
+	pool   *store.Pool
+	stream *store.BinlogStream
+}
+
+// mysqlPool returns the connection pool of WXLOOKUP_MYSQL_DSN, opening it on first use.
+func (m *Main) mysqlPool() (*store.Pool, error) {
+	m.shared.mu.Lock()
+	defer m.shared.mu.Unlock()
+	if m.shared.pool == nil {
+		p, err := store.OpenPool(store.PoolConfig{DSN: m.Config.MySQLDSN, Logger: m.Logger})
+		if err != nil {
+			return nil, err
+		}
+		m.shared.pool = p
 	}
-	id := base + m.streams.Add(1) - 1
-	if id == 0 { // wrapped around: 0 is no server id
-		id = base + m.streams.Add(1) - 1
+	return m.shared.pool, nil
+}
+
+// binlogStream returns the binlog stream every query follows, opening it on first use with
+// the replica server id of WXLOOKUP_BINLOG_SERVER_ID (or the derived one).
+func (m *Main) binlogStream() (*store.BinlogStream, error) {
+	m.shared.mu.Lock()
+	defer m.shared.mu.Unlock()
+	if m.shared.stream == nil {
+		id, err := m.Config.binlogServerID()
+		if err != nil {
+			return nil, err
+		}
+		st, err := store.OpenBinlogStream(store.BinlogStreamConfig{DSN: m.Config.MySQLDSN,
+			BinlogDSN: m.Config.BinlogDSN, ServerID: id, Logger: m.Logger})
+		if err != nil {
+			return nil, err
+		}
+		m.shared.stream = st
 	}
-	return id, nil
+	return m.shared.stream, nil
+}
+
+// closeShared closes the binlog stream and then the pool, once every query's source is
+// closed.
+func (m *Main) closeShared() error {
+	m.shared.mu.Lock()
+	defer m.shared.mu.Unlock()
+	var errs []error
+	if m.shared.stream != nil {
+		errs = append(errs, m.shared.stream.Close())
+		m.shared.stream = nil
+	}
+	if m.shared.pool != nil {
+		errs = append(errs, m.shared.pool.Close())
+		m.shared.pool = nil
+	}
+	return errors.Join(errs...)
 }
 
 // binlogServerID is WXLOOKUP_BINLOG_SERVER_ID, or one derived from the host name and the
