@@ -53,7 +53,8 @@ type Source interface {
 	// Snapshot streams every row to fn, in the source's key order, and returns the watermark
 	// a following Poller.Changes call starts from. The watermark is taken before the first
 	// row is read, from the source's own clock, so nothing written during the snapshot is
-	// missed.
+	// missed. A Row is valid only during its call of fn: the source may reuse its memory
+	// for the next row, so fn copies what it keeps.
 	Snapshot(ctx context.Context, fn func(Row) error) (watermark time.Time, err error)
 	// Get reads one row by its normalised key: read-through when the table does not fit
 	// the cache, and confirmation of rows reconcile could not place in a key range. It
@@ -95,7 +96,8 @@ type RangeSource interface {
 	// Checksum returns the RangeSum of the rows in r, computed by the source (no rows are
 	// sent).
 	Checksum(ctx context.Context, r KeyRange) (RangeSum, error)
-	// ReadRange streams every row in r to fn, in key order, each with its Sum.
+	// ReadRange streams every row in r to fn, in key order, each with its Sum. As in
+	// Snapshot, a Row is valid only during its call of fn.
 	ReadRange(ctx context.Context, r KeyRange, fn func(Row) error) error
 }
 

@@ -83,7 +83,7 @@ func (fx *streamFixture) rows(t *testing.T, b *Binlog) map[string]cache.Row {
 	t.Helper()
 	out := map[string]cache.Row{}
 	if _, err := b.Snapshot(testCtx(t), func(r cache.Row) error {
-		out[r.Key] = r
+		out[strings.Clone(r.Key)] = keepRow(r)
 		return nil
 	}); err != nil {
 		t.Fatalf("Snapshot of %s: %v", b.table.table, err)

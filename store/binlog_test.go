@@ -174,7 +174,7 @@ func (a *appliedRows) apply(ch cache.Change) error {
 		if r.Deleted {
 			delete(a.rows, r.Key)
 		} else {
-			a.rows[r.Key] = r
+			a.rows[strings.Clone(r.Key)] = keepRow(r)
 		}
 	}
 	a.cursor = ch.Cursor
@@ -191,7 +191,7 @@ func (a *appliedRows) snapshot(t *testing.T, b *Binlog) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		r.Sum = cache.RowSum(r.Key, r.Values)
-		a.rows[r.Key] = r
+		a.rows[strings.Clone(r.Key)] = keepRow(r)
 		return nil
 	})
 	if err != nil {

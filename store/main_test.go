@@ -3,9 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
+	"wxlookup/cache"
 	"wxlookup/internal/mariadbtest"
 )
 
@@ -53,4 +55,16 @@ func serverCPU(tb testing.TB, srv *mariadbtest.Server, db *sql.DB) func() float6
 		}
 		return cpu
 	}
+}
+
+// keepRow returns a copy of r that outlives the call of fn it was given to: Snapshot and
+// ReadRange lend their rows.
+func keepRow(r cache.Row) cache.Row {
+	r.Key = strings.Clone(r.Key)
+	vals := make([]string, len(r.Values))
+	for i, v := range r.Values {
+		vals[i] = strings.Clone(v)
+	}
+	r.Values = vals
+	return r
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"wxlookup/cache"
 )
@@ -291,12 +292,14 @@ func (s *MySQL) page(ctx context.Context, query string, args []any, dest []any, 
 	return n, rows.Err()
 }
 
-// rowScanner scans key and value columns as raw bytes and builds a cache.Row from them with
-// two allocations: one string holding key and values, one Values slice.
+// rowScanner scans key and value columns as raw bytes and builds a cache.Row from them:
+// row allocates the Row (one string holding key and values, one Values slice), view lends
+// one that lives until the next scan.
 type rowScanner struct {
 	cols []sql.RawBytes
 	dest []any
 	buf  []byte
+	vals []string // view's Values
 }
 
 func newRowScanner(nvalues int, extra ...any) *rowScanner {
@@ -308,6 +311,30 @@ func newRowScanner(nvalues int, extra ...any) *rowScanner {
 	return r
 }
 
+// view returns the row scanned last without allocating: its strings alias the scanner's
+// buffer and its Values are the scanner's, valid until the next scan. A snapshot of a
+// million rows that have not changed thus leaves no garbage behind (the cache copies only
+// the rows that changed).
+func (r *rowScanner) view() cache.Row {
+	r.buf = r.buf[:0]
+	for _, c := range r.cols {
+		r.buf = append(r.buf, c...)
+	}
+	all := unsafe.String(unsafe.SliceData(r.buf), len(r.buf))
+	if r.vals == nil {
+		r.vals = make([]string, len(r.cols)-1)
+	}
+	row := cache.Row{Key: all[:len(r.cols[0])], Values: r.vals}
+	off := len(r.cols[0])
+	for i, c := range r.cols[1:] {
+		row.Values[i] = all[off : off+len(c)]
+		off += len(c)
+	}
+	row.Sum = cache.RowSum(row.Key, row.Values)
+	return row
+}
+
+// row returns the row scanned last, freshly allocated.
 func (r *rowScanner) row() cache.Row {
 	r.buf = r.buf[:0]
 	for _, c := range r.cols {
@@ -329,7 +356,8 @@ func (r *rowScanner) row() cache.Row {
 // a table or column dropped since start-up fails with the *MappingError that names it. It
 // reads by keyset pagination (WHERE key > last ORDER BY key LIMIT PageSize), each page its
 // own short statement, so no transaction stays open and a row written meanwhile is either
-// read or newer than the watermark. Each Row is freshly allocated; fn may keep it.
+// read or newer than the watermark. The Row given to fn is valid only during the call (its
+// memory holds the next row after it): fn copies what it keeps.
 func (s *MySQL) Snapshot(ctx context.Context, fn func(cache.Row) error) (time.Time, error) {
 	if err := s.checkMapping(ctx, false); err != nil && !isWarning(err) {
 		return time.Time{}, mappingOr(err, "store: snapshot: check mapping: %w")
@@ -339,11 +367,12 @@ func (s *MySQL) Snapshot(ctx context.Context, fn func(cache.Row) error) (time.Ti
 		return time.Time{}, fmt.Errorf("store: snapshot: read clock: %w", err)
 	}
 	sc := newRowScanner(s.nvalues)
+	var lastKey []byte // the key of the row fn saw last, for the next page
 	var last string
 	first := true
 	each := func() error {
-		row := sc.row()
-		last = row.Key
+		row := sc.view()
+		lastKey = append(lastKey[:0], row.Key...)
 		return fn(row)
 	}
 	for {
@@ -353,6 +382,7 @@ func (s *MySQL) Snapshot(ctx context.Context, fn func(cache.Row) error) (time.Ti
 		} else {
 			n, err = s.page(ctx, s.q.snapshotAt, []any{last, s.pageSize}, sc.dest, each)
 		}
+		last = string(lastKey)
 		if err != nil {
 			err = s.explain(ctx, err, false)
 			if first {

@@ -67,7 +67,7 @@ func snapshotRows(tb testing.TB, s *MySQL) (map[string]string, time.Time) {
 		if len(r.Values) != 1 {
 			return fmt.Errorf("key %q: got %d values, want 1", r.Key, len(r.Values))
 		}
-		got[r.Key] = r.Values[0]
+		got[strings.Clone(r.Key)] = strings.Clone(r.Values[0])
 		return nil
 	})
 	if err != nil {
@@ -165,7 +165,7 @@ func TestChanges(t *testing.T) {
 		rows, wm1 = changes(t, s, wm0)
 		got := map[string]string{}
 		for _, r := range rows {
-			got[r.Key] = r.Values[0]
+			got[strings.Clone(r.Key)] = strings.Clone(r.Values[0])
 		}
 		want := map[string]string{k1: "总装车间Z区1排", "NEW-1": "成品库9号"}
 		if fmt.Sprint(got) != fmt.Sprint(want) {

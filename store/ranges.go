@@ -21,14 +21,15 @@ func (s *MySQL) Checksum(ctx context.Context, r cache.KeyRange) (cache.RangeSum,
 }
 
 // ReadRange streams every row in r to fn in key order, each with its Sum, by keyset pages
-// of PageSize rows, each its own short statement. Each Row is freshly allocated; fn may
-// keep it.
+// of PageSize rows, each its own short statement. The Row given to fn is valid only during
+// the call: fn copies what it keeps.
 func (s *MySQL) ReadRange(ctx context.Context, r cache.KeyRange, fn func(cache.Row) error) error {
 	sc := newRowScanner(s.nvalues)
+	var lastKey []byte // the key of the row fn saw last, for the next page
 	var last string
 	each := func() error {
-		row := sc.row()
-		last = row.Key
+		row := sc.view()
+		lastKey = append(lastKey[:0], row.Key...)
 		return fn(row)
 	}
 	for first := true; ; first = false {
@@ -43,6 +44,7 @@ func (s *MySQL) ReadRange(ctx context.Context, r cache.KeyRange, fn func(cache.R
 			}
 		}
 		n, err := s.page(ctx, q, append(args, s.pageSize), sc.dest, each)
+		last = string(lastKey)
 		if err != nil {
 			err = s.explain(ctx, err, false)
 			if first {

@@ -56,7 +56,7 @@ func readRange(tb testing.TB, s *MySQL, r cache.KeyRange) []cache.Row {
 	tb.Helper()
 	var rows []cache.Row
 	if err := s.ReadRange(testCtx(tb), r, func(row cache.Row) error {
-		rows = append(rows, row)
+		rows = append(rows, keepRow(row))
 		return nil
 	}); err != nil {
 		tb.Fatalf("ReadRange %s: %v", fmtRange(r), err)
@@ -130,7 +130,7 @@ func TestRowSumMatchesMySQL(t *testing.T) {
 			s, _ := customTable(t, srv, tt.key, tt.values, tt.rows)
 			ctx := testCtx(t)
 			var snap []cache.Row
-			if _, err := s.Snapshot(ctx, func(r cache.Row) error { snap = append(snap, r); return nil }); err != nil {
+			if _, err := s.Snapshot(ctx, func(r cache.Row) error { snap = append(snap, keepRow(r)); return nil }); err != nil {
 				t.Fatal(err)
 			}
 			var got []string
@@ -236,7 +236,7 @@ func TestChecksumEqualsReadRange(t *testing.T) {
 	}
 	s := openSource(t, dsn, MySQLConfig{PageSize: 7})
 	var snap []cache.Row
-	if _, err := s.Snapshot(ctx, func(r cache.Row) error { snap = append(snap, r); return nil }); err != nil {
+	if _, err := s.Snapshot(ctx, func(r cache.Row) error { snap = append(snap, keepRow(r)); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	key := func(i int) string { return snap[i].Key }
