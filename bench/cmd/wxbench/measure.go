@@ -83,7 +83,7 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 	}
 	res, err := load.Run(ctx, load.Config{
 		Addr: s.proc.addr, Conns: h.o.conns, Schedule: sched, Request: b.Request, Check: s.check(b),
-		Timeout: timeout, Progress: h.progress(label), Engine: h.engine(), Loops: loops,
+		Timeout: timeout, Progress: h.progress(label), Loops: loops,
 	})
 	wg.Wait()
 	var heap []heapSample
@@ -181,13 +181,6 @@ func (h *harness) progress(label string) func(load.Progress) {
 			fmt.Fprintln(os.Stderr, line)
 		}
 	}
-}
-
-func (h *harness) engine() load.Engine {
-	if h.o.engine == "goroutines" {
-		return load.Goroutines
-	}
-	return load.EventLoop
 }
 
 func perRequest(d time.Duration, n int) time.Duration {

@@ -26,7 +26,7 @@ func (h *harness) warmUp(ctx context.Context, s *system) error {
 		return err
 	}
 	res, err := load.Run(ctx, load.Config{Addr: s.proc.addr, Conns: h.o.conns, Schedule: sched,
-		Request: b.Request, Check: s.check(b), Timeout: h.o.timeout, Engine: h.engine(), Loops: h.o.loops})
+		Request: b.Request, Check: s.check(b), Timeout: h.o.timeout, Loops: h.o.loops})
 	if err != nil {
 		return err
 	}

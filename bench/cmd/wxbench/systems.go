@@ -164,7 +164,7 @@ func (h *harness) setup() {
 	}
 	h.rep.Setup = append(h.rep.Setup,
 		report.KV{Key: "load", Value: fmt.Sprintf("open loop, %d keep-alive connections per run, latency from the scheduled time, timeout %s", o.conns, o.timeout)},
-		report.KV{Key: "generator", Value: fmt.Sprintf("engine %s: %d thread(s) for the fixed-rate runs, %d for the maximum-throughput search", o.engine, o.loops, o.maxLoops)},
+		report.KV{Key: "generator", Value: fmt.Sprintf("event loops (epoll): %d thread(s) for the fixed-rate runs, %d for the maximum-throughput search", o.loops, o.maxLoops)},
 		report.KV{Key: "requests", Value: fmt.Sprintf("signed WeChat text messages `?<number>`, distinct MsgIds, %d OpenIDs in turn, built before each run", o.openIDs)},
 		report.KV{Key: "keys", Value: fmt.Sprintf("Zipf s=%.2f over the %d rows (rank 0 = 18-546), %.0f%% numbers not in the table", o.zipfS, o.rows, o.unknown*100)},
 		report.KV{Key: "wxlookup", Value: "one process, `wxlookup serve` built with -trimpath, MySQL source (read-only account), change feed poll (the default: refresh 1s, reconcile 10s), AES key set so plaintext and safe mode share it (WXLOOKUP_REQUIRE_ENCRYPTION=false), defaults otherwise"},
