@@ -177,25 +177,14 @@ func TestAuditLogEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
-	m := NewMain(cfg)
-	m.Logger = testLogger(t)
-	if err := m.Run(context.Background()); err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := m.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	m, closeMain := openMain(t, cfg)
 	a := Asker{URL: webhookURL(m, "/wx"), Token: "demo", OpenID: "oAuditE2E"}
 	for _, ask := range []string{"?18-546", "#P-100 #P-999", "帮助"} {
-		if _, err := a.Ask(ctx, ask); err != nil {
+		if _, err := a.Ask(context.Background(), ask); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := m.Close(); err != nil {
+	if err := closeMain(); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(path)

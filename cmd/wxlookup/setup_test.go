@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,18 +36,28 @@ func seededDB(tb testing.TB, srv *mariadbtest.Server, rows int) (string, *sql.DB
 	return dsn, db
 }
 
-// startMain runs the whole service on 127.0.0.1:0 and waits for the first load.
+// startMain runs the whole service on 127.0.0.1:0, waits for the first load, and closes
+// it when the test ends.
 func startMain(tb testing.TB, cfg Config) *Main {
 	tb.Helper()
+	m, _ := openMain(tb, cfg)
+	return m
+}
+
+// openMain is startMain for a test that closes the service itself: closeMain closes it
+// once and returns Close's error; the end of the test closes it only if closeMain did not.
+func openMain(tb testing.TB, cfg Config) (m *Main, closeMain func() error) {
+	tb.Helper()
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
-	m := NewMain(cfg)
+	m = NewMain(cfg)
 	m.Logger = testLogger(tb)
 	if err := m.Run(context.Background()); err != nil {
 		m.Close()
 		tb.Fatal(err)
 	}
+	closeMain = sync.OnceValue(m.Close)
 	tb.Cleanup(func() {
-		if err := m.Close(); err != nil {
+		if err := closeMain(); err != nil {
 			tb.Errorf("close: %v", err)
 		}
 	})
@@ -55,7 +66,7 @@ func startMain(tb testing.TB, cfg Config) *Main {
 	if err := m.WaitReady(ctx); err != nil {
 		tb.Fatalf("first load: %v", err)
 	}
-	return m
+	return m, closeMain
 }
 
 // testLogger sends the service's log to the test's log.
