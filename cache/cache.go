@@ -183,16 +183,16 @@ func (c *Cache) Lookup(ctx context.Context, key []byte) (line []byte, canonicalK
 	return c.readThrough(ctx, key)
 }
 
-// acquire returns the table with the caller registered as its reader (nil after Close);
-// the caller must call release(h) when done with it, and must not do I/O in between. See
-// table.retire for why a closed table is never used.
+// acquire returns the table with the caller registered as its reader on shard h (nil
+// after Close); the caller must call release(h) when done with it, and must not do I/O in
+// between. A closed table is never used (readers.Count says why).
 func (c *Cache) acquire(h uint64) *table {
 	for {
 		t := c.cur.Load()
 		if t == nil {
 			return nil
 		}
-		t.readers[h%readerShards].n.Add(1)
+		t.readers.Enter(h)
 		if c.cur.Load() == t {
 			return t
 		}
@@ -201,42 +201,14 @@ func (c *Cache) acquire(h uint64) *table {
 }
 
 // release ends a Lookup's use of t begun by Cache.acquire.
-func (t *table) release(h uint64) {
-	t.readers[h%readerShards].n.Add(-1)
-	if t.retired.Load() {
-		t.checkDrained()
-	}
-}
-
-// checkDrained signals drained once no reader is inside a retired table.
-func (t *table) checkDrained() {
-	var n int64
-	for i := range t.readers {
-		n += t.readers[i].n.Load()
-	}
-	if n == 0 {
-		t.drainOnce.Do(func() { close(t.drained) })
-	}
-}
+func (t *table) release(h uint64) { t.readers.Leave(h) }
 
 // retire closes t once every Lookup that acquired it has released it (Close). The caller
-// must have made the Cache's table nil first.
-//
-// Why this is safe (Cache.acquire is the other half):
-//  1. A reader increments its shard, then re-reads the Cache's table, and only uses t if
-//     t is still there.
-//  2. retire runs after the table was taken away and sets retired before summing the
-//     shards.
-//  3. Go's atomics are sequentially consistent, so for any reader either its increment is
-//     seen by the sum (and its release, which then sees retired, re-checks the sum), or its
-//     re-read comes after the swap and it backs off without using t.
-//
-// So when the sum reaches zero no reader is, or will be, inside t, and closing ristretto
-// (which empties it and closes channels a Get may send on) cannot make a Lookup panic.
+// must have made the Cache's table nil first. Then no reader is, or will be, inside t, and
+// closing ristretto (which empties it and closes channels a Get may send on) cannot make a
+// Lookup panic.
 func (t *table) retire() {
-	t.retired.Store(true)
-	t.checkDrained()
-	<-t.drained
+	t.readers.Retire()
 	t.rc.Close()
 }
 

@@ -12,9 +12,10 @@ import (
 
 // The loader is one goroutine (Start). All source work and every loader write into the
 // table happen on it, so a reload, a refresh, a range re-read and the change feed never
-// interleave; Reload and the test kicks (Refresh, Reconcile) ask it to run a step and wait
-// for the result. A panic inside it is recovered, logged with its stack, counted, and the
-// loop starts again after a back-off from where it was: Lookup never notices.
+// interleave; Reload and the tests' kicks (Refresh, Reconcile: export_test.go) ask it to
+// run a step and wait for the result. A panic inside it is recovered, logged with its
+// stack, counted, and the loop starts again after a back-off from where it was: Lookup
+// never notices.
 
 // kickOp is the step a kick asks for.
 type kickOp int
@@ -188,17 +189,6 @@ func (c *Cache) retryDelay(step string, err error) time.Duration {
 	}
 	return c.backoff(1)
 }
-
-// Refresh runs the loader's next step now instead of at the next tick, and returns its
-// error: in poll mode an incremental refresh, or the snapshot while one is needed; in
-// binlog mode the snapshot while one is needed, else nothing (it interrupts the change
-// feed, which then resumes from its cursor). It waits for a step in progress; it needs
-// Start. Tests use it to observe a change without sleeping.
-func (c *Cache) Refresh(ctx context.Context) error { return c.kick(ctx, kickRefresh) }
-
-// Reconcile runs a refresh and then a whole reconcile pass now (every key range of a
-// RangeSource, or a key scan of a KeyLister), and returns the first error. It needs Start.
-func (c *Cache) Reconcile(ctx context.Context) error { return c.kick(ctx, kickReconcile) }
 
 // kickQueue is how many kicks may wait for the loader goroutine.
 const kickQueue = 16

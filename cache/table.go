@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
+
+	"wxlookup/internal/readers"
 )
 
 const (
@@ -26,8 +28,6 @@ const (
 	// plus budget/headroomDiv, so a table whose rows fit the budget never makes ristretto
 	// evict or consult its admission policy.
 	headroomDiv = 4
-	// readerShards is the number of reader counters of a table (see Cache.acquire).
-	readerShards = 32
 	// maxNegatives bounds the read-through "not found" answers a table remembers.
 	maxNegatives = 1 << 16
 )
@@ -114,10 +114,7 @@ type table struct {
 	negMu     sync.RWMutex
 	negatives map[string]int64
 
-	readers   [readerShards]readerShard
-	retired   atomic.Bool
-	drained   chan struct{}
-	drainOnce sync.Once
+	readers readers.Count // the Lookups inside the table (Cache.acquire)
 }
 
 // pendingWrite is what a hash must hold after the writes since the last flush.
@@ -130,12 +127,6 @@ type pendingWrite struct {
 type evictedChain struct {
 	chain   *entry
 	expired bool
-}
-
-// readerShard counts the Lookups inside a table, padded to its own cache line.
-type readerShard struct {
-	n atomic.Int64
-	_ [56]byte
 }
 
 // newTable returns an empty, incomplete table for a budget of budget bytes.
@@ -151,7 +142,6 @@ func newTable(budget int64, stats *counters) (*table, error) {
 		negatives: make(map[string]int64),
 		untagged:  new(group),
 		fills:     new(group),
-		drained:   make(chan struct{}),
 		hash:      hashKeyString,
 		sugg:      newSuggester(),
 	}
@@ -489,7 +479,7 @@ func (t *table) goCompleteLocked() {
 
 // onEvict is ristretto's eviction callback (on its own goroutine).
 func (t *table) onEvict(item *ristretto.Item[*entry]) {
-	if t.retired.Load() {
+	if t.readers.Retired() {
 		return // Close empties the cache through this callback; that is not eviction
 	}
 	t.lostMu.Lock()
@@ -499,7 +489,7 @@ func (t *table) onEvict(item *ristretto.Item[*entry]) {
 
 // onReject is ristretto's callback for a Set its policy refused.
 func (t *table) onReject(item *ristretto.Item[*entry]) {
-	if !t.retired.Load() {
+	if !t.readers.Retired() {
 		t.lose(item.Key)
 	}
 }

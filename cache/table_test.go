@@ -22,10 +22,7 @@ func newTestTable(tb testing.TB, budget int64, complete bool, stats *counters) *
 		t.goCompleteLocked()
 		t.mu.Unlock()
 	}
-	tb.Cleanup(func() {
-		t.retired.Store(true)
-		t.rc.Close()
-	})
+	tb.Cleanup(t.retire) // no reader is inside: it closes ristretto at once
 	return t
 }
 

@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"unicode/utf8"
 
 	"wxlookup/cache"
+	"wxlookup/internal/readers"
 )
 
 // Route binds a compiled Query to the cache that answers it.
@@ -38,34 +37,26 @@ type queryRoute struct {
 	report  *notFoundReport
 }
 
-// routerShards spreads the reader counts of a router over cache lines, so that concurrent
-// requests do not contend on one counter.
-const routerShards = 16
+// routerShards is how many shards the webhook spreads its requests over when it reads the
+// current router (work.shard): those of a readers.Count.
+const routerShards = readers.Shards
 
 // router is one immutable set of routes, in the order they are tried. The webhook reads
 // the current one for each message (acquire … release); SetRoutes replaces it whole.
 type router struct {
 	routes  []*queryRoute
-	readers [routerShards]struct {
-		n atomic.Int64
-		_ [56]byte // one cache line each
-	}
-	retired   atomic.Bool
-	drained   chan struct{}
-	drainOnce sync.Once
+	readers readers.Count // the requests inside the router (acquire)
 }
 
-func newRouter(routes []*queryRoute) *router {
-	return &router{routes: routes, drained: make(chan struct{})}
-}
+func newRouter(routes []*queryRoute) *router { return &router{routes: routes} }
 
 // acquire returns the current router with the caller registered as its reader on shard;
-// the caller must call release(shard) when done with it. See retire for why a retired
-// router is never used after retire returns.
+// the caller must call release(shard) when done with it. A retired router is never used
+// after retire returns (readers.Count says why).
 func (a *answerer) acquire(shard int) *router {
 	for {
 		r := a.routes.Load()
-		r.readers[shard].n.Add(1)
+		r.readers.Enter(uint64(shard))
 		if a.routes.Load() == r {
 			return r
 		}
@@ -74,39 +65,11 @@ func (a *answerer) acquire(shard int) *router {
 }
 
 // release ends a request's use of r begun by acquire.
-func (r *router) release(shard int) {
-	r.readers[shard].n.Add(-1)
-	if r.retired.Load() {
-		r.checkDrained()
-	}
-}
-
-// checkDrained signals drained once no reader is inside a retired router.
-func (r *router) checkDrained() {
-	var n int64
-	for i := range r.readers {
-		n += r.readers[i].n.Load()
-	}
-	if n == 0 {
-		r.drainOnce.Do(func() { close(r.drained) })
-	}
-}
+func (r *router) release(shard int) { r.readers.Leave(uint64(shard)) }
 
 // retire waits until every request that acquired r has released it. The caller must have
 // replaced r as the current router first.
-//
-// Why no request uses r afterwards (acquire is the other half):
-//  1. A request increments its shard, then re-reads the current router, and only uses r
-//     if r is still current.
-//  2. retire runs after r was replaced, and sets retired before summing the shards.
-//  3. Go's atomics are sequentially consistent, so for any request either its increment
-//     is seen by the sum (and its release, which then sees retired, sums again), or its
-//     re-read comes after the swap and it backs off without using r.
-func (r *router) retire() {
-	r.retired.Store(true)
-	r.checkDrained()
-	<-r.drained
-}
+func (r *router) retire() { r.readers.Retire() }
 
 // SetRoutes replaces the queries the webhook answers with routes, tried in their order.
 // The swap is atomic and lock-free for requests: each message is answered by the old set

@@ -42,23 +42,14 @@ func (cfg BinlogStreamConfig) withDefaults() (BinlogStreamConfig, error) {
 	if cfg.ServerID == 0 {
 		return cfg, errors.New("store: open binlog: ServerID is 0; choose a server_id unique among the server's replicas (DefaultServerID derives one)")
 	}
-	switch {
-	case cfg.Heartbeat < 0:
-		return cfg, fmt.Errorf("store: open binlog: Heartbeat %s, want > 0", cfg.Heartbeat)
-	case cfg.Heartbeat == 0:
-		cfg.Heartbeat = DefaultHeartbeat
+	if err := orDefault("open binlog", "Heartbeat", &cfg.Heartbeat, DefaultHeartbeat, 1); err != nil {
+		return cfg, err
 	}
-	switch {
-	case cfg.MaxChangeRows < 0 || cfg.MaxChangeRows == 1:
-		return cfg, fmt.Errorf("store: open binlog: MaxChangeRows %d, want ≥ 2", cfg.MaxChangeRows)
-	case cfg.MaxChangeRows == 0:
-		cfg.MaxChangeRows = DefaultMaxChangeRows
+	if err := orDefault("open binlog", "MaxChangeRows", &cfg.MaxChangeRows, DefaultMaxChangeRows, 2); err != nil {
+		return cfg, err
 	}
-	switch {
-	case cfg.QueryTimeout < 0:
-		return cfg, fmt.Errorf("store: open binlog: QueryTimeout %s, want > 0", cfg.QueryTimeout)
-	case cfg.QueryTimeout == 0:
-		cfg.QueryTimeout = DefaultQueryTimeout
+	if err := orDefault("open binlog", "QueryTimeout", &cfg.QueryTimeout, DefaultQueryTimeout, 1); err != nil {
+		return cfg, err
 	}
 	if cfg.BinlogDSN == "" {
 		cfg.BinlogDSN = cfg.DSN
@@ -113,33 +104,20 @@ func OpenBinlogStream(cfg BinlogStreamConfig) (*BinlogStream, error) {
 		return nil, fmt.Errorf("store: open binlog: BinlogDSN: %w", err)
 	}
 	dc.DBName = "" // the replication account needs no database, and may not see the tables'
-	if dc.Timeout == 0 {
-		dc.Timeout = defaultDialTimeout
+	admin, err := openDB("open binlog", dc, cfg.Logger)
+	if err != nil {
+		return nil, err
 	}
-	if dc.ReadTimeout == 0 {
-		dc.ReadTimeout = defaultReadTimeout
-	}
-	if dc.WriteTimeout == 0 {
-		dc.WriteTimeout = defaultWriteTimeout
-	}
+	admin.SetMaxOpenConns(2)
+	admin.SetMaxIdleConns(1)
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	} else {
-		dc.Logger = driverLogger{logger}
 		// The replication client logs through vitess's own logger, one per process: the
 		// last stream opened with a Logger receives its messages.
 		log.SwapLogger(logger.With("component", "vitess"))
 	}
-	conn, err := mysql.NewConnector(dc)
-	if err != nil {
-		return nil, fmt.Errorf("store: open binlog: %w", err)
-	}
-	admin := sql.OpenDB(conn)
-	admin.SetMaxOpenConns(2)
-	admin.SetMaxIdleConns(1)
-	admin.SetConnMaxLifetime(connMaxLifetime)
-	admin.SetConnMaxIdleTime(connMaxIdleTime)
 	s := &BinlogStream{
 		admin:     admin,
 		params:    params,

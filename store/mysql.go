@@ -136,25 +136,29 @@ func (cfg TableConfig) withDefaults() (TableConfig, error) {
 	if err := cfg.Mapping.Validate(); err != nil {
 		return cfg, err
 	}
-	switch {
-	case cfg.PageSize < 0:
-		return cfg, fmt.Errorf("store: open mysql: PageSize %d, want > 0", cfg.PageSize)
-	case cfg.PageSize == 0:
-		cfg.PageSize = DefaultPageSize
+	if err := orDefault("open mysql", "PageSize", &cfg.PageSize, DefaultPageSize, 1); err != nil {
+		return cfg, err
 	}
-	switch {
-	case cfg.Overlap < 0:
-		return cfg, fmt.Errorf("store: open mysql: Overlap %s, want ≥ 0", cfg.Overlap)
-	case cfg.Overlap == 0:
-		cfg.Overlap = DefaultOverlap
+	if err := orDefault("open mysql", "Overlap", &cfg.Overlap, DefaultOverlap, 0); err != nil {
+		return cfg, err
 	}
+	return cfg, orDefault("open mysql", "QueryTimeout", &cfg.QueryTimeout, DefaultQueryTimeout, 1)
+}
+
+// orDefault sets *v to def when it is zero, and refuses it, naming the setting, when it is
+// below least: the rule of every number of the configurations here.
+func orDefault[T int | time.Duration](op, name string, v *T, def, least T) error {
 	switch {
-	case cfg.QueryTimeout < 0:
-		return cfg, fmt.Errorf("store: open mysql: QueryTimeout %s, want > 0", cfg.QueryTimeout)
-	case cfg.QueryTimeout == 0:
-		cfg.QueryTimeout = DefaultQueryTimeout
+	case *v == 0:
+		*v = def
+	case *v < least:
+		want := "> 0"
+		if least != 1 {
+			want = fmt.Sprintf("≥ %d", int64(least))
+		}
+		return fmt.Errorf("store: %s: %s %v, want %s", op, name, *v, want)
 	}
-	return cfg, nil
+	return nil
 }
 
 // buildQueries writes the statements of m. Every name is validated and quoted; values

@@ -85,6 +85,20 @@ func OpenPool(cfg PoolConfig) (*Pool, error) {
 		dc.Params["time_zone"] = "'+00:00'"
 		dc.Loc = time.UTC
 	}
+	db, err := openDB("open mysql", dc, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{db: db, dc: dc}
+	p.resizeLocked()
+	return p, nil
+}
+
+// openDB returns a handle on dc, with the connection settings the DSN leaves unset
+// (timeout, readTimeout, writeTimeout) defaulted, the driver's messages sent to logger (nil
+// leaves them on the driver's default), and connections recycled (connMaxLifetime,
+// connMaxIdleTime). It does not connect; op names the caller's step in errors.
+func openDB(op string, dc *mysql.Config, logger *slog.Logger) (*sql.DB, error) {
 	if dc.Timeout == 0 {
 		dc.Timeout = defaultDialTimeout
 	}
@@ -94,18 +108,17 @@ func OpenPool(cfg PoolConfig) (*Pool, error) {
 	if dc.WriteTimeout == 0 {
 		dc.WriteTimeout = defaultWriteTimeout
 	}
-	if cfg.Logger != nil {
-		dc.Logger = driverLogger{cfg.Logger}
+	if logger != nil {
+		dc.Logger = driverLogger{logger}
 	}
 	conn, err := mysql.NewConnector(dc)
 	if err != nil {
-		return nil, fmt.Errorf("store: open mysql: %w", err)
+		return nil, fmt.Errorf("store: %s: %w", op, err)
 	}
-	p := &Pool{db: sql.OpenDB(conn), dc: dc}
-	p.db.SetConnMaxLifetime(connMaxLifetime)
-	p.db.SetConnMaxIdleTime(connMaxIdleTime)
-	p.resizeLocked()
-	return p, nil
+	db := sql.OpenDB(conn)
+	db.SetConnMaxLifetime(connMaxLifetime)
+	db.SetConnMaxIdleTime(connMaxIdleTime)
+	return db, nil
 }
 
 // resizeLocked sizes the pool for the tables using it (at least one). The caller holds mu

@@ -12,8 +12,8 @@ import (
 // placeholders of a prepared statement.
 const seedBatch = 1000
 
-// Seed creates the default table (Schema, idempotent) in db's database and upserts the demo
-// rows DemoRow(0) … DemoRow(n-1), so 18-546 → 车体新厂房3号 is among them for any n ≥ 1.
+// Seed creates the default table (schema.sql, idempotent) in db's database and upserts the
+// demo rows DemoRow(0) … DemoRow(n-1), so 18-546 → 车体新厂房3号 is among them for any n ≥ 1.
 // Rows are written by multi-row INSERT … ON DUPLICATE KEY UPDATE in batches of 1,000, so a
 // second Seed is harmless and rows that did not change keep their updated_at. db needs
 // CREATE and INSERT privileges (not the loader's read-only account). Seed is safe for
@@ -22,7 +22,7 @@ func Seed(ctx context.Context, db *sql.DB, n int) error {
 	if n < 0 {
 		return fmt.Errorf("store: seed: %d rows, want n ≥ 0", n)
 	}
-	if _, err := db.ExecContext(ctx, Schema); err != nil {
+	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("store: seed: create schema: %w", err)
 	}
 	full, err := db.PrepareContext(ctx, seedInsert(seedBatch))

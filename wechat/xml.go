@@ -401,7 +401,7 @@ func trimSpace(b []byte) []byte {
 // 1.0 allows, encoded as valid UTF-8 — NUL and the other control characters but tab, line
 // feed and carriage return, U+FFFE, U+FFFF, surrogates, invalid or overlong sequences — or
 // -1 when there is none. Eight bytes at a time are skipped while they are all printable
-// ASCII, so a WeChat message costs a few nanoseconds.
+// ASCII, as most of a WeChat message is.
 func badChar(d []byte) int {
 	const (
 		ones  = 0x0101010101010101

@@ -12,9 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const haveEventLoop = true
+// errClosed is a connection the server closed before its reply was complete.
+var errClosed = errors.New("load: connection closed by the server")
 
-// eventLoops runs the EventLoop engine: Loops threads, each sending every Loops-th request
+// eventLoops runs Loops event loops (threads), each sending every Loops-th request
 // on its own share of the connections.
 func (g *run) eventLoops(ctx context.Context) error {
 	cfg := g.cfg

@@ -4,11 +4,12 @@ package load
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"runtime"
 )
 
-const haveEventLoop = false
-
+// eventLoops refuses: the generator's event loops need Linux's epoll and timerfd, and the
+// harness runs on Linux only.
 func (g *run) eventLoops(context.Context) error {
-	return errors.New("load: no event loop on this system")
+	return fmt.Errorf("load: no event loop on %s: the generator needs Linux (epoll, timerfd)", runtime.GOOS)
 }

@@ -42,8 +42,7 @@ func (o Outcome) String() string {
 type Config struct {
 	// Addr is the server's host:port; it must be a loopback address.
 	Addr string
-	// Conns is the number of workers, each with its own keep-alive connection, opened
-	// before the run starts.
+	// Conns is the number of keep-alive connections, opened before the run starts.
 	Conns int
 	// Schedule says when each request is due.
 	Schedule Schedule
@@ -59,25 +58,10 @@ type Config struct {
 	// run goes on, from a goroutine of its own.
 	Progress         func(Progress)
 	ProgressInterval time.Duration
-	// Engine picks how requests are sent; the zero value is EventLoop where there is one
-	// (Linux), else Goroutines.
-	Engine Engine
-	// Loops is the number of event loops (threads) of the EventLoop engine, each with
-	// Conns/Loops connections and every Loops-th request; 0 means 1.
+	// Loops is the number of event loops (threads), each with Conns/Loops connections and
+	// every Loops-th request; 0 means 1.
 	Loops int
 }
-
-// Engine is a way of sending the requests.
-type Engine int
-
-const (
-	// EventLoop sends from one thread per loop with non-blocking sockets, epoll and a
-	// timerfd, like wrk2: two system calls a request and no scheduler hand-offs, the
-	// cheapest on the CPU the generator shares with the server.
-	EventLoop Engine = iota
-	// Goroutines hands each request to a worker goroutine with its own net.Conn.
-	Goroutines
-)
 
 // Progress is a snapshot of a run in progress.
 type Progress struct {
@@ -98,7 +82,7 @@ type Result struct {
 	// failed or was given up: every request has one, so failures show in the tail.
 	Latency []time.Duration
 	// Lag is from the request's scheduled time to when it was written: the generator's
-	// own lateness plus the wait for a free worker; -1 for a request never written.
+	// own lateness plus the wait for a free connection; -1 for a request never written.
 	Lag     []time.Duration
 	Outcome []Outcome
 	// Failures has the first few distinct error messages, for the report.
@@ -133,77 +117,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Outcome:  make([]Outcome, n),
 	}
 	g := &run{cfg: cfg, r: r}
-	var err error
-	if cfg.Engine == Goroutines || !haveEventLoop {
-		err = g.goroutines(ctx)
-	} else {
-		err = g.eventLoops(ctx)
-	}
-	if err != nil {
+	if err := g.eventLoops(ctx); err != nil {
 		return nil, err
 	}
 	r.End = time.Now()
 	return r, nil
-}
-
-// goroutines runs the portable engine: a pacer goroutine hands each due request to one of
-// Conns worker goroutines, each with its own connection.
-func (g *run) goroutines(ctx context.Context) error {
-	cfg, r, n := g.cfg, g.r, len(g.cfg.Schedule)
-	conns := make([]*conn, cfg.Conns)
-	for w := range conns {
-		nc, err := dial(ctx, cfg.Addr)
-		if err != nil {
-			for _, c := range conns[:w] {
-				c.close()
-			}
-			return fmt.Errorf("load: connect to %s: %w", cfg.Addr, err)
-		}
-		conns[w] = newConn(nc)
-	}
-	sl, err := newSleeper()
-	if err != nil {
-		return err
-	}
-	defer sl.close()
-
-	g.jobs = make(chan int)
-	g.start = time.Now().Add(10 * time.Millisecond) // time for the workers to block on jobs
-	r.Start = g.start
-	g.wg.Add(len(conns))
-	for _, c := range conns {
-		go g.worker(ctx, c)
-	}
-	stopProgress := g.progress()
-
-	// Pace: hand each request to a free worker when it is due. A late pacer, or one
-	// blocked because every worker is busy, makes requests late, and that lateness is in
-	// their latency: the schedule is absolute.
-	hard := time.NewTimer(time.Until(g.deadline()))
-	defer hard.Stop()
-	i := 0
-pace:
-	for ; i < n; i++ {
-		due := g.start.Add(cfg.Schedule[i])
-		if err := sl.sleep(time.Until(due)); err != nil {
-			return err
-		}
-		select {
-		case g.jobs <- i:
-		case <-ctx.Done():
-			break pace
-		case <-hard.C:
-			break pace
-		}
-	}
-	close(g.jobs)
-	end := time.Now()
-	for ; i < n; i++ { // never sent
-		g.finish(i, max(end.Sub(g.start.Add(cfg.Schedule[i])), 0), -1, Unsent, nil)
-	}
-	g.wg.Wait()
-	stopProgress()
-	return nil
 }
 
 // deadline is when a run gives up on whatever is left: a second after the last request's
@@ -242,79 +160,16 @@ func checkLoopback(addr string) error {
 	return nil
 }
 
-func dial(ctx context.Context, addr string) (net.Conn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	return nc, nil
-}
-
-// run is the state of one Run shared by the pacer and its workers.
+// run is the state of one Run shared by its event loops.
 type run struct {
 	cfg   Config
 	r     *Result
 	start time.Time
-	jobs  chan int
-	wg    sync.WaitGroup
 
 	done, errs atomic.Int64
 
 	mu       sync.Mutex // guards r.Failures
 	failures map[string]bool
-}
-
-// worker sends the requests it is handed on its own connection, reconnecting after a
-// failure. It writes only the Result slots of its own requests.
-func (g *run) worker(ctx context.Context, c *conn) {
-	defer g.wg.Done()
-	defer func() {
-		if c != nil {
-			c.close()
-		}
-	}()
-	for i := range g.jobs {
-		due := g.start.Add(g.cfg.Schedule[i])
-		giveUp := due.Add(g.cfg.Timeout)
-		now := time.Now()
-		if !now.Before(giveUp) { // waited for a worker past the timeout
-			g.finish(i, now.Sub(due), -1, Timeout, nil)
-			continue
-		}
-		if c == nil {
-			nc, err := dial(ctx, g.cfg.Addr)
-			if err != nil {
-				g.finish(i, time.Since(due), -1, ConnError, err)
-				continue
-			}
-			c = newConn(nc)
-		}
-		c.nc.SetReadDeadline(giveUp) // a loopback write does not block; one timer is cheaper than two
-		sent := time.Now()
-		rep, err := c.roundTrip(g.cfg.Request(i))
-		end := time.Now()
-		lat, lag := end.Sub(due), max(sent.Sub(due), 0)
-		if err != nil {
-			o := ConnError
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				o = Timeout
-			}
-			g.finish(i, lat, lag, o, err)
-			c.close()
-			c = nil
-			continue
-		}
-		g.judge(i, lat, lag, rep)
-		if !rep.keepAlive {
-			c.close()
-			c = nil
-		}
-	}
 }
 
 // judge records the outcome of a complete reply to request i.

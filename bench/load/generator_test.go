@@ -13,16 +13,6 @@ import (
 	"time"
 )
 
-// forEngines runs test with each engine.
-func forEngines(t *testing.T, test func(*testing.T, Engine)) {
-	for _, e := range []struct {
-		name string
-		e    Engine
-	}{{"eventloop", EventLoop}, {"goroutines", Goroutines}} {
-		t.Run(e.name, func(t *testing.T) { test(t, e.e) })
-	}
-}
-
 // requests returns n requests whose path is their index.
 func requests(n int) func(i int) []byte {
 	reqs := make([][]byte, n)
@@ -40,12 +30,10 @@ func index(r *http.Request) int {
 func addr(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 
 // TestOpenLoopStall checks the two promises of an open-loop generator with a server that
-// stalls: requests keep going out on schedule while a worker is free, and the requests
+// stalls: requests keep going out on schedule while a connection is free, and the requests
 // that wait behind the stall are charged for the wait from their scheduled time, not from
 // when they could finally be sent.
-func TestOpenLoopStall(t *testing.T) { forEngines(t, testOpenLoopStall) }
-
-func testOpenLoopStall(t *testing.T, e Engine) {
+func TestOpenLoopStall(t *testing.T) {
 	const conns, n = 4, 40
 	release := make(chan struct{})
 	arrived := make(chan int, n)
@@ -57,7 +45,7 @@ func testOpenLoopStall(t *testing.T, e Engine) {
 	defer srv.Close()
 
 	// 1000/s: the 40 requests are due over 39ms. The server holds every request until all
-	// 40 are due (Progress says so), so each of the first four workers is stuck and the
+	// 40 are due (Progress says so), so each of the four connections is stuck and the
 	// other 36 requests queue for them.
 	s, err := Constant(1000, n*time.Millisecond)
 	if err != nil {
@@ -66,7 +54,7 @@ func testOpenLoopStall(t *testing.T, e Engine) {
 	var once sync.Once
 	var released time.Time
 	r, err := Run(context.Background(), Config{
-		Addr: addr(srv), Conns: conns, Engine: e, Schedule: s, Request: requests(n),
+		Addr: addr(srv), Conns: conns, Schedule: s, Request: requests(n),
 		ProgressInterval: time.Millisecond,
 		Progress: func(p Progress) {
 			if p.Due == p.Total && len(arrived) >= conns {
@@ -106,9 +94,7 @@ func testOpenLoopStall(t *testing.T, e Engine) {
 
 // TestStalledServerBounded checks that a server that never answers cannot hold a run
 // beyond the schedule plus the timeout, and that every request is counted as failed.
-func TestStalledServerBounded(t *testing.T) { forEngines(t, testStalledServerBounded) }
-
-func testStalledServerBounded(t *testing.T, e Engine) {
+func TestStalledServerBounded(t *testing.T) {
 	block := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -123,7 +109,7 @@ func testStalledServerBounded(t *testing.T, e Engine) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 2, Schedule: s, Engine: e,
+	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 2, Schedule: s,
 		Request: requests(len(s)), Timeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -142,9 +128,7 @@ func testStalledServerBounded(t *testing.T, e Engine) {
 	}
 }
 
-func TestOutcomes(t *testing.T) { forEngines(t, testOutcomes) }
-
-func testOutcomes(t *testing.T, e Engine) {
+func TestOutcomes(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch i := index(r); i % 4 {
 		case 0:
@@ -153,7 +137,7 @@ func testOutcomes(t *testing.T, e Engine) {
 			w.Write([]byte("bad"))
 		case 2:
 			http.Error(w, "no", http.StatusForbidden)
-		case 3: // drop the connection mid-request: the worker reconnects
+		case 3: // drop the connection mid-request: the next request reconnects
 			hj, _ := w.(http.Hijacker)
 			c, _, _ := hj.Hijack()
 			c.Close()
@@ -164,7 +148,7 @@ func testOutcomes(t *testing.T, e Engine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 2, Schedule: s, Request: requests(len(s)), Engine: e,
+	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 2, Schedule: s, Request: requests(len(s)),
 		Check: func(i int, body []byte) error {
 			if string(body) != "good" {
 				return errors.New("not good")
@@ -185,9 +169,7 @@ func testOutcomes(t *testing.T, e Engine) {
 	}
 }
 
-func TestChunkedAndClose(t *testing.T) { forEngines(t, testChunkedAndClose) }
-
-func testChunkedAndClose(t *testing.T, e Engine) {
+func TestChunkedAndClose(t *testing.T) {
 	long := strings.Repeat("x", 10000)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if index(r)%2 == 0 {
@@ -204,7 +186,7 @@ func testChunkedAndClose(t *testing.T, e Engine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 1, Schedule: s, Request: requests(len(s)), Engine: e,
+	r, err := Run(context.Background(), Config{Addr: addr(srv), Conns: 1, Schedule: s, Request: requests(len(s)),
 		Check: func(i int, body []byte) error {
 			want := "bye"
 			if i%2 == 0 {

@@ -2,9 +2,16 @@ package load
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 )
+
+// maxReplyBody bounds a reply body; WeChat replies are at most a few KiB.
+const maxReplyBody = 1 << 20
+
+// errProtocol marks a reply that is not HTTP/1.1 as this client reads it.
+var errProtocol = errors.New("load: malformed HTTP reply")
 
 // reply is an HTTP/1.1 reply parsed out of a connection's buffer.
 type reply struct {

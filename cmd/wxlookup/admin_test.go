@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"net"
 	"net/http"
 	"runtime"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"wxlookup/internal/mariadbtest"
-	"wxlookup/store"
 )
 
 // TestAdminListenNeedsToken: an admin listener other machines can reach needs
@@ -142,16 +140,7 @@ func TestStaleAfterSetting(t *testing.T) {
 // last error and the status page is red; replies go on from the cache meanwhile.
 func TestReadyzTurnsWhenStale(t *testing.T) {
 	srv := mariadbtest.Start(t)
-	srv.Exec(t, "", "CREATE DATABASE plant")
-	dsn := srv.RootDSN("plant")
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := store.Seed(context.Background(), db, 100); err != nil {
-		t.Fatal(err)
-	}
+	dsn, _ := seededDB(t, srv, 100)
 	cfg := DefaultConfig()
 	cfg.MySQLDSN, cfg.Token, cfg.RefreshInterval, cfg.StaleAfter = dsn, e2eToken, 100*time.Millisecond, time.Second
 	if err := cfg.validate(); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"wxlookup/internal/mariadbtest"
-	"wxlookup/store"
 )
 
 // TestBinlogFeedEndToEnd: with WXLOOKUP_CHANGE_FEED=binlog the service follows the row
@@ -20,15 +18,7 @@ import (
 // refresh being asked for, and /status.json says where the feed is.
 func TestBinlogFeedEndToEnd(t *testing.T) {
 	srv := mariadbtest.SharedBinlog(t)
-	dsn := srv.CreateDatabase(t) // root: SELECT and the replication grants
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := store.Seed(context.Background(), db, 200); err != nil {
-		t.Fatal(err)
-	}
+	dsn, db := seededDB(t, srv, 200) // root: SELECT and the replication grants
 	cfg := DefaultConfig()
 	cfg.MySQLDSN, cfg.Token, cfg.ChangeFeed = dsn, e2eToken, feedBinlog
 	cfg.UpdatedColumn = "no_such_column" // the binlog feed needs no updated column
@@ -89,15 +79,7 @@ func TestBinlogFeedEndToEnd(t *testing.T) {
 // serve` with the binlog feed stops at start-up with one line that says what to change.
 func TestBinlogFeedRefusedWithoutBinlog(t *testing.T) {
 	srv := mariadbtest.Shared(t)
-	dsn := srv.CreateDatabase(t)
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := store.Seed(context.Background(), db, 10); err != nil {
-		t.Fatal(err)
-	}
+	dsn, db := seededDB(t, srv, 10)
 	var on string
 	if err := db.QueryRow("SELECT @@log_bin").Scan(&on); err != nil {
 		t.Fatal(err)
@@ -110,7 +92,7 @@ func TestBinlogFeedRefusedWithoutBinlog(t *testing.T) {
 		"WXLOOKUP_LISTEN": "127.0.0.1:0", "WXLOOKUP_ADMIN_LISTEN": "127.0.0.1:0",
 	}
 	var out, errOut bytes.Buffer
-	err = run(context.Background(), []string{"serve"}, &out, &errOut, envOf(env))
+	err := run(context.Background(), []string{"serve"}, &out, &errOut, envOf(env))
 	if err == nil || !strings.HasPrefix(err.Error(), "WXLOOKUP_CHANGE_FEED=binlog: ") || !strings.Contains(err.Error(), "log_bin") {
 		t.Fatalf("got %v, want a start-up error naming WXLOOKUP_CHANGE_FEED=binlog and log_bin", err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"io"
 	"log/slog"
 	"net"
@@ -17,7 +16,6 @@ import (
 
 	"wxlookup/internal/logtest"
 	"wxlookup/internal/mariadbtest"
-	"wxlookup/store"
 	"wxlookup/wechat"
 )
 
@@ -30,75 +28,6 @@ const (
 	e2eOldKey = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 	e2eCorp   = "ww1234567890abcdef"
 )
-
-// startMain runs the whole service on 127.0.0.1:0 and waits for the first load.
-func startMain(tb testing.TB, cfg Config) *Main {
-	tb.Helper()
-	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
-	m := NewMain(cfg)
-	m.Logger = testLogger(tb)
-	if err := m.Run(context.Background()); err != nil {
-		m.Close()
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := m.Close(); err != nil {
-			tb.Errorf("close: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := m.WaitReady(ctx); err != nil {
-		tb.Fatalf("first load: %v", err)
-	}
-	return m
-}
-
-// testLogger sends the service's log to the test's log.
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-func webhookURL(m *Main, path string) string { return "http://" + m.WebhookAddr.String() + path }
-
-// adminGet fetches an admin path, with the admin token when the service has one.
-func adminGet(tb testing.TB, m *Main, path string) (int, string) {
-	tb.Helper()
-	req, err := http.NewRequest(http.MethodGet, "http://"+m.AdminAddr.String()+path, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if m.Config.AdminToken != "" {
-		req.Header.Set("Authorization", "Bearer "+m.Config.AdminToken)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// metricValue reads one sample from /metrics: name with its labels as written, e.g.
-// `wxlookup_rejected_total{reason="signature"}`.
-func metricValue(tb testing.TB, m *Main, series string) string {
-	tb.Helper()
-	_, body := adminGet(tb, m, "/metrics")
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			return v
-		}
-	}
-	return ""
-}
 
 // TestDemoMode is `make run` then `wxlookup ask "?18-546"`: no settings at all.
 func TestDemoMode(t *testing.T) {
@@ -132,15 +61,7 @@ func TestDemoMode(t *testing.T) {
 // decrypted replies; retries identical; bad input rejected and counted; metrics move.
 func TestEndToEndMySQL(t *testing.T) {
 	srv := mariadbtest.Shared(t)
-	dsn := srv.CreateDatabase(t)
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := store.Seed(context.Background(), db, 2000); err != nil {
-		t.Fatal(err)
-	}
+	dsn, db := seededDB(t, srv, 2000)
 	cfg := DefaultConfig()
 	cfg.MySQLDSN, cfg.Token, cfg.AppID, cfg.AESKey, cfg.AESKeyPrevious = dsn, e2eToken, e2eAppID, e2eKey, e2eOldKey
 	cfg.WeComCorpID, cfg.WeComToken, cfg.WeComAESKey = e2eCorp, "wecom-e2e", e2eKey
@@ -180,26 +101,14 @@ func TestEndToEndMySQL(t *testing.T) {
 		})
 	}
 
-	// A change in MySQL shows within two refresh intervals.
+	// A change in MySQL reaches the cache on the loader's schedule, and the replies.
 	if _, err := db.Exec("UPDATE workpiece_location SET location = '新位置' WHERE part_no = '18-546'"); err != nil {
 		t.Fatal(err)
 	}
+	waitLine(t, m, "location", "18-546", "[18-546]的工作台位为[新位置]")
 	a := Asker{URL: webhookURL(m, "/wx"), Token: e2eToken, OpenID: "oE2E_change"}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		r, err := a.Ask(ctx, "18-546")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Content == "[18-546]的工作台位为[新位置]" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("update not visible after 5s: still %q", r.Content)
-		}
-		if err := m.QueryCache("location").Refresh(ctx); err != nil {
-			t.Fatal(err)
-		}
+	if r, err := a.Ask(ctx, "18-546"); err != nil || r.Content != "[18-546]的工作台位为[新位置]" {
+		t.Fatalf("after the update: got %q %v, want %q", r.Content, err, "[18-546]的工作台位为[新位置]")
 	}
 
 	// A retry of one message gets the same reply bytes.
@@ -332,15 +241,7 @@ func TestDrainHandsOver(t *testing.T) {
 // webhook answers from the loaded table.
 func TestListenWhenReady(t *testing.T) {
 	srv := mariadbtest.Shared(t)
-	dsn := srv.CreateDatabase(t)
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := store.Seed(context.Background(), db, 10); err != nil {
-		t.Fatal(err)
-	}
+	dsn, db := seededDB(t, srv, 10)
 	// The table is locked: the warm waits for the lock until UNLOCK TABLES below.
 	lock, err := db.Conn(context.Background())
 	if err != nil {
@@ -405,21 +306,10 @@ func TestListenWhenReady(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after the first load")
 	}
+	waitLine(t, m, "location", "18-546", "[18-546]的工作台位为[车体新厂房3号]")
 	a := Asker{URL: "http://" + addr + "/wx", Token: e2eToken, OpenID: "oReady"}
-	for {
-		r, err := a.Ask(context.Background(), "?18-546")
-		if err != nil {
-			t.Fatalf("after the first load: %v", err)
-		}
-		if r.Content == "[18-546]的工作台位为[车体新厂房3号]" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the first load: %q", r.Content)
-		}
-		if err := m.QueryCache("location").Refresh(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+	if r, err := a.Ask(context.Background(), "?18-546"); err != nil || r.Content != "[18-546]的工作台位为[车体新厂房3号]" {
+		t.Fatalf("after the first load: got %q %v, want %q", r.Content, err, "[18-546]的工作台位为[车体新厂房3号]")
 	}
 }
 
@@ -427,16 +317,7 @@ func TestListenWhenReady(t *testing.T) {
 // up", /readyz 503), and becomes ready on its own when MySQL comes back.
 func TestStartsWithMySQLDown(t *testing.T) {
 	srv := mariadbtest.Start(t)
-	srv.Exec(t, "", "CREATE DATABASE plant")
-	dsn := srv.RootDSN("plant")
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := store.Seed(context.Background(), db, 100); err != nil {
-		t.Fatal(err)
-	}
+	dsn, _ := seededDB(t, srv, 100)
 	srv.Stop(t)
 
 	cfg := DefaultConfig()

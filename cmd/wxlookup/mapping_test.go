@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"log/slog"
 	"net"
 	"strings"
@@ -13,22 +12,13 @@ import (
 
 	"wxlookup/internal/logtest"
 	"wxlookup/internal/mariadbtest"
-	"wxlookup/store"
 )
 
 // TestServeStopsOnWrongMapping: with MySQL reachable, `wxlookup serve` with a table or
 // column name that does not exist stops at once with one line naming the setting.
 func TestServeStopsOnWrongMapping(t *testing.T) {
 	srv := mariadbtest.Shared(t)
-	dsn := srv.CreateDatabase(t)
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := store.Seed(context.Background(), db, 10); err != nil {
-		t.Fatal(err)
-	}
+	dsn, _ := seededDB(t, srv, 10)
 	const columns = " (columns: part_no, location, updated_at)"
 	tests := []struct {
 		name, setting, value string

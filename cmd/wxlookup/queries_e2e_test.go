@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"go.uber.org/goleak"
 
 	"wxlookup/internal/mariadbtest"
-	"wxlookup/store"
 )
 
 // threeQueries configures location and stock over two MySQL tables, and order over the
@@ -52,16 +50,8 @@ queries:
 // shows in its query.
 func TestQueriesEndToEnd(t *testing.T) {
 	srv := mariadbtest.Shared(t)
-	dsn := srv.CreateDatabase(t)
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	ctx := context.Background()
-	if err := store.Seed(ctx, db, 100); err != nil {
-		t.Fatal(err)
-	}
+	dsn, db := seededDB(t, srv, 100)
 	for _, stmt := range []string{
 		`CREATE TABLE stock (sku VARCHAR(64) NOT NULL PRIMARY KEY, qty INT NOT NULL, bin VARCHAR(32) NOT NULL,
 		  updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), KEY (updated_at))`,
@@ -118,15 +108,9 @@ func TestQueriesEndToEnd(t *testing.T) {
 	if _, err := db.Exec("UPDATE stock SET qty = 7 WHERE sku = 'P-100'"); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if r, err := a.Ask(ctx, "#P-100"); err == nil && r.Content == "[P-100] 库存7件，货位A-01-03" {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the stock change did not show: %q %v", r.Content, err)
-		}
-		if err := m.QueryCache("stock").Refresh(ctx); err != nil {
-			t.Fatal(err)
-		}
+	waitLine(t, m, "stock", "P-100", "[P-100] 库存7件，货位A-01-03")
+	if r, err := a.Ask(ctx, "#P-100"); err != nil || r.Content != "[P-100] 库存7件，货位A-01-03" {
+		t.Fatalf("after the stock change: got %q %v, want %q", r.Content, err, "[P-100] 库存7件，货位A-01-03")
 	}
 }
 
@@ -193,25 +177,14 @@ func TestAuditLogEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
-	m := NewMain(cfg)
-	m.Logger = testLogger(t)
-	if err := m.Run(context.Background()); err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := m.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	m, closeMain := openMain(t, cfg)
 	a := Asker{URL: webhookURL(m, "/wx"), Token: "demo", OpenID: "oAuditE2E"}
 	for _, ask := range []string{"?18-546", "#P-100 #P-999", "帮助"} {
-		if _, err := a.Ask(ctx, ask); err != nil {
+		if _, err := a.Ask(context.Background(), ask); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := m.Close(); err != nil {
+	if err := closeMain(); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(path)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -45,20 +44,6 @@ func queriesFile(qs map[string]string, names ...string) string {
 	return s
 }
 
-// reloadConfig posts to /admin/reload-config and returns the status and body.
-func reloadConfig(tb testing.TB, m *Main) (int, string) {
-	tb.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+m.AdminAddr.String()+"/admin/reload-config", nil)
-	req.Header.Set("Authorization", "Bearer "+m.Config.AdminToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // startFromFile runs Main on the configuration file content, with ReloadConfig reading
 // that file again.
 func startFromFile(tb testing.TB, content string) (*Main, string) {
@@ -73,32 +58,6 @@ func startFromFile(tb testing.TB, content string) (*Main, string) {
 	m := startMain(tb, cfg)
 	m.ConfigPath, m.Getenv = path, envOf(env)
 	return m, path
-}
-
-// eventually polls cond every 10 ms until it holds, or fails the test after 30 s saying
-// what it waited for.
-func eventually(tb testing.TB, what func() string, cond func() bool) {
-	tb.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); <-tick.C {
-		if time.Now().After(deadline) {
-			tb.Fatalf("gave up waiting: %s", what())
-		}
-	}
-}
-
-// waitAnswer asks text until the reply is want.
-func waitAnswer(tb testing.TB, a Asker, text, want string) {
-	tb.Helper()
-	var got string
-	var err error
-	eventually(tb, func() string { return fmt.Sprintf("%q: still %q %v, want %q", text, got, err, want) }, func() bool {
-		var r Reply
-		r, err = a.Ask(context.Background(), text)
-		got = r.Content
-		return err == nil && got == want
-	})
 }
 
 // TestConfigReloadUnderLoad: while many senders post signed messages (a fresh nonce each)

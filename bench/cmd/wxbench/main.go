@@ -13,8 +13,9 @@
 //	    [-scenarios steady,reload,outage,fresh,max,burst] [-out docs]
 //
 // make bench builds it into bin/ (it lives in its own module, bench/go.mod) and runs it from
-// the repository root, which it must be run from (it builds ./cmd/wxlookup there). Every load loop is bounded in
-// requests and time, and only loopback addresses are ever targeted.
+// the repository root, which it must be run from (it builds ./cmd/wxlookup there). It runs
+// on Linux only: the generator's event loops use epoll and a timerfd (package load). Every
+// load loop is bounded in requests and time, and only loopback addresses are ever targeted.
 package main
 
 import (
@@ -63,7 +64,6 @@ type options struct {
 	cpuProfile string
 	systems    string
 	ceilWork   time.Duration
-	engine     string
 	loops      int
 	maxLoops   int
 	genProcs   int
@@ -125,7 +125,6 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, logs, profile)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the key picker")
 	flag.StringVar(&o.systems, "systems", "ceiling,baseline,wxlookup", "systems to drive, comma-separated (wxlookup in the modes of -mode)")
-	flag.StringVar(&o.engine, "engine", "eventloop", "generator engine: eventloop (epoll, one thread a loop) or goroutines (a goroutine a connection)")
 	flag.IntVar(&o.loops, "loops", 1, "event loops (threads) of the generator for the fixed-rate runs")
 	flag.IntVar(&o.maxLoops, "max-loops", 2, "event loops of the generator for the maximum-throughput search")
 	flag.DurationVar(&o.ceilWork, "ceiling-work", 0, "make the ceiling spin this long a request (a control: a handler's CPU without its locks)")
@@ -178,11 +177,6 @@ func main() {
 	}
 	if o.probeEvery < 2 || o.probeUpdate < 0 || o.probeChurn < 0 || o.probeUpdate+o.probeChurn == 0 || o.writerConns < 1 || o.changes <= 0 {
 		fatal(errors.New("-probe-every must be at least 2; -changes, -writer-conns and the probe keys must be positive"))
-	}
-	switch o.engine {
-	case "eventloop", "goroutines":
-	default:
-		fatal(fmt.Errorf("-engine %q: want eventloop or goroutines", o.engine))
 	}
 	switch o.mode {
 	case "plain", "safe", "all":
