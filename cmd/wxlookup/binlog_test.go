@@ -106,16 +106,8 @@ func TestBinlogFeedRefusedWithoutBinlog(t *testing.T) {
 // commit to either table reaches its query.
 func TestQueriesShareOneBinlogStream(t *testing.T) {
 	srv := mariadbtest.SharedBinlog(t)
-	dsn := srv.CreateDatabase(t)
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	dsn, db := seededDB(t, srv, 50)
 	ctx := context.Background()
-	if err := store.Seed(ctx, db, 50); err != nil {
-		t.Fatal(err)
-	}
 	for _, stmt := range []string{
 		`CREATE TABLE stock (sku VARCHAR(64) NOT NULL PRIMARY KEY, qty INT NOT NULL, bin VARCHAR(32) NOT NULL)`,
 		`INSERT INTO stock (sku, qty, bin) VALUES ('P-100', 120, 'A-01-03')`,
