@@ -602,6 +602,31 @@ func TestAuditLogCloseWaitsForFilling(t *testing.T) {
 	}
 }
 
+func TestAuditLogPace(t *testing.T) {
+	a := &AuditLog{size: 1024, every: 20 * time.Millisecond}
+	tests := []struct {
+		name    string
+		n       uint64
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{"idle", 0, 20 * time.Millisecond, 20 * time.Millisecond},
+		{"slow", 10, 20 * time.Millisecond, 20 * time.Millisecond},
+		{"long asleep", 1000, time.Hour, 20 * time.Millisecond},
+		{"a quarter in 1ms", 256, time.Millisecond, time.Millisecond},
+		{"a half in 1ms", 512, time.Millisecond, 500 * time.Microsecond},
+		{"a quarter in 8ms", 256, 8 * time.Millisecond, 8 * time.Millisecond},
+		{"floor", 1024, 100 * time.Microsecond, 20 * time.Millisecond / 64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := a.pace(tt.n, tt.elapsed); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestAuditLogHashTable: with more OpenIDs than the writer keeps hashes of, asked in turn
 // and again, every line carries the OpenID's own hash.
 func TestAuditLogHashTable(t *testing.T) {
