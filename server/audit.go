@@ -41,9 +41,15 @@ const (
 	auditTextMax   = 256 // a longer text is logged cut, ending in "…"
 	auditKeysMax   = 10
 	auditKeyMax    = notFoundKeyMax
-	auditDataMax   = auditOpenIDMax + auditTextMax + auditKeysMax*(1+auditKeyMax) // see auditSlot
-	auditBatchMax  = 64 << 10                                                     // bytes of lines the writer gathers before writing
-	auditHashes    = 256                                                          // OpenIDs whose keyed hash the writer keeps
+)
+
+const (
+	// auditDataMax is the room for a record's bytes in a slot (see auditSlot).
+	auditDataMax = auditOpenIDMax + auditTextMax + auditKeysMax*(1+auditKeyMax)
+	// auditBatchMax is the bytes of lines the writer gathers before writing them.
+	auditBatchMax = 64 << 10
+	// auditHashes is how many OpenIDs' keyed hashes the writer keeps.
+	auditHashes = 256
 )
 
 // auditClosed is the bit of AuditLog.tail that Close sets: once it is set no position is
@@ -107,7 +113,8 @@ type AuditRecord struct {
 // showed in its p99 while the writer relied on it under load. When QueueSize records
 // wait, or the log is closed, log drops the record and counts it in
 // wxlookup_audit_dropped_total. Memory is fixed: QueueSize slots (rounded up to a power of
-// two) of 1,152 bytes allocated up front, a 64 KiB batch and the hashes of 256 OpenIDs.
+// two) of 1,152 bytes allocated up front, a 64 KiB batch and, with a hash key, the hashes
+// of 256 OpenIDs (41 KiB).
 // Close writes every record queued before it and closes the file. Safe for concurrent use.
 //
 // The ring is a queue of many producers and one consumer. Positions 0, 1, 2, … are claimed
