@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -410,7 +412,7 @@ func (nopWriteCloser) Close() error { return nil }
 
 // BenchmarkAuditLog times log: "enqueue" queues every record (the timer stops after each
 // queue-full of records until the writer has drained them), "full" drops every record (the
-// writer is held inside a write), and "encode" is the writer's work per line.
+// writer is held inside a write), and "encode…" is the writer's work per line.
 //
 //	go test -run '^$' -bench AuditLog -benchmem ./server/
 func BenchmarkAuditLog(b *testing.B) {
@@ -424,9 +426,7 @@ func BenchmarkAuditLog(b *testing.B) {
 			a.log(rec)
 			if i++; i%n == 0 {
 				b.StopTimer()
-				for deadline := time.Now().Add(10 * time.Second); len(a.free) < n && time.Now().Before(deadline); {
-					runtime.Gosched()
-				}
+				waitAuditIdle(b, a)
 				b.StartTimer()
 			}
 		}
@@ -446,16 +446,260 @@ func BenchmarkAuditLog(b *testing.B) {
 		b.StopTimer()
 		close(w.gate)
 	})
-	for _, tt := range []struct{ name, key string }{{"encode", ""}, {"encode-hashed", "k"}} {
-		key := tt.key
+	for _, tt := range []struct {
+		name, key string
+		ids       int // distinct OpenIDs, in turn
+	}{
+		{"encode", "", 1},
+		{"encode-hashed", "k", 1},                   // the hash of an OpenID seen before
+		{"encode-hashed-new", "k", 4 * auditHashes}, // mostly OpenIDs not seen lately
+	} {
 		b.Run(tt.name, func(b *testing.B) {
-			a, _ := newTestAudit(b, AuditConfig{HashKey: []byte(key)}, nopWriteCloser{io.Discard})
-			var s auditSlot
-			s.fill(rec)
+			a, _ := newTestAudit(b, AuditConfig{HashKey: []byte(tt.key)}, nopWriteCloser{io.Discard})
+			slots := make([]auditSlot, tt.ids)
+			for i := range slots {
+				r := *rec
+				r.OpenID = fmt.Appendf(nil, "o6_bmjrPTlm6_2sgVt7h%08d", i)
+				slots[i].fill(&r)
+			}
 			buf := make([]byte, 0, 512)
+			i := 0
 			for b.Loop() {
-				buf = a.encode(buf[:0], &s)
+				buf = a.encode(buf[:0], &slots[i])
+				if i++; i == len(slots) {
+					i = 0
+				}
 			}
 		})
 	}
+}
+
+// pending returns the records queued and not yet taken by the writer.
+func (a *AuditLog) pending() int { return int(a.tail.Load()&^auditClosed - a.head.Load()) }
+
+// waitAuditIdle wakes a's writer and waits until it has taken every queued record.
+func waitAuditIdle(tb testing.TB, a *AuditLog) {
+	tb.Helper()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+	for deadline := time.Now().Add(10 * time.Second); a.pending() > 0; {
+		if time.Now().After(deadline) {
+			tb.Fatalf("the audit log's writer left %d records queued for 10s", a.pending())
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestAuditSlotSize: a slot is a whole number of cache lines, so that the writer reading
+// one slot and a producer filling the next touch no line in common, and its data starts
+// early enough for a usual record (about 45 bytes of data) to end in its second line.
+func TestAuditSlotSize(t *testing.T) {
+	if got, want := unsafe.Sizeof(auditSlot{}), uintptr(1152); got != want {
+		t.Errorf("size: got %d bytes, want %d (adjust auditSlotPad)", got, want)
+	}
+	if got, want := unsafe.Offsetof(auditSlot{}.data), uintptr(128-48); got > want {
+		t.Errorf("data at offset %d, want at most %d", got, want)
+	}
+}
+
+// TestAuditLogConcurrentProducers: producers log at once into a small ring, some while
+// Close runs. Every record is written exactly once or counted as dropped, each producer's
+// lines keep its order, and every line is whole.
+func TestAuditLogConcurrentProducers(t *testing.T) {
+	const producers, each = 4, 3000
+	tests := []struct {
+		name       string
+		closeAfter int // records of producer 0 logged before Close runs; 0: after all
+	}{
+		{"then close", 0},
+		{"close while logging", each / 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &memWriter{}
+			a, reg := newTestAudit(t, AuditConfig{QueueSize: 64}, w)
+			closing := make(chan struct{})
+			var wg sync.WaitGroup
+			for p := range producers {
+				wg.Go(func() {
+					id := []byte("o" + strconv.Itoa(p))
+					var text []byte
+					for i := range each {
+						if p == 0 && i == tt.closeAfter && tt.closeAfter > 0 {
+							close(closing)
+						}
+						text = strconv.AppendInt(text[:0], int64(i), 10)
+						a.log(&AuditRecord{OpenID: id, Text: text, Keys: [][]byte{id, text}, Result: AuditFound})
+					}
+				})
+			}
+			if tt.closeAfter > 0 {
+				<-closing
+			} else {
+				wg.Wait()
+			}
+			if err := a.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			wg.Wait()
+			last := make(map[string]int)
+			lines := parseLines(t, w.buf.Bytes())
+			for _, l := range lines {
+				i, err := strconv.Atoi(l.Text)
+				if err != nil || l.OpenID == nil || !slices.Equal(l.Keys, []string{*l.OpenID, l.Text}) {
+					t.Fatalf("line %s: mixed or bad fields", show(l))
+				}
+				if prev, ok := last[*l.OpenID]; ok && i <= prev {
+					t.Fatalf("%s: record %d after %d", *l.OpenID, i, prev)
+				}
+				last[*l.OpenID] = i
+			}
+			dropped := metrictest.Value(t, reg, "wxlookup_audit_dropped_total")
+			if got := len(lines) + int(dropped); got != producers*each {
+				t.Errorf("written %d + dropped %v: got %d, want %d", len(lines), dropped, got, producers*each)
+			}
+		})
+	}
+}
+
+// TestAuditLogCloseWaitsForFilling: a producer that claimed a slot before Close and is still
+// filling it (held here by claiming as log does, and filling later) has its record written:
+// Close's writer waits for it rather than stopping at the first slot not ready.
+func TestAuditLogCloseWaitsForFilling(t *testing.T) {
+	w := &memWriter{}
+	a, reg := newTestAudit(t, AuditConfig{QueueSize: 4}, w)
+	a.log(&AuditRecord{Text: []byte("before"), Result: AuditFound})
+	p := a.tail.Load()
+	if !a.tail.CompareAndSwap(p, p+1) {
+		t.Fatal("could not claim the next position")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	for deadline := time.Now().Add(10 * time.Second); a.head.Load() != p || a.tail.Load()&auditClosed == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer did not reach the claimed position within 10s (head %d, tail %#x)", a.head.Load(), a.tail.Load())
+		}
+		runtime.Gosched()
+	}
+	a.log(&AuditRecord{Text: []byte("after"), Result: AuditFound}) // after Close: dropped
+	s := &a.ring[p&a.mask]
+	s.fill(&AuditRecord{Text: []byte("filling"), Result: AuditFound})
+	s.ready.Store(p + 1)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	var texts []string
+	for _, l := range parseLines(t, w.buf.Bytes()) {
+		texts = append(texts, l.Text)
+	}
+	if want := []string{"before", "filling"}; !slices.Equal(texts, want) {
+		t.Errorf("lines: got %q, want %q", texts, want)
+	}
+	if got := metrictest.Value(t, reg, "wxlookup_audit_dropped_total"); got != 1 {
+		t.Errorf("dropped: got %v, want 1", got)
+	}
+}
+
+func TestAuditLogPace(t *testing.T) {
+	a := &AuditLog{size: 1024, every: 20 * time.Millisecond}
+	tests := []struct {
+		name    string
+		n       uint64
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{"idle", 0, 20 * time.Millisecond, 20 * time.Millisecond},
+		{"slow", 10, 20 * time.Millisecond, 20 * time.Millisecond},
+		{"long asleep", 1000, time.Hour, 20 * time.Millisecond},
+		{"a quarter in 1ms", 256, time.Millisecond, time.Millisecond},
+		{"a half in 1ms", 512, time.Millisecond, 500 * time.Microsecond},
+		{"a quarter in 8ms", 256, 8 * time.Millisecond, 8 * time.Millisecond},
+		{"floor", 1024, 100 * time.Microsecond, 20 * time.Millisecond / 64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := a.pace(tt.n, tt.elapsed); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestAuditLogHashTable: with more OpenIDs than the writer keeps hashes of, asked in turn
+// and again, every line carries the OpenID's own hash.
+func TestAuditLogHashTable(t *testing.T) {
+	w := &memWriter{}
+	a, _ := newTestAudit(t, AuditConfig{HashKey: []byte("k"), QueueSize: 8192}, w)
+	var ids []string
+	for i := range 3 * auditHashes {
+		ids = append(ids, "o"+strconv.Itoa(i%(2*auditHashes)))
+	}
+	ids = append(ids, "", strings.Repeat("x", 200)) // empty; cut to 128 bytes
+	for _, id := range ids {
+		a.log(&AuditRecord{OpenID: []byte(id), Result: AuditFound})
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	lines := parseLines(t, w.buf.Bytes())
+	if len(lines) != len(ids) {
+		t.Fatalf("got %d lines, want %d", len(lines), len(ids))
+	}
+	for i, l := range lines {
+		want := wantHash("k", ids[i][:min(len(ids[i]), auditOpenIDMax)])
+		if l.OpenIDHash == nil || *l.OpenIDHash != want {
+			t.Fatalf("line %d (%q): got %v, want %q", i, ids[i], l.OpenIDHash, want)
+		}
+	}
+}
+
+// TestAuditLogTimes: the time of each line is time.Format's, whether the second or the
+// zone changes from one record to the next or not.
+func TestAuditLogTimes(t *testing.T) {
+	cst := time.FixedZone("CST", 8*3600)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 999_999_999, cst)
+	times := []time.Time{
+		t0, t0.Add(-999_999_999), t0.UTC(), t0.Add(1), t0.Add(time.Millisecond),
+		t0.In(time.FixedZone("X", -(3*3600 + 30*60))), time.Date(1969, 12, 31, 23, 59, 59, 5e6, time.UTC), t0,
+	}
+	w := &memWriter{}
+	a, _ := newTestAudit(t, AuditConfig{}, w)
+	for _, tm := range times {
+		a.log(&AuditRecord{Time: tm, Result: AuditFound})
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	lines := parseLines(t, w.buf.Bytes())
+	if len(lines) != len(times) {
+		t.Fatalf("got %d lines, want %d", len(lines), len(times))
+	}
+	for i, l := range lines {
+		if want := times[i].Format("2006-01-02T15:04:05.000Z07:00"); l.Time != want {
+			t.Errorf("line %d: got %q, want %q", i, l.Time, want)
+		}
+	}
+}
+
+// FuzzAuditJSONString: any bytes encode to one JSON string that decodes to the same text,
+// each byte of invalid UTF-8 read as U+FFFD, with no raw line end in it.
+func FuzzAuditJSONString(f *testing.F) {
+	for _, s := range []string{"", "?18-546", "a\"b\\c\nd\x01e\xffé\u2028\u2029", "车体新厂房3号", "\xe8\xbd", "\x7f\x00\t\r"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		b := appendJSONString(nil, s)
+		if i := bytes.IndexAny(b, "\n\r\u2028\u2029"); i >= 0 {
+			t.Fatalf("%q: a line end at %d", b, i)
+		}
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%q: %v", b, err)
+		}
+		if want := string([]rune(string(s))); got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	})
 }
