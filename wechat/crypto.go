@@ -219,14 +219,11 @@ func (c *Crypter) Decrypt(dst, encrypt []byte) (Decrypted, error) {
 		return d, err
 	}
 	d, err2 := c.decryptWith(c.Previous, dst, encrypt)
-	if err2 == nil {
-		d.UsedPrevious = true
-		return d, nil
+	d.UsedPrevious = err2 == nil
+	if err2 != nil && errors.Is(err, ErrAppID) {
+		return d, err // the current key decrypted; its answer is the better one
 	}
-	if errors.Is(err, ErrAppID) {
-		return Decrypted{}, err // the current key decrypted; its answer is the better one
-	}
-	return Decrypted{}, err2
+	return d, err2
 }
 
 func (c *Crypter) decryptWith(k *Key, dst, encrypt []byte) (Decrypted, error) {

@@ -114,7 +114,7 @@ func TestWeComSamples(t *testing.T) {
 		}
 		checkFields(t, fieldsOf(t, &m), map[string]string{
 			"ToUserName": "wx5823bf96d3bd56c7", "FromUserName": "mycreate", "CreateTime": "1409659813",
-			"MsgType": "text", "Content": "hello", "MsgID": "4561255354251345929", "AgentID": "218",
+			"MsgType": "text", "Content": "hello", "MsgID": "4561255354251345929",
 		})
 	})
 }

@@ -7,12 +7,9 @@ import (
 	"encoding/hex"
 )
 
-// The URL `signature` is the msg_signature of an empty ciphertext: the inputs are sorted
-// and concatenated, and an empty input adds nothing to the concatenation wherever it
-// sorts. So the functions below pass a nil encrypt for it.
-
 // Signature returns the `signature` WeChat puts on a callback URL: the lower-case hex SHA-1
-// of token, timestamp and nonce sorted as byte strings and concatenated.
+// of token, timestamp and nonce sorted as byte strings and concatenated. That is the
+// msg_signature of an empty ciphertext, as an empty input adds nothing wherever it sorts.
 // Signature is safe for concurrent use.
 func Signature(token, timestamp, nonce string) string {
 	return MsgSignature(token, timestamp, nonce, "")
@@ -25,9 +22,10 @@ func MsgSignature(token, timestamp, nonce, encrypt string) string {
 	return string(appendMsgSignature(nil, token, []byte(timestamp), []byte(nonce), []byte(encrypt)))
 }
 
-// VerifySignature reports whether signature is Signature(token, timestamp, nonce). It
-// compares in constant time, accepts only the lower-case hex WeChat sends, and does not
-// allocate. VerifySignature is safe for concurrent use.
+// VerifySignature reports whether signature is Signature(token, timestamp, nonce), the
+// msg_signature of no ciphertext. It compares in constant time, accepts only the
+// lower-case hex WeChat sends, and does not allocate. VerifySignature is safe for
+// concurrent use.
 func VerifySignature(token string, timestamp, nonce, signature []byte) bool {
 	return VerifyMsgSignature(token, timestamp, nonce, nil, signature)
 }
@@ -36,8 +34,9 @@ func VerifySignature(token string, timestamp, nonce, signature []byte) bool {
 // timestamp and nonce. It compares in constant time and does not allocate.
 // VerifyMsgSignature is safe for concurrent use.
 func VerifyMsgSignature(token string, timestamp, nonce, encrypt, signature []byte) bool {
-	var want [2 * sha1.Size]byte
-	return subtle.ConstantTimeCompare(appendMsgSignature(want[:0], token, timestamp, nonce, encrypt), signature) == 1
+	var buf [2 * sha1.Size]byte
+	want := appendMsgSignature(buf[:0], token, timestamp, nonce, encrypt)
+	return subtle.ConstantTimeCompare(want, signature) == 1
 }
 
 // appendMsgSignature appends the hex msg_signature of encrypt to dst and returns the

@@ -42,7 +42,9 @@ func (p *parser) errorf(at int, format string, args ...any) error {
 	return fmt.Errorf("%w: %s at byte %d", ErrMalformed, fmt.Sprintf(format, args...), at)
 }
 
+// parse resets the Message and fills it from the document.
 func (p *parser) parse() error {
+	p.m.Reset()
 	if i := badChar(p.data); i >= 0 {
 		return p.errorf(i, "character XML does not allow (NUL, control character or invalid UTF-8)")
 	}
@@ -92,29 +94,16 @@ func (p *parser) step() error {
 		p.pos = k + 1
 		return p.close(i, s, e)
 	case '?':
-		j := bytes.Index(d[i+2:], []byte("?>"))
-		if j < 0 {
-			return p.errorf(i, "unterminated processing instruction")
-		}
-		p.pos = i + 2 + j + 2
-		return nil
+		return p.skipPast(i, i+2, "?>", "processing instruction")
 	case '!':
 		if bytes.HasPrefix(d[i:], []byte("<!--")) {
-			j := bytes.Index(d[i+4:], []byte("-->"))
-			if j < 0 {
-				return p.errorf(i, "unterminated comment")
-			}
-			p.pos = i + 4 + j + 3
-			return nil
+			return p.skipPast(i, i+4, "-->", "comment")
 		}
-		if bytes.HasPrefix(d[i:], []byte("<![CDATA[")) {
-			s := i + len("<![CDATA[")
-			j := bytes.Index(d[s:], []byte("]]>"))
-			if j < 0 {
-				return p.errorf(i, "unterminated CDATA section")
+		if s := i + len("<![CDATA["); bytes.HasPrefix(d[i:], []byte("<![CDATA[")) {
+			if err := p.skipPast(i, s, "]]>", "CDATA section"); err != nil {
+				return err
 			}
-			p.pos = s + j + 3
-			return p.text(s, s+j, true)
+			return p.text(s, p.pos-len("]]>"), true)
 		}
 		return p.errorf(i, "DOCTYPE and other declarations are not accepted")
 	}
@@ -160,6 +149,17 @@ func (p *parser) step() error {
 		}
 		k += 1 + j + 1
 	}
+}
+
+// skipPast moves p.pos past the first end in data[from:], which closes the markup
+// (a what) that starts at byte at.
+func (p *parser) skipPast(at, from int, end, what string) error {
+	j := bytes.Index(p.data[from:], []byte(end))
+	if j < 0 {
+		return p.errorf(at, "unterminated %s", what)
+	}
+	p.pos = from + j + len(end)
+	return nil
 }
 
 // open handles the start tag at byte at of the element data[s:e]: the root, once, or
@@ -330,32 +330,26 @@ func entity(d []byte) (n int, r rune, ok bool) {
 	if end < 2 {
 		return 0, 0, false
 	}
-	switch ref := d[1:end]; {
-	case string(ref) == "lt":
-		r = '<'
-	case string(ref) == "gt":
-		r = '>'
-	case string(ref) == "amp":
-		r = '&'
-	case string(ref) == "apos":
-		r = '\''
-	case string(ref) == "quot":
-		r = '"'
-	case ref[0] == '#' && len(ref) > 1:
-		digits, base := ref[1:], 10
-		if digits[0] == 'x' {
-			digits, base = digits[1:], 16
-		}
-		v, err := strconv.ParseUint(string(digits), base, 32) // no sign, prefix or "_" in bases 10 and 16
-		if err != nil || !isXMLChar(rune(v)) {
-			return 0, 0, false
-		}
-		r = rune(v)
-	default:
+	ref := d[1:end]
+	if r, ok := predefined[string(ref)]; ok {
+		return end + 1, r, true
+	}
+	if ref[0] != '#' || len(ref) == 1 {
 		return 0, 0, false
 	}
-	return end + 1, r, true
+	digits, base := ref[1:], 10
+	if digits[0] == 'x' {
+		digits, base = digits[1:], 16
+	}
+	v, err := strconv.ParseUint(string(digits), base, 32) // no sign, prefix or "_" in bases 10 and 16
+	if err != nil || !isXMLChar(rune(v)) {
+		return 0, 0, false
+	}
+	return end + 1, rune(v), true
 }
+
+// predefined holds the five entities XML predefines.
+var predefined = map[string]rune{"lt": '<', "gt": '>', "amp": '&', "apos": '\'', "quot": '"'}
 
 // nameEnd returns the end of the XML name starting at d[s:], or s if there is none. Like
 // encoding/xml it takes any non-ASCII byte as part of a name.
