@@ -66,9 +66,6 @@ func parseKey(s, what string) (*Key, error) {
 	return k, nil
 }
 
-// paddedLen is the length of n bytes of plaintext padded.
-func paddedLen(n int) int { return n + padBlock - n%padBlock }
-
 // Encrypt appends to dst the base64 (standard alphabet, padded) ciphertext of msg for
 // receiveID (the AppID, or the WeCom CorpID) and returns the extended buffer. random is
 // the 16 random bytes the plaintext starts with; nil means fresh ones from crypto/rand.
@@ -77,7 +74,8 @@ func paddedLen(n int) int { return n + padBlock - n%padBlock }
 // to spare; msg and receiveID must therefore not lie in that spare capacity (a Decrypted
 // from the same buffer, say). Encrypt is safe for concurrent use.
 func (k *Key) Encrypt(dst, msg, receiveID []byte, random *[16]byte) []byte {
-	n := paddedLen(headerLen + len(msg) + len(receiveID))
+	n := headerLen + len(msg) + len(receiveID)
+	n += padBlock - n%padBlock // PKCS#7 pads by 1 to padBlock bytes, never by none
 	encLen := base64.StdEncoding.EncodedLen(n)
 	off := len(dst)
 	// The plaintext is built and encrypted past the end of the base64 output, then

@@ -151,7 +151,7 @@ func TestRoundTrip(t *testing.T) {
 				}
 				enc = enc[len("prefix"):]
 				plainLen := headerLen + len(msg) + len(tt.receiveID)
-				if got, want := len(enc), base64.StdEncoding.EncodedLen(paddedLen(plainLen)); got != want {
+				if got, want := len(enc), base64.StdEncoding.EncodedLen(plainLen+padBlock-plainLen%padBlock); got != want {
 					t.Errorf("len(Encrypt): got %d, want %d", got, want)
 				}
 				raw, err := base64.StdEncoding.Strict().DecodeString(string(enc))

@@ -94,16 +94,29 @@ func (p *parser) step() error {
 		p.pos = k + 1
 		return p.close(i, s, e)
 	case '?':
-		return p.skipPast(i, i+2, "?>", "processing instruction")
+		j := bytes.Index(d[i+2:], []byte("?>"))
+		if j < 0 {
+			return p.errorf(i, "unterminated processing instruction")
+		}
+		p.pos = i + 2 + j + 2
+		return nil
 	case '!':
 		if bytes.HasPrefix(d[i:], []byte("<!--")) {
-			return p.skipPast(i, i+4, "-->", "comment")
-		}
-		if s := i + len("<![CDATA["); bytes.HasPrefix(d[i:], []byte("<![CDATA[")) {
-			if err := p.skipPast(i, s, "]]>", "CDATA section"); err != nil {
-				return err
+			j := bytes.Index(d[i+4:], []byte("-->"))
+			if j < 0 {
+				return p.errorf(i, "unterminated comment")
 			}
-			return p.text(s, p.pos-len("]]>"), true)
+			p.pos = i + 4 + j + 3
+			return nil
+		}
+		if bytes.HasPrefix(d[i:], []byte("<![CDATA[")) {
+			s := i + len("<![CDATA[")
+			j := bytes.Index(d[s:], []byte("]]>"))
+			if j < 0 {
+				return p.errorf(i, "unterminated CDATA section")
+			}
+			p.pos = s + j + 3
+			return p.text(s, s+j, true)
 		}
 		return p.errorf(i, "DOCTYPE and other declarations are not accepted")
 	}
@@ -149,17 +162,6 @@ func (p *parser) step() error {
 		}
 		k += 1 + j + 1
 	}
-}
-
-// skipPast moves p.pos past the first end in data[from:], which closes the markup
-// (a what) that starts at byte at.
-func (p *parser) skipPast(at, from int, end, what string) error {
-	j := bytes.Index(p.data[from:], []byte(end))
-	if j < 0 {
-		return p.errorf(at, "unterminated %s", what)
-	}
-	p.pos = from + j + len(end)
-	return nil
 }
 
 // open handles the start tag at byte at of the element data[s:e]: the root, once, or
@@ -448,16 +450,13 @@ func isXMLChar(r rune) bool {
 }
 
 // parseInt parses a decimal integer with optional sign and surrounding white space; an
-// empty value is 0, as encoding/xml has it.
-func parseInt(b []byte) (int64, bool) {
+// empty value is 0, as encoding/xml has it. The number means nothing unless ok.
+func parseInt(b []byte) (n int64, ok bool) {
 	if b = trimSpace(b); len(b) == 0 {
 		return 0, true
 	}
 	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	return n, true
+	return n, err == nil
 }
 
 // clip shortens b for an error message.
