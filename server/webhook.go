@@ -425,7 +425,7 @@ func (s *Server) reject(ctx *fasthttp.RequestCtx, rt route, k kind, r reason, er
 // reasonFor maps a wechat error to its rejection reason.
 func reasonFor(err error) reason {
 	switch {
-	case errors.Is(err, wechat.ErrSignature), errors.Is(err, wechat.ErrMsgSignature):
+	case errors.Is(err, wechat.ErrMsgSignature):
 		return reasonSignature
 	case errors.Is(err, wechat.ErrAppID):
 		return reasonAppID

@@ -12,9 +12,9 @@ import (
 	"slices"
 )
 
-// EncodingAESKeyLen is the length of an EncodingAESKey as the WeChat and WeCom consoles
+// encodingAESKeyLen is the length of an EncodingAESKey as the WeChat and WeCom consoles
 // show it: 43 characters of base64 for a 32-byte AES-256 key.
-const EncodingAESKeyLen = 43
+const encodingAESKeyLen = 43
 
 // padBlock is the block size WeChat pads plaintext to (PKCS#7 over 32 bytes, not AES's
 // 16).
@@ -34,7 +34,6 @@ var (
 	errBadPadding = fmt.Errorf("%w: bad padding (wrong key?)", ErrDecrypt)
 	errTooShort   = fmt.Errorf("%w: plaintext too short", ErrDecrypt)
 	errBadLength  = fmt.Errorf("%w: message length field out of range", ErrDecrypt)
-	errNoKey      = fmt.Errorf("%w: no key", ErrDecrypt)
 )
 
 // Key is a parsed EncodingAESKey: the AES-256 key and the IV derived from it (its first
@@ -44,15 +43,12 @@ type Key struct {
 	iv    [aes.BlockSize]byte
 }
 
-// ParseKey parses a 43-character EncodingAESKey. It returns an error wrapping ErrKey,
-// which never contains the key, when encodingAESKey is not 43 characters of base64.
-func ParseKey(encodingAESKey string) (*Key, error) {
-	return parseKey(encodingAESKey, "EncodingAESKey")
-}
-
+// parseKey parses the 43-character EncodingAESKey s. It returns an error wrapping ErrKey
+// and naming the setting what, which never contains the key, when s is not 43 characters
+// of base64.
 func parseKey(s, what string) (*Key, error) {
-	if len(s) != EncodingAESKeyLen {
-		return nil, fmt.Errorf("%w: %s has %d characters, want %d", ErrKey, what, len(s), EncodingAESKeyLen)
+	if len(s) != encodingAESKeyLen {
+		return nil, fmt.Errorf("%w: %s has %d characters, want %d", ErrKey, what, len(s), encodingAESKeyLen)
 	}
 	// The 43rd character carries 2 bits of padding, which the consoles do not zero, so
 	// the decoding must not be strict.
@@ -70,31 +66,16 @@ func parseKey(s, what string) (*Key, error) {
 	return k, nil
 }
 
-// EncryptedLen returns the length of the base64 ciphertext Encrypt appends for a message
-// of msgLen bytes and a receive id of receiveIDLen bytes.
-func EncryptedLen(msgLen, receiveIDLen int) int {
-	return base64.StdEncoding.EncodedLen(paddedLen(headerLen + msgLen + receiveIDLen))
-}
-
-func paddedLen(n int) int { return n + padBlock - n%padBlock }
-
 // Encrypt appends to dst the base64 (standard alphabet, padded) ciphertext of msg for
 // receiveID (the AppID, or the WeCom CorpID) and returns the extended buffer. random is
 // the 16 random bytes the plaintext starts with; nil means fresh ones from crypto/rand.
 // Encrypt uses dst's spare capacity as scratch space and allocates only when dst has less
-// than EncryptedLen + the padded plaintext length (about 1.75×EncryptedLen) to spare;
-// msg and receiveID must therefore not lie in that spare capacity (a Decrypted from the
-// same buffer, say). Encrypt is safe for concurrent use.
+// than the base64 length + the padded plaintext length (about 1.75× the base64 length)
+// to spare; msg and receiveID must therefore not lie in that spare capacity (a Decrypted
+// from the same buffer, say). Encrypt is safe for concurrent use.
 func (k *Key) Encrypt(dst, msg, receiveID []byte, random *[16]byte) []byte {
-	return encrypt(k, dst, msg, receiveID, random)
-}
-
-// text is what a receive id may be: bytes from a request or a string from configuration,
-// encrypted without converting one to the other.
-type text interface{ ~string | ~[]byte }
-
-func encrypt[T text](k *Key, dst, msg []byte, receiveID T, random *[16]byte) []byte {
-	n := paddedLen(headerLen + len(msg) + len(receiveID))
+	n := headerLen + len(msg) + len(receiveID)
+	n += padBlock - n%padBlock // PKCS#7 pads by 1 to padBlock bytes, never by none
 	encLen := base64.StdEncoding.EncodedLen(n)
 	off := len(dst)
 	// The plaintext is built and encrypted past the end of the base64 output, then
@@ -128,9 +109,6 @@ func encrypt[T text](k *Key, dst, msg []byte, receiveID T, random *[16]byte) []b
 // is not base64, not whole AES blocks, badly padded, or carries a length that does not
 // fit; it never panics. Decrypt is safe for concurrent use.
 func (k *Key) Decrypt(dst, ciphertext []byte) (msg, receiveID []byte, err error) {
-	if k == nil {
-		return nil, nil, errNoKey
-	}
 	off := len(dst)
 	max := base64.StdEncoding.DecodedLen(len(ciphertext))
 	buf := slices.Grow(dst, max)[off : off+max]
@@ -239,14 +217,11 @@ func (c *Crypter) Decrypt(dst, encrypt []byte) (Decrypted, error) {
 		return d, err
 	}
 	d, err2 := c.decryptWith(c.Previous, dst, encrypt)
-	if err2 == nil {
-		d.UsedPrevious = true
-		return d, nil
+	d.UsedPrevious = err2 == nil
+	if err2 != nil && errors.Is(err, ErrAppID) {
+		return d, err // the current key decrypted; its answer is the better one
 	}
-	if errors.Is(err, ErrAppID) {
-		return Decrypted{}, err // the current key decrypted; its answer is the better one
-	}
-	return Decrypted{}, err2
+	return d, err2
 }
 
 func (c *Crypter) decryptWith(k *Key, dst, encrypt []byte) (Decrypted, error) {
@@ -286,26 +261,18 @@ func (c *Crypter) VerifyURL(msgSignature, timestamp, nonce, echostr []byte) ([]b
 //
 //	<xml><Encrypt>…</Encrypt><MsgSignature>…</MsgSignature><TimeStamp>…</TimeStamp><Nonce>…</Nonce></xml>
 //
-// key is the key that decrypted the request (Decrypted.Key; nil means c.Current),
-// receiveID the receive id to encrypt for (Decrypted.ReceiveID; nil means c.ReceiveID),
-// timestamp and nonce those of the request or fresh ones (digits). The 16 random bytes
-// come from crypto/rand. It does not allocate when dst has room (see Key.Encrypt), and
-// as there, receiveID and msg must not lie in dst's spare capacity: decrypt the request
-// into one buffer and write the reply into another.
+// key is the key that decrypted the request (Decrypted.Key), receiveID the receive id to
+// encrypt for (Decrypted.ReceiveID), timestamp and nonce those of the request or fresh
+// ones (digits). The 16 random bytes come from crypto/rand. It does not allocate when dst
+// has room (see Key.Encrypt), and as there, receiveID and msg must not lie in dst's spare
+// capacity: decrypt the request into one buffer and write the reply into another.
 func (c *Crypter) AppendEncryptedReply(dst []byte, key *Key, receiveID, msg, timestamp, nonce []byte) []byte {
-	if key == nil {
-		key = c.Current
-	}
 	dst = append(dst, "<xml><Encrypt><![CDATA["...)
 	start := len(dst)
-	if receiveID == nil {
-		dst = encrypt(key, dst, msg, c.ReceiveID, nil)
-	} else {
-		dst = encrypt(key, dst, msg, receiveID, nil)
-	}
+	dst = key.Encrypt(dst, msg, receiveID, nil)
 	enc := dst[start:]
 	dst = append(dst, "]]></Encrypt><MsgSignature><![CDATA["...)
-	dst = AppendMsgSignature(dst, c.Token, timestamp, nonce, enc)
+	dst = appendMsgSignature(dst, c.Token, timestamp, nonce, enc)
 	dst = append(dst, "]]></MsgSignature><TimeStamp>"...)
 	if len(timestamp) > 0 && allDigits(timestamp) {
 		dst = append(dst, timestamp...)

@@ -114,7 +114,7 @@ func TestWeComSamples(t *testing.T) {
 		}
 		checkFields(t, fieldsOf(t, &m), map[string]string{
 			"ToUserName": "wx5823bf96d3bd56c7", "FromUserName": "mycreate", "CreateTime": "1409659813",
-			"MsgType": "text", "Content": "hello", "MsgID": "4561255354251345929", "AgentID": "218",
+			"MsgType": "text", "Content": "hello", "MsgID": "4561255354251345929",
 		})
 	})
 }
@@ -136,7 +136,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := mustCrypter(t, "token", tt.receiveID, keyA, keyB)
-			k, err := ParseKey(tt.encryptWith)
+			k, err := parseKey(tt.encryptWith, "EncodingAESKey")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,10 +150,10 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatalf("Encrypt: got %q, want it appended to the buffer", enc)
 				}
 				enc = enc[len("prefix"):]
-				if got, want := len(enc), EncryptedLen(len(msg), len(tt.receiveID)); got != want {
-					t.Errorf("len(Encrypt): got %d, want EncryptedLen %d", got, want)
-				}
 				plainLen := headerLen + len(msg) + len(tt.receiveID)
+				if got, want := len(enc), base64.StdEncoding.EncodedLen(plainLen+padBlock-plainLen%padBlock); got != want {
+					t.Errorf("len(Encrypt): got %d, want %d", got, want)
+				}
 				raw, err := base64.StdEncoding.Strict().DecodeString(string(enc))
 				if err != nil {
 					t.Fatalf("Encrypt: not canonical padded base64: %v", err)
@@ -305,8 +305,8 @@ func mustDecode(tb testing.TB, s []byte) []byte {
 }
 
 func TestDecryptKeyPrecedence(t *testing.T) {
-	a, _ := ParseKey(keyA)
-	b, _ := ParseKey(keyB)
+	a, _ := parseKey(keyA, "EncodingAESKey")
+	b, _ := parseKey(keyB, "EncodingAESKey")
 	tests := []struct {
 		name     string
 		key      *Key
@@ -359,18 +359,18 @@ func TestParseKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k, err := ParseKey(tt.key)
+			k, err := parseKey(tt.key, "EncodingAESKey")
 			if tt.ok != (err == nil) {
-				t.Fatalf("ParseKey: got error %v, want ok %v", err, tt.ok)
+				t.Fatalf("parseKey: got error %v, want ok %v", err, tt.ok)
 			}
 			if tt.ok {
 				if k == nil {
-					t.Fatal("ParseKey: got nil Key")
+					t.Fatal("parseKey: got nil Key")
 				}
 				return
 			}
 			if !errors.Is(err, ErrKey) {
-				t.Errorf("ParseKey: got %v, want ErrKey", err)
+				t.Errorf("parseKey: got %v, want ErrKey", err)
 			}
 			if tt.key != "" && strings.Contains(err.Error(), tt.key[:10]) {
 				t.Errorf("error %q contains the key", err)
@@ -413,7 +413,7 @@ func TestAppendEncryptedReply(t *testing.T) {
 		receiveID []byte
 		wantRID   string
 	}{
-		{name: "current key, configured appid", key: nil, receiveID: nil, wantRID: sampleAppID},
+		{name: "current key, configured appid", key: c.Current, receiveID: []byte(sampleAppID), wantRID: sampleAppID},
 		{name: "previous key, echoed appid", key: c.Previous, receiveID: []byte(sampleAppID), wantRID: sampleAppID},
 		{name: "echoed corp id", key: c.Current, receiveID: []byte("ww0123456789abcdef"), wantRID: "ww0123456789abcdef"},
 	}
@@ -433,11 +433,7 @@ func TestAppendEncryptedReply(t *testing.T) {
 			if !VerifyMsgSignature(sampleToken, env.TimeStamp, env.Nonce, env.Encrypt, env.MsgSignature) {
 				t.Errorf("MsgSignature %q does not verify", env.MsgSignature)
 			}
-			key := tt.key
-			if key == nil {
-				key = c.Current
-			}
-			msg, rid, err := key.Decrypt(nil, env.Encrypt)
+			msg, rid, err := tt.key.Decrypt(nil, env.Encrypt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -446,8 +442,8 @@ func TestAppendEncryptedReply(t *testing.T) {
 			}
 		})
 	}
-	a := c.AppendEncryptedReply(nil, nil, nil, reply, []byte("1"), []byte("2"))
-	b := c.AppendEncryptedReply(nil, nil, nil, reply, []byte("1"), []byte("2"))
+	a := c.AppendEncryptedReply(nil, c.Current, []byte(sampleAppID), reply, []byte("1"), []byte("2"))
+	b := c.AppendEncryptedReply(nil, c.Current, []byte(sampleAppID), reply, []byte("1"), []byte("2"))
 	if bytes.Equal(a, b) {
 		t.Errorf("two encryptions of one reply are equal: the random prefix is not random")
 	}
@@ -469,7 +465,7 @@ func TestCryptoAllocs(t *testing.T) {
 		{name: "Key.Encrypt, crypto/rand", f: func() { c.Current.Encrypt(buf[:0], msg, rid, nil) }},
 		{name: "Key.Decrypt", f: func() { c.Current.Decrypt(buf[:0], encA) }},
 		{name: "Crypter.Decrypt, previous key", f: func() { c.Decrypt(buf[:0], encB) }},
-		{name: "Crypter.AppendEncryptedReply", f: func() { c.AppendEncryptedReply(buf[:0], nil, nil, msg, ts, nonce) }},
+		{name: "Crypter.AppendEncryptedReply", f: func() { c.AppendEncryptedReply(buf[:0], c.Current, rid, msg, ts, nonce) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -492,7 +488,7 @@ func FuzzDecrypt(f *testing.F) {
 	f.Add([]byte("P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ=="), []byte(""), []byte(""))
 	f.Add([]byte("!!"), bytes.Repeat([]byte("x"), 100), []byte("ww0123456789abcdef"))
 	f.Add(bytes.Repeat([]byte{0}, 32), []byte("\x00"), []byte("\xff"))
-	sample, _ := ParseKey(sampleKey)
+	sample, _ := parseKey(sampleKey, "EncodingAESKey")
 	c := mustCrypter(f, "token", "", keyA, sampleKey)
 	f.Fuzz(func(t *testing.T, ciphertext, msg, receiveID []byte) {
 		for _, in := range [][]byte{ciphertext, []byte(base64.StdEncoding.EncodeToString(ciphertext))} {
@@ -519,7 +515,7 @@ func FuzzDecrypt(f *testing.F) {
 }
 
 func BenchmarkEncrypt(b *testing.B) {
-	k, _ := ParseKey(sampleKey)
+	k, _ := parseKey(sampleKey, "EncodingAESKey")
 	msg := AppendTextReply(nil, []byte("oFLjC5kdmb6CwVtIWLr5xa-DKQhM"), []byte("gh_6b9aa8a6f1e2"), 1714036504, []byte("[18-546]的工作台位为[车体新厂房3号]"))
 	rid := []byte(sampleAppID)
 	buf := make([]byte, 0, 4096)
@@ -534,16 +530,16 @@ func BenchmarkEncrypt(b *testing.B) {
 func BenchmarkAppendEncryptedReply(b *testing.B) {
 	c := mustCrypter(b, sampleToken, sampleAppID, sampleKey, "")
 	msg := AppendTextReply(nil, []byte("oFLjC5kdmb6CwVtIWLr5xa-DKQhM"), []byte("gh_6b9aa8a6f1e2"), 1714036504, []byte("[18-546]的工作台位为[车体新厂房3号]"))
-	ts, nonce := []byte(sampleTimestamp), []byte(sampleNonce)
+	ts, nonce, rid := []byte(sampleTimestamp), []byte(sampleNonce), []byte(sampleAppID)
 	buf := make([]byte, 0, 4096)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = c.AppendEncryptedReply(buf[:0], nil, nil, msg, ts, nonce)
+		buf = c.AppendEncryptedReply(buf[:0], c.Current, rid, msg, ts, nonce)
 	}
 }
 
 func BenchmarkDecrypt(b *testing.B) {
-	k, _ := ParseKey(sampleKey)
+	k, _ := parseKey(sampleKey, "EncodingAESKey")
 	enc := k.Encrypt(nil, textMessage, []byte(sampleAppID), nil)
 	buf := make([]byte, 0, 4096)
 	b.ReportAllocs()

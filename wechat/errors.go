@@ -5,13 +5,8 @@ import "errors"
 // The sentinel errors below are distinguishable with errors.Is. Errors returned by the
 // package wrap one of them with detail; none of them ever contains a key or a token.
 var (
-	// ErrSignature is returned by CheckSignature when the URL or POST `signature`
-	// parameter is not sha1(sort(token, timestamp, nonce)).
-	ErrSignature = errors.New("wechat: signature mismatch")
-
-	// ErrMsgSignature is returned by CheckMsgSignature, Crypter.Open and
-	// Crypter.VerifyURL when `msg_signature` is not sha1(sort(token, timestamp, nonce,
-	// encrypt)).
+	// ErrMsgSignature is returned by Crypter.Open and Crypter.VerifyURL when
+	// `msg_signature` is not sha1(sort(token, timestamp, nonce, encrypt)).
 	ErrMsgSignature = errors.New("wechat: msg_signature mismatch")
 
 	// ErrDecrypt is returned by Key.Decrypt, Crypter.Decrypt, Crypter.Open and
@@ -37,7 +32,7 @@ var (
 	// is distinct from ErrMalformed: the document is XML, but not one WeChat sends.
 	ErrFieldTooLong = errors.New("wechat: field too long")
 
-	// ErrKey is returned by ParseKey and NewCrypter when an EncodingAESKey is not 43
-	// characters of base64 decoding to 32 bytes.
+	// ErrKey is returned by NewCrypter when an EncodingAESKey is not 43 characters of
+	// base64 decoding to 32 bytes.
 	ErrKey = errors.New("wechat: invalid EncodingAESKey")
 )

@@ -35,7 +35,7 @@ func TestInbound(t *testing.T) {
 		{
 			name: "WeCom request envelope",
 			doc:  AppendWeComRequestEnvelope(nil, []byte("ww0123456789abcdef"), []byte("1000002"), []byte("aGVsbG8=")),
-			want: map[string]string{"ToUserName": "ww0123456789abcdef", "AgentID": "1000002", "Encrypt": "aGVsbG8="},
+			want: map[string]string{"ToUserName": "ww0123456789abcdef", "Encrypt": "aGVsbG8="},
 		},
 	}
 	var m Message

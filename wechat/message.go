@@ -27,7 +27,6 @@ type Message struct {
 	Content      []byte // the text of a text message or reply
 	Event        []byte // of an event: subscribe, unsubscribe, SCAN, CLICK, …
 	EventKey     []byte // of an event: a menu key, or the scene ("qrscene_…") of a QR code
-	AgentID      []byte // the WeCom application
 	Encrypt      []byte // the ciphertext of safe and compatible mode
 	MsgSignature []byte // of an encrypted reply
 	TimeStamp    []byte // of an encrypted reply
@@ -70,7 +69,6 @@ var elements = [...]element{
 	{name: "Content", bytes: func(m *Message) *[]byte { return &m.Content }},
 	{name: "Event", bytes: func(m *Message) *[]byte { return &m.Event }, max: MaxEventBytes},
 	{name: "EventKey", bytes: func(m *Message) *[]byte { return &m.EventKey }, max: MaxEventBytes},
-	{name: "AgentID", bytes: func(m *Message) *[]byte { return &m.AgentID }, envelope: true},
 	{name: "Encrypt", bytes: func(m *Message) *[]byte { return &m.Encrypt }, envelope: true},
 	{name: "MsgSignature", bytes: func(m *Message) *[]byte { return &m.MsgSignature }},
 	{name: "TimeStamp", bytes: func(m *Message) *[]byte { return &m.TimeStamp }},
@@ -116,18 +114,17 @@ func (m *Message) Reset() {
 // (MaxUserNameBytes, MaxMsgIDDigits, MaxEventBytes). It never panics. See Message for how
 // long the fields stay valid.
 func (m *Message) Parse(data []byte) error {
-	m.Reset()
 	p := parser{data: data, m: m}
 	return p.parse()
 }
 
 // ParseEnvelope is Parse restricted to the envelope of an encrypted message: it fills only
-// ToUserName, Encrypt and AgentID and skips every other element unread, so that a server
-// reads nothing else of a body before it has checked the msg_signature over its Encrypt.
-// The document is checked as by Parse (well-formed, no forbidden character, no envelope
-// field twice, ToUserName within its cap), with the same errors.
+// ToUserName and Encrypt and skips every other element unread (WeCom's AgentID among
+// them), so that a server reads nothing else of a body before it has checked the
+// msg_signature over its Encrypt. The document is checked as by Parse (well-formed, no
+// forbidden character, no envelope field twice, ToUserName within its cap), with the same
+// errors.
 func (m *Message) ParseEnvelope(data []byte) error {
-	m.Reset()
 	p := parser{data: data, m: m, envelope: true}
 	return p.parse()
 }

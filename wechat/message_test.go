@@ -222,12 +222,12 @@ var parseTests = []struct {
 		event: "templatesendjobfinish",
 	},
 	{
-		name: "WeCom text with AgentID",
+		name: "WeCom text (AgentID skipped)",
 		xml: `<xml><ToUserName><![CDATA[ww0123456789abcdef]]></ToUserName><FromUserName><![CDATA[ZhangSan]]></FromUserName>` +
 			`<CreateTime>1348831860</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[this is a test]]></Content>` +
 			`<MsgId>1234567890123456</MsgId><AgentID>1</AgentID></xml>`,
 		want: map[string]string{"ToUserName": "ww0123456789abcdef", "FromUserName": "ZhangSan", "CreateTime": "1348831860",
-			"MsgType": "text", "Content": "this is a test", "MsgID": "1234567890123456", "AgentID": "1"},
+			"MsgType": "text", "Content": "this is a test", "MsgID": "1234567890123456"},
 		typ: "text",
 	},
 	{
@@ -238,7 +238,7 @@ var parseTests = []struct {
 	{
 		name: "WeCom encrypted envelope",
 		xml:  `<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName><Encrypt><![CDATA[RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo]]></Encrypt><AgentID><![CDATA[218]]></AgentID></xml>`,
-		want: map[string]string{"ToUserName": "wx5823bf96d3bd56c7", "Encrypt": "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo", "AgentID": "218"},
+		want: map[string]string{"ToUserName": "wx5823bf96d3bd56c7", "Encrypt": "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo"},
 	},
 	{
 		name: "encrypted reply envelope",
@@ -478,7 +478,6 @@ type oracleMessage struct {
 	Content      *string
 	Event        *string
 	EventKey     *string
-	AgentID      *string
 	Encrypt      *string
 	MsgSignature *string
 	TimeStamp    *string
@@ -538,7 +537,6 @@ func agreeWithOracle(tb testing.TB, m *Message, o *oracleMessage) {
 	one("Content", m.Content, o.Content)
 	one("Event", m.Event, o.Event)
 	one("EventKey", m.EventKey, o.EventKey)
-	one("AgentID", m.AgentID, o.AgentID)
 	one("Encrypt", m.Encrypt, o.Encrypt)
 	one("MsgSignature", m.MsgSignature, o.MsgSignature)
 	one("TimeStamp", m.TimeStamp, o.TimeStamp)
@@ -598,7 +596,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("ParseEnvelope: got %v on a document Parse accepts", envErr)
 		}
 		wantEnv := map[string]string{}
-		for _, k := range []string{"ToUserName", "Encrypt", "AgentID"} {
+		for _, k := range []string{"ToUserName", "Encrypt"} {
 			if v, ok := want[k]; ok {
 				wantEnv[k] = v
 			}
@@ -720,7 +718,7 @@ func TestParseFieldCaps(t *testing.T) {
 }
 
 // TestParseEnvelope: ParseEnvelope reads only what identifies and carries the ciphertext
-// (ToUserName, Encrypt, AgentID), so that nothing else in a body is read before its
+// (ToUserName, Encrypt), so that nothing else in a body is read before its
 // msg_signature is checked; the document must still be well-formed XML.
 func TestParseEnvelope(t *testing.T) {
 	long := strings.Repeat("o", 60<<10)
@@ -738,7 +736,7 @@ func TestParseEnvelope(t *testing.T) {
 		{
 			name: "WeCom envelope",
 			xml:  `<xml><ToUserName><![CDATA[wx5823bf96d3bd56c7]]></ToUserName><Encrypt><![CDATA[RypEvHKD8Q]]></Encrypt><AgentID><![CDATA[218]]></AgentID></xml>`,
-			want: map[string]string{"ToUserName": "wx5823bf96d3bd56c7", "Encrypt": "RypEvHKD8Q", "AgentID": "218"},
+			want: map[string]string{"ToUserName": "wx5823bf96d3bd56c7", "Encrypt": "RypEvHKD8Q"},
 		},
 		{
 			name: "compatible mode: the plaintext fields are not read",

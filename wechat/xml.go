@@ -42,7 +42,9 @@ func (p *parser) errorf(at int, format string, args ...any) error {
 	return fmt.Errorf("%w: %s at byte %d", ErrMalformed, fmt.Sprintf(format, args...), at)
 }
 
+// parse resets the Message and fills it from the document.
 func (p *parser) parse() error {
+	p.m.Reset()
 	if i := badChar(p.data); i >= 0 {
 		return p.errorf(i, "character XML does not allow (NUL, control character or invalid UTF-8)")
 	}
@@ -330,32 +332,26 @@ func entity(d []byte) (n int, r rune, ok bool) {
 	if end < 2 {
 		return 0, 0, false
 	}
-	switch ref := d[1:end]; {
-	case string(ref) == "lt":
-		r = '<'
-	case string(ref) == "gt":
-		r = '>'
-	case string(ref) == "amp":
-		r = '&'
-	case string(ref) == "apos":
-		r = '\''
-	case string(ref) == "quot":
-		r = '"'
-	case ref[0] == '#' && len(ref) > 1:
-		digits, base := ref[1:], 10
-		if digits[0] == 'x' {
-			digits, base = digits[1:], 16
-		}
-		v, err := strconv.ParseUint(string(digits), base, 32) // no sign, prefix or "_" in bases 10 and 16
-		if err != nil || !isXMLChar(rune(v)) {
-			return 0, 0, false
-		}
-		r = rune(v)
-	default:
+	ref := d[1:end]
+	if r, ok := predefined[string(ref)]; ok {
+		return end + 1, r, true
+	}
+	if ref[0] != '#' || len(ref) == 1 {
 		return 0, 0, false
 	}
-	return end + 1, r, true
+	digits, base := ref[1:], 10
+	if digits[0] == 'x' {
+		digits, base = digits[1:], 16
+	}
+	v, err := strconv.ParseUint(string(digits), base, 32) // no sign, prefix or "_" in bases 10 and 16
+	if err != nil || !isXMLChar(rune(v)) {
+		return 0, 0, false
+	}
+	return end + 1, rune(v), true
 }
+
+// predefined holds the five entities XML predefines.
+var predefined = map[string]rune{"lt": '<', "gt": '>', "amp": '&', "apos": '\'', "quot": '"'}
 
 // nameEnd returns the end of the XML name starting at d[s:], or s if there is none. Like
 // encoding/xml it takes any non-ASCII byte as part of a name.
@@ -454,16 +450,13 @@ func isXMLChar(r rune) bool {
 }
 
 // parseInt parses a decimal integer with optional sign and surrounding white space; an
-// empty value is 0, as encoding/xml has it.
-func parseInt(b []byte) (int64, bool) {
+// empty value is 0, as encoding/xml has it. The number means nothing unless ok.
+func parseInt(b []byte) (n int64, ok bool) {
 	if b = trimSpace(b); len(b) == 0 {
 		return 0, true
 	}
 	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	return n, true
+	return n, err == nil
 }
 
 // clip shortens b for an error message.

@@ -127,7 +127,7 @@ func TestParseInt(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, ok := parseInt([]byte(tt.in))
-			if ok != tt.ok || got != tt.want {
+			if ok != tt.ok || ok && got != tt.want {
 				t.Errorf("parseInt(%q): got %d, %v, want %d, %v", tt.in, got, ok, tt.want, tt.ok)
 			}
 		})
