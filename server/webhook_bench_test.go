@@ -99,24 +99,25 @@ func (k *bookkeeper) next(stage string) (refused string) {
 	switch stage {
 	case "all":
 		start := time.Now()                                                       // Handler
-		now := s.now()                                                            // serveOA
+		now := s.requestTime(start)                                               // serveOA
 		if !s.replay.check(routeOA, now.Unix(), k.nonce, k.bodies[sender], now) { // read
 			refused = "replay"
 		}
 		k.id = appendIdentity(k.id[:0], routeOA, m) // respond
-		if _, _, found := s.dedupe.find(k.reply[:0:0], k.id, now); found {
+		id := s.dedupe.key(k.id)
+		if _, _, found := s.dedupe.find(k.reply[:0:0], id, now); found {
 			refused = "dedupe"
 		}
 		if !s.ans.limiter.allow(m.FromUserName, now) { // answer
 			refused = "limiter"
 		}
-		k.counts.countFound()                            // answerQuery
-		s.dedupe.store(k.id, k.reply, outcomeFound, now) // respond
+		k.counts.countFound()                          // answerQuery
+		s.dedupe.store(id, k.reply, outcomeFound, now) // respond
 		s.m.requests[routeOA][kindOf(m)][outcomeFound].Inc()
 		s.m.duration.Observe(time.Since(start).Seconds()) // Handler
 	case "clock":
 		start := time.Now()
-		if now := s.now(); now.Before(start) || time.Since(start) < 0 {
+		if now := s.requestTime(start); now.Before(start) || time.Since(start) < 0 {
 			refused = "clock"
 		}
 	case "replay":
@@ -127,10 +128,11 @@ func (k *bookkeeper) next(stage string) (refused string) {
 	case "dedupe":
 		now := time.Now()
 		k.id = appendIdentity(k.id[:0], routeOA, m)
-		if _, _, found := s.dedupe.find(k.reply[:0:0], k.id, now); found {
+		id := s.dedupe.key(k.id)
+		if _, _, found := s.dedupe.find(k.reply[:0:0], id, now); found {
 			refused = "dedupe"
 		}
-		s.dedupe.store(k.id, k.reply, outcomeFound, now)
+		s.dedupe.store(id, k.reply, outcomeFound, now)
 	case "limiter":
 		if !s.ans.limiter.allow(m.FromUserName, time.Now()) {
 			refused = "limiter"
@@ -144,7 +146,7 @@ func (k *bookkeeper) next(stage string) (refused string) {
 	return refused
 }
 
-// BenchmarkPerRequestBookkeeping: the webhook's per-message bookkeeping (two clock reads,
+// BenchmarkPerRequestBookkeeping: the webhook's per-message bookkeeping (clock reads,
 // replay guard, dedupe find and store, rate limiter, metrics), for fresh messages from
 // benchSenders senders in turn; "all" is the lot as a message meets it, the others one
 // stage each (the stages other than "clock" read the clock once, for their own now).
