@@ -58,7 +58,7 @@ type dedupe struct {
 // dedupeSlot is one message's entry. Its reply is ring[off%len : off%len+n], as long as
 // head-off <= len(ring) (no write has gone round the ring past it).
 type dedupeSlot struct {
-	key [2]uint64
+	key dedupeKey
 	at  int64  // unix nanoseconds of the store
 	seq uint64 // 0: empty
 	off uint64
@@ -89,8 +89,11 @@ func (d *dedupe) bound() int {
 	return len(d.slots)*int(unsafe.Sizeof(dedupeSlot{})) + len(d.ring)
 }
 
+// dedupeKey is a message identity's 128-bit hash (dedupe.key).
+type dedupeKey [2]uint64
+
 // bucket returns the slots a key may occupy.
-func (d *dedupe) bucket(key [2]uint64) []dedupeSlot {
+func (d *dedupe) bucket(key dedupeKey) []dedupeSlot {
 	if len(d.slots) <= dedupeWays {
 		return d.slots
 	}
@@ -98,8 +101,10 @@ func (d *dedupe) bucket(key [2]uint64) []dedupeSlot {
 	return d.slots[b*dedupeWays : (b+1)*dedupeWays]
 }
 
-func (d *dedupe) key(id []byte) [2]uint64 {
-	return [2]uint64{maphash.Bytes(d.seeds[0], id), maphash.Bytes(d.seeds[1], id)}
+// key hashes the message identity id (appendIdentity) for find and store: once per
+// message, for both.
+func (d *dedupe) key(id []byte) dedupeKey {
+	return dedupeKey{maphash.Bytes(d.seeds[0], id), maphash.Bytes(d.seeds[1], id)}
 }
 
 // live reports whether s holds a reply stored within the window whose bytes are intact.
@@ -107,13 +112,13 @@ func (d *dedupe) live(s *dedupeSlot, now int64) bool {
 	return s.seq != 0 && now-s.at <= d.window && d.head-s.off <= uint64(len(d.ring))
 }
 
-// find appends the reply stored for the message identity id within the window to dst and
+// find appends the reply stored for the message of key within the window to dst and
 // reports whether there was one, and how it was answered.
-func (d *dedupe) find(dst, id []byte, now time.Time) ([]byte, outcome, bool) {
+func (d *dedupe) find(dst []byte, key dedupeKey, now time.Time) ([]byte, outcome, bool) {
 	if d == nil || d.window <= 0 {
 		return dst, 0, false
 	}
-	key, t := d.key(id), now.UnixNano()
+	t := now.UnixNano()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	b := d.bucket(key)
@@ -127,14 +132,14 @@ func (d *dedupe) find(dst, id []byte, now time.Time) ([]byte, outcome, bool) {
 	return dst, 0, false
 }
 
-// store keeps reply for the message identity id. A message already stored within the
-// window keeps its first reply, so concurrent retries cannot change what later ones get.
-// A reply over maxDedupeReply is not kept.
-func (d *dedupe) store(id, reply []byte, o outcome, now time.Time) {
+// store keeps reply for the message of key. A message already stored within the window
+// keeps its first reply, so concurrent retries cannot change what later ones get. A reply
+// over maxDedupeReply is not kept.
+func (d *dedupe) store(key dedupeKey, reply []byte, o outcome, now time.Time) {
 	if d == nil || d.window <= 0 || len(reply) > maxDedupeReply {
 		return
 	}
-	key, t := d.key(id), now.UnixNano()
+	t := now.UnixNano()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	b := d.bucket(key)

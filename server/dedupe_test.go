@@ -15,34 +15,34 @@ import (
 func TestDedupe(t *testing.T) {
 	d := newDedupe(time.Minute, 4, maxDedupeReply)
 	t0 := time.Unix(1_700_000_000, 0)
-	if _, _, ok := d.find(nil, []byte("m1"), t0); ok {
+	if _, _, ok := d.find(nil, d.key([]byte("m1")), t0); ok {
 		t.Fatalf("found a reply in an empty dedupe")
 	}
-	d.store([]byte("m1"), []byte("reply one"), outcomeFound, t0)
-	d.store([]byte("m1"), []byte("a different reply"), outcomeNotFound, t0.Add(time.Second))
-	got, o, ok := d.find(nil, []byte("m1"), t0.Add(59*time.Second))
+	d.store(d.key([]byte("m1")), []byte("reply one"), outcomeFound, t0)
+	d.store(d.key([]byte("m1")), []byte("a different reply"), outcomeNotFound, t0.Add(time.Second))
+	got, o, ok := d.find(nil, d.key([]byte("m1")), t0.Add(59*time.Second))
 	if !ok || string(got) != "reply one" || o != outcomeFound {
 		t.Fatalf("got %q %s %v, want the first reply within the window", got, outcomeNames[o], ok)
 	}
-	if _, _, ok := d.find(nil, []byte("m1"), t0.Add(61*time.Second)); ok {
+	if _, _, ok := d.find(nil, d.key([]byte("m1")), t0.Add(61*time.Second)); ok {
 		t.Fatalf("found a reply after the window")
 	}
 	// The oldest go first: five stores into four slots drop the first.
 	for i := range 5 {
-		d.store(fmt.Appendf(nil, "k%d", i), fmt.Appendf(nil, "r%d", i), outcomeFound, t0)
+		d.store(d.key(fmt.Appendf(nil, "k%d", i)), fmt.Appendf(nil, "r%d", i), outcomeFound, t0)
 	}
-	if _, _, ok := d.find(nil, []byte("k0"), t0); ok {
+	if _, _, ok := d.find(nil, d.key([]byte("k0")), t0); ok {
 		t.Errorf("the oldest entry survived a full table")
 	}
 	for i := 1; i < 5; i++ {
-		got, _, ok := d.find(nil, fmt.Appendf(nil, "k%d", i), t0)
+		got, _, ok := d.find(nil, d.key(fmt.Appendf(nil, "k%d", i)), t0)
 		if want := fmt.Sprintf("r%d", i); !ok || string(got) != want {
 			t.Errorf("k%d: got %q %v, want %q", i, got, ok, want)
 		}
 	}
 	// An empty reply ("success") is a reply too.
-	d.store([]byte("ev"), nil, outcomeSuccess, t0)
-	if got, o, ok := d.find(nil, []byte("ev"), t0); !ok || len(got) != 0 || o != outcomeSuccess {
+	d.store(d.key([]byte("ev")), nil, outcomeSuccess, t0)
+	if got, o, ok := d.find(nil, d.key([]byte("ev")), t0); !ok || len(got) != 0 || o != outcomeSuccess {
 		t.Errorf("empty reply: got %q %s %v, want it found", got, outcomeNames[o], ok)
 	}
 }
@@ -53,20 +53,20 @@ func TestDedupeRingOverwrite(t *testing.T) {
 	d := newDedupe(time.Minute, 64, maxDedupeReply) // the smallest ring: 16 KiB
 	t0 := time.Unix(1_700_000_000, 0)
 	r1, r2 := bytes.Repeat([]byte("1"), 10<<10), bytes.Repeat([]byte("2"), 10<<10)
-	d.store([]byte("k1"), r1, outcomeFound, t0)
-	d.store([]byte("k2"), r2, outcomeFound, t0)
-	if got, _, ok := d.find(nil, []byte("k1"), t0); ok {
+	d.store(d.key([]byte("k1")), r1, outcomeFound, t0)
+	d.store(d.key([]byte("k2")), r2, outcomeFound, t0)
+	if got, _, ok := d.find(nil, d.key([]byte("k1")), t0); ok {
 		t.Errorf("k1: found %.20q… after the ring reused its bytes, want not found", got)
 	}
-	if got, _, ok := d.find(nil, []byte("k2"), t0); !ok || !bytes.Equal(got, r2) {
+	if got, _, ok := d.find(nil, d.key([]byte("k2")), t0); !ok || !bytes.Equal(got, r2) {
 		t.Errorf("k2: got %.20q… %v, want its reply", got, ok)
 	}
 	// A third store wraps again and k2's bytes go the same way.
-	d.store([]byte("k3"), r1, outcomeFound, t0)
-	if _, _, ok := d.find(nil, []byte("k2"), t0); ok {
+	d.store(d.key([]byte("k3")), r1, outcomeFound, t0)
+	if _, _, ok := d.find(nil, d.key([]byte("k2")), t0); ok {
 		t.Errorf("k2 found after the ring reused its bytes")
 	}
-	if got, _, ok := d.find(nil, []byte("k3"), t0); !ok || !bytes.Equal(got, r1) {
+	if got, _, ok := d.find(nil, d.key([]byte("k3")), t0); !ok || !bytes.Equal(got, r1) {
 		t.Errorf("k3: got %.20q… %v, want its reply", got, ok)
 	}
 }
@@ -79,8 +79,8 @@ func TestDedupeKeysIncludeWholeIdentity(t *testing.T) {
 	a := bytes.Repeat([]byte("a"), 4096)
 	b := bytes.Clone(a)
 	b[4000] = 'b'
-	d.store(a, []byte("reply a"), outcomeFound, t0)
-	if _, _, ok := d.find(nil, b, t0); ok {
+	d.store(d.key(a), []byte("reply a"), outcomeFound, t0)
+	if _, _, ok := d.find(nil, d.key(b), t0); ok {
 		t.Fatalf("an identity differing in its 4000th byte found another's reply")
 	}
 }
@@ -97,12 +97,12 @@ func TestDedupeMaxReply(t *testing.T) {
 	}
 	d := newDedupe(time.Minute, 64, DefaultDedupeRingBytes)
 	t0 := time.Unix(1_700_000_000, 0)
-	d.store([]byte("worst"), worst, outcomeFound, t0)
-	if got, _, ok := d.find(nil, []byte("worst"), t0); !ok || !bytes.Equal(got, worst) {
+	d.store(d.key([]byte("worst")), worst, outcomeFound, t0)
+	if got, _, ok := d.find(nil, d.key([]byte("worst")), t0); !ok || !bytes.Equal(got, worst) {
 		t.Errorf("the largest reply was not kept byte for byte")
 	}
-	d.store([]byte("over"), make([]byte, maxDedupeReply+1), outcomeFound, t0)
-	if _, _, ok := d.find(nil, []byte("over"), t0); ok {
+	d.store(d.key([]byte("over")), make([]byte, maxDedupeReply+1), outcomeFound, t0)
+	if _, _, ok := d.find(nil, d.key([]byte("over")), t0); ok {
 		t.Errorf("a reply over maxDedupeReply was stored")
 	}
 }
@@ -130,7 +130,7 @@ func TestDedupeBoundedMemory(t *testing.T) {
 	reply := bytes.Repeat([]byte("r"), 300)
 	for i := range 100_000 {
 		binary.LittleEndian.PutUint64(id, uint64(i))
-		d.store(id, reply, outcomeFound, t0)
+		d.store(d.key(id), reply, outcomeFound, t0)
 	}
 	growth := int64(liveHeap()) - int64(before)
 	if growth > int64(d.bound())+1<<20 {
@@ -138,7 +138,7 @@ func TestDedupeBoundedMemory(t *testing.T) {
 	}
 	// The newest are still answered byte for byte.
 	binary.LittleEndian.PutUint64(id, 99_999)
-	if got, _, ok := d.find(nil, id, t0); !ok || !bytes.Equal(got, reply) {
+	if got, _, ok := d.find(nil, d.key(id), t0); !ok || !bytes.Equal(got, reply) {
 		t.Errorf("the newest message: got %.20q… %v, want its reply", got, ok)
 	}
 	runtime.KeepAlive(d)
@@ -151,14 +151,14 @@ func TestDedupeNoAllocsWhenWarm(t *testing.T) {
 	buf := make([]byte, 0, 512)
 	for i := range 200 {
 		key[len(key)-1] = byte(i)
-		d.store(key, reply, outcomeFound, now)
+		d.store(d.key(key), reply, outcomeFound, now)
 	}
 	i := 0
 	n := testing.AllocsPerRun(200, func() {
 		i++
 		key[len(key)-1] = byte(i)
-		d.store(key, reply, outcomeFound, now)
-		buf, _, _ = d.find(buf[:0], key, now)
+		d.store(d.key(key), reply, outcomeFound, now)
+		buf, _, _ = d.find(buf[:0], d.key(key), now)
 	})
 	if n != 0 {
 		t.Fatalf("store+find allocate %v times, want 0", n)

@@ -76,7 +76,7 @@ type Config struct {
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	Now        func() time.Time // nil: time.Now
+	Now        func() time.Time // nil: time.Now, read once per request
 }
 
 // Server serves the WeChat webhook. Create it with New, run it with Serve and stop it with
@@ -131,9 +131,6 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -144,12 +141,15 @@ func New(cfg Config, lookup Lookuper) (*Server, error) {
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		now:     cfg.Now,
+		now:     time.Now,
 		m:       newMetrics(cfg.Registerer),
 		dedupe:  newDedupe(cfg.DedupeWindow, DefaultDedupeCapacity, DefaultDedupeRingBytes),
 		replay:  newReplayGuard(cfg.TimestampSkew, DefaultReplayCapacity),
 		rejects: newLogLimiter(10, time.Second),
 		audit:   cfg.Audit,
+	}
+	if cfg.Now != nil {
+		s.now = cfg.Now
 	}
 	s.ans = &answerer{tmpl: tmpl, allowed: cfg.Allowed, limiter: newLimiter(cfg.RatePerMinute, cfg.RateBurst), audit: cfg.Audit != nil}
 	s.ans.routes.Store(newRouter(nil))

@@ -123,7 +123,7 @@ func (s *Server) serveOA(ctx *fasthttp.RequestCtx, start time.Time) {
 		s.reject(ctx, routeOA, kindFor(ctx), reasonSignature, nil)
 		return
 	}
-	now := s.now()
+	now := s.requestTime(start)
 	t, ok := s.timestamp(ts, now)
 	if !ok {
 		s.reject(ctx, routeOA, kindFor(ctx), reasonTimestamp, nil)
@@ -172,7 +172,7 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx, start time.Time) {
 		s.reject(ctx, routeWeCom, kindNone, reasonMethod, nil)
 		return
 	}
-	now := s.now()
+	now := s.requestTime(start)
 	t, ok := s.timestamp(ts, now)
 	if !ok {
 		s.reject(ctx, routeWeCom, kindFor(ctx), reasonTimestamp, nil)
@@ -202,6 +202,15 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx, start time.Time) {
 	if s.read(ctx, w, &w.inner, routeWeCom, t, nonce, dec.Msg, now) {
 		s.respond(ctx, w, &w.inner, routeWeCom, s.wecom, dec, true, nonce, now, start)
 	}
+}
+
+// requestTime is the time of a request that arrived at start: start itself, the
+// request's one clock reading, unless Config.Now sets the clock.
+func (s *Server) requestTime(start time.Time) time.Time {
+	if s.cfg.Now != nil {
+		return s.now()
+	}
+	return start
 }
 
 // maxEchoBytes caps the echostr a URL verification echoes (SPEC section 9).
@@ -279,10 +288,11 @@ func (s *Server) read(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt r
 func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, rt route, c *wechat.Crypter, dec wechat.Decrypted, encrypted bool, nonce []byte, now, start time.Time) {
 	k := kindOf(m)
 	w.id = appendIdentity(w.id[:0], rt, m)
+	id := s.dedupe.key(w.id)
 
 	var o outcome
 	var success, retry bool
-	if reply, first, ok := s.dedupe.find(w.reply[:0], w.id, now); ok {
+	if reply, first, ok := s.dedupe.find(w.reply[:0], id, now); ok {
 		w.reply = reply
 		o, success, retry = first, first == outcomeSuccess, true
 		s.m.duplicates.Inc()
@@ -292,7 +302,7 @@ func (s *Server) respond(ctx *fasthttp.RequestCtx, w *work, m *wechat.Message, r
 		if !success {
 			w.reply = wechat.AppendTextReply(w.reply, m.FromUserName, m.ToUserName, now.Unix(), w.content)
 		}
-		s.dedupe.store(w.id, w.reply, o, now)
+		s.dedupe.store(id, w.reply, o, now)
 	}
 	s.m.requests[rt][k][o].Inc()
 	ctx.Response.Header.SetCanonical(outcomeHeaderKey, outcomeValues[o])

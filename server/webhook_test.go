@@ -612,6 +612,27 @@ func TestHandlerAllocations(t *testing.T) {
 	}
 }
 
+// TestRequestTime: a request's time is its arrival, the handler's one clock reading,
+// unless Config.Now sets the clock.
+func TestRequestTime(t *testing.T) {
+	start := time.Now()
+	s, err := New(Config{Token: testToken}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.requestTime(start); !got.Equal(start) {
+		t.Errorf("without Config.Now: got %v, want the arrival %v", got, start)
+	}
+	set := time.Unix(1_700_000_000, 0)
+	s, err = New(Config{Token: testToken, Now: func() time.Time { return set }}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.requestTime(start); !got.Equal(set) {
+		t.Errorf("with Config.Now: got %v, want its %v", got, set)
+	}
+}
+
 // BenchmarkHandlerPlaintext: 1,024 messages, each with its own nonce as WeChat sends
 // them, in turn; after the first round every message is a retry answered from the dedupe
 // window, as a replayed request is.
