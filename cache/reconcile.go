@@ -15,8 +15,9 @@ import (
 //
 //   - Each range keeps the sum of the source's rows in it as the loader learned them
 //     (group.sum), moved by every change applied. Once per ReconcileInterval the loader
-//     walks all ranges, one every ReconcileInterval/ranges, and compares each with the
-//     source's Checksum of the same range: the database computes it without sending rows.
+//     walks all ranges, one every ReconcileInterval/ranges on a fixed schedule (so the
+//     checks' own time does not lengthen a pass), and compares each with the source's
+//     Checksum of the same range: the database computes it without sending rows.
 //   - A range that differs is compared again right after the next refresh (or when the
 //     walk comes back to it, if no refresh ran meanwhile): most differences under a steady
 //     write load are changes committed since the last refresh, which that refresh
@@ -57,6 +58,7 @@ type walkState struct {
 	restart bool          // a snapshot cut new ranges: start a new pass
 	next    int           // the index of the next range to check
 	pass    uint64        // the epoch mark taken when the pass began
+	start   time.Time     // when the pass began
 	every   time.Duration // the time between two range checks in this pass
 	// suspects are ranges that differed once; they are compared again after the next
 	// refresh (recheckSuspects) and re-read if they still differ.
@@ -93,9 +95,22 @@ func (c *Cache) startPass() time.Duration {
 		return timeNever
 	}
 	w := &c.loop.walk
-	*w = walkState{pass: t.mark(), every: c.cfg.ReconcileInterval / time.Duration(n),
+	*w = walkState{pass: t.mark(), start: c.cfg.Now(), every: c.cfg.ReconcileInterval / time.Duration(n),
 		suspects: w.suspects, marks: w.marks, confirmed: w.confirmed, lastConfirm: w.lastConfirm}
 	return w.every
+}
+
+// delay returns how long after now to check range w.next. Range i is due at start +
+// (i+1)·every, so the time the checks themselves take (and the refreshes the loader runs
+// between them) does not stretch a pass beyond ReconcileInterval, which bounds how long a
+// delete goes unseen. A walk that fell behind catches up at twice its pace, not in a burst,
+// so the database's load stays spread.
+func (w *walkState) delay(now time.Time) time.Duration {
+	due := w.start.Add(time.Duration(w.next+1) * w.every).Sub(now)
+	if due <= 0 {
+		return w.every / 2
+	}
+	return min(due, w.every)
 }
 
 // walkStep checks the next range of the pass, or ends the pass with the confirmation of
@@ -124,7 +139,7 @@ func (c *Cache) walkStep(ctx context.Context) time.Duration {
 	if i := slices.IndexFunc(w.suspects, func(s suspect) bool { return s.g == g }); i >= 0 {
 		if c.cfg.Now().Sub(w.suspects[i].since) < min(c.cfg.RefreshInterval, c.cfg.ReconcileInterval) {
 			w.next++
-			return w.every
+			return w.delay(c.cfg.Now())
 		}
 		w.suspects = slices.Delete(w.suspects, i, i+1)
 		deferDiffer = false
@@ -140,7 +155,7 @@ func (c *Cache) walkStep(ctx context.Context) time.Duration {
 	if err != nil {
 		return c.retryDelay("reconcile", err)
 	}
-	return w.every
+	return w.delay(c.cfg.Now())
 }
 
 // confirmAged confirms, at most once a refresh interval, the untagged entries written

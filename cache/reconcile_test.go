@@ -398,3 +398,29 @@ func TestReconcileWalkBacksOff(t *testing.T) {
 		t.Errorf("got %d loader errors, want the 6 failed steps counted", st.Errors)
 	}
 }
+
+// TestWalkDelay: the walk keeps its schedule (range i due at start + (i+1)·every) whatever
+// the checks took, and catches up at twice its pace when behind.
+func TestWalkDelay(t *testing.T) {
+	start := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	const every = 30 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		next int
+		now  time.Duration // since start
+		want time.Duration
+	}{
+		{"on time", 3, 90 * time.Millisecond, every},
+		{"the check took 20ms", 3, 110 * time.Millisecond, 10 * time.Millisecond},
+		{"the check took most of its share", 3, 119 * time.Millisecond, time.Millisecond},
+		{"behind", 3, 400 * time.Millisecond, every / 2},
+		{"early", 3, 50 * time.Millisecond, every},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := walkState{start: start, every: every, next: tc.next}
+			if got := w.delay(start.Add(tc.now)); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
