@@ -55,6 +55,12 @@ func (h *harness) measure(ctx context.Context, s *system, scenario, shape string
 	maria0, mariaPID0 := procCPU(h.dbPID), h.dbPID
 	var stopHeap func() ([]heapSample, time.Duration)
 	if s.wxlookup && h.o.heapEvery > 0 && heapScenarios[scenario] {
+		// Each watched run starts from a collected heap: wxlookup allocates so little that
+		// no collection may run for minutes, and the garbage of the runs before would
+		// otherwise count as this run's heap.
+		if err := fetch(ctx, "http://"+s.proc.admin+"/debug/pprof/heap?gc=1", os.DevNull); err != nil {
+			return nil, nil, fmt.Errorf("collect wxlookup's heap before the %s run: %w", scenario, err)
+		}
 		stopHeap = watchHeap(ctx, s.proc.admin, h.o.heapEvery)
 	}
 

@@ -169,7 +169,7 @@ func (h *harness) setup() {
 		report.KV{Key: "keys", Value: fmt.Sprintf("Zipf s=%.2f over the %d rows (rank 0 = 18-546), %.0f%% numbers not in the table", o.zipfS, o.rows, o.unknown*100)},
 		report.KV{Key: "wxlookup", Value: "one process, `wxlookup serve` built with -trimpath, MySQL source (read-only account), change feed poll (the default: refresh 1s, reconcile 10s), AES key set so plaintext and safe mode share it (WXLOOKUP_REQUIRE_ENCRYPTION=false), defaults otherwise"},
 		report.KV{Key: "wxlookup, binlog feed", Value: fmt.Sprintf("a second process, started for the binlog freshness run and its steady control: WXLOOKUP_CHANGE_FEED=binlog, WXLOOKUP_BINLOG_SERVER_ID=%d, WXLOOKUP_BINLOG_DSN of an account with REPLICATION SLAVE, REPLICATION CLIENT (and SELECT); MariaDB runs with --log-bin --binlog-format=ROW", o.serverID)},
-		report.KV{Key: "wxlookup's heap", Value: fmt.Sprintf("`%s` from /metrics every %s during its steady, reload and freshness runs", heapMetric, o.heapEvery)},
+		report.KV{Key: "wxlookup's heap", Value: fmt.Sprintf("`%s` from /metrics every %s during its steady, reload and freshness runs, each begun with a collection (`/debug/pprof/heap?gc=1`)", heapMetric, o.heapEvery)},
 		report.KV{Key: "wxlookup rate limit", Value: rl},
 		report.KV{Key: "seed baseline", Value: "net/http + encoding/xml + one prepared MySQL query per message, pool of 32 connections; driven in the maximum-throughput search only (at the steady rate every request times out, which measures nothing)"},
 		report.KV{Key: "ceiling", Value: "fasthttp with wxlookup's server settings, handler answers `success`"},
