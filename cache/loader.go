@@ -132,13 +132,18 @@ func (c *Cache) pollLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-refresh.C:
+			start := time.Now()
 			step, err := c.pollStep(ctx)
 			if err == nil && step == "refresh" {
 				if rerr := c.run(ctx, "reconcile", c.recheckSuspects); rerr != nil {
 					walk.Reset(c.retryDelay("reconcile", rerr))
 				}
 			}
-			refresh.Reset(c.retryDelay(step, err))
+			if err == nil {
+				refresh.Reset(nextRefresh(c.cfg.RefreshInterval, time.Since(start)))
+			} else {
+				refresh.Reset(c.retryDelay(step, err))
+			}
 		case <-walk.C:
 			walk.Reset(c.walkStep(ctx))
 		case <-scan:
@@ -188,6 +193,14 @@ func (c *Cache) retryDelay(step string, err error) time.Duration {
 		return c.backoff(f.n)
 	}
 	return c.backoff(1)
+}
+
+// nextRefresh returns when the refresh after one that took took (with the rechecks
+// after it) should start: RefreshInterval after this one started, so a change waits at
+// most about one interval plus a refresh, however long refreshes take under a write load,
+// but never less than a tenth of the interval after this one ended.
+func nextRefresh(interval, took time.Duration) time.Duration {
+	return max(interval-took, interval/10)
 }
 
 // kickQueue is how many kicks may wait for the loader goroutine.

@@ -465,3 +465,23 @@ func BenchmarkWarm100k(b *testing.B) {
 		c.Close()
 	}
 }
+
+// TestNextRefresh: refreshes start RefreshInterval apart whatever each took, with a tenth
+// of the interval left between two when one takes longer than that.
+func TestNextRefresh(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		took, want time.Duration
+	}{
+		{"instant", 0, time.Second},
+		{"300ms", 300 * time.Millisecond, 700 * time.Millisecond},
+		{"most of the interval", 950 * time.Millisecond, 100 * time.Millisecond},
+		{"longer than the interval", 3 * time.Second, 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nextRefresh(time.Second, tc.took); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
