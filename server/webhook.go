@@ -124,13 +124,8 @@ func (s *Server) serveOA(ctx *fasthttp.RequestCtx, start time.Time) {
 		return
 	}
 	now := s.requestTime(start)
-	t, ok := s.timestamp(ts, now)
+	t, ok := s.checkFresh(ctx, routeOA, ts, nonce, now)
 	if !ok {
-		s.reject(ctx, routeOA, kindFor(ctx), reasonTimestamp, nil)
-		return
-	}
-	if r, ok := nonceProblem(nonce); !ok {
-		s.reject(ctx, routeOA, kindFor(ctx), r, nil)
 		return
 	}
 	if ctx.IsGet() {
@@ -173,13 +168,8 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx, start time.Time) {
 		return
 	}
 	now := s.requestTime(start)
-	t, ok := s.timestamp(ts, now)
+	t, ok := s.checkFresh(ctx, routeWeCom, ts, nonce, now)
 	if !ok {
-		s.reject(ctx, routeWeCom, kindFor(ctx), reasonTimestamp, nil)
-		return
-	}
-	if r, ok := nonceProblem(nonce); !ok {
-		s.reject(ctx, routeWeCom, kindFor(ctx), r, nil)
 		return
 	}
 	if ctx.IsGet() {
@@ -202,6 +192,22 @@ func (s *Server) serveWeCom(ctx *fasthttp.RequestCtx, start time.Time) {
 	if s.read(ctx, w, &w.inner, routeWeCom, t, nonce, dec.Msg, now) {
 		s.respond(ctx, w, &w.inner, routeWeCom, s.wecom, dec, true, nonce, now, start)
 	}
+}
+
+// checkFresh checks a request's timestamp (within TimestampSkew of now) and its nonce's
+// form, the checks both routes make after the signature, and returns the timestamp. On
+// failure it has refused the request and returns false.
+func (s *Server) checkFresh(ctx *fasthttp.RequestCtx, rt route, ts, nonce []byte, now time.Time) (int64, bool) {
+	t, ok := s.timestamp(ts, now)
+	if !ok {
+		s.reject(ctx, rt, kindFor(ctx), reasonTimestamp, nil)
+		return 0, false
+	}
+	if r, ok := nonceProblem(nonce); !ok {
+		s.reject(ctx, rt, kindFor(ctx), r, nil)
+		return 0, false
+	}
+	return t, true
 }
 
 // requestTime is the time of a request that arrived at start: start itself, the
