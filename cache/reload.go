@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -95,6 +96,92 @@ func (t *table) beginLoad() {
 	t.stale = append(t.stale, t.ranges...)
 	t.stale = append(t.stale, t.untagged)
 	t.ranges, t.untagged = nil, new(group)
+	t.held = newHeldCursor(t.stale)
+}
+
+// heldCursor finds the entry held for a snapshot's row without ristretto: a reload
+// delivers the rows in the order the last snapshot did, and the key ranges that snapshot
+// cut still hold their entries in that order (each range's list is linked at its head,
+// so in reverse). The cursor walks those entries alongside the snapshot. A row whose
+// entry is not where the cursor expects it (a row inserted since; an entry changed
+// since, which sits at its range's head) is looked up through ristretto as before. It is
+// used under table.mu only.
+//
+// Rows deleted since leave their entries in the cursor's way: find looks a few entries
+// ahead, and after a longer run the entry that ristretto found for a row becomes a second
+// place to look (skipTo), taken once the next row is found right after it. An entry
+// changed since is found through ristretto far ahead of the cursor, at its range's
+// end; as the next row is found at the cursor, the cursor stays.
+//
+// Why an entry found here is the one a lookup through ristretto would find: an entry
+// belongs to a group exactly while it is held (table's invariant 2), and only one entry
+// is held for a normalised key. So an entry of the cursor with grp set and the row's key
+// is the key's held entry, whatever group it is in by now.
+type heldCursor struct {
+	entries []*entry
+	at      int // where the next row's entry is expected
+	alt     int // after the entry ristretto found for the last row, or -1
+	found   int // rows find found (tests read it)
+}
+
+const (
+	// heldLookahead is how many entries from the cursor find tries: rows deleted since
+	// the last snapshot leave their entries in the way.
+	heldLookahead = 4
+	// heldSkipMax is how far past the cursor skipTo looks for an entry found through
+	// ristretto.
+	heldSkipMax = 256
+)
+
+// newHeldCursor returns a cursor over the entries of the ranged groups in groups, each
+// group's in delivery order.
+func newHeldCursor(groups []*group) *heldCursor {
+	n := 0
+	for _, g := range groups {
+		if g.ranged {
+			n += g.n
+		}
+	}
+	c := &heldCursor{entries: make([]*entry, 0, n), alt: -1}
+	for _, g := range groups {
+		if !g.ranged {
+			continue
+		}
+		from := len(c.entries)
+		for e := g.head; e != nil; e = e.gnext {
+			c.entries = append(c.entries, e)
+		}
+		slices.Reverse(c.entries[from:])
+	}
+	return c
+}
+
+// find returns the entry held for the normalised key if it is at the cursor or just
+// past it (or at the second place skipTo left), and moves the cursor past it; otherwise
+// nil.
+func (c *heldCursor) find(key string) *entry {
+	for _, from := range [2]int{c.at, c.alt} {
+		for i := from; from >= 0 && i < len(c.entries) && i < from+heldLookahead; i++ {
+			if e := c.entries[i]; e.grp != nil && e.key == key {
+				c.at, c.alt = i+1, -1
+				c.found++
+				return e
+			}
+		}
+	}
+	return nil
+}
+
+// skipTo notes e, the entry ristretto found for a row the cursor did not find, as the
+// second place to look for the next row if e is a little way past the cursor.
+func (c *heldCursor) skipTo(e *entry) {
+	c.alt = -1
+	for i := c.at; i < len(c.entries) && i < c.at+heldSkipMax; i++ {
+		if c.entries[i] == e {
+			c.alt = i + 1
+			return
+		}
+	}
 }
 
 // exceedLoad makes a complete table incomplete once the snapshot streaming into it has
@@ -120,7 +207,7 @@ func (t *table) finishLoad(b *rangeBuilder) (swept int, err error) {
 	}
 	t.sweepLocked(t.fills)
 	t.stale, t.ranges = nil, b.ranges()
-	t.loading = false
+	t.loading, t.held = false, nil
 	if !b.skipped && !t.evictedLoad && t.fits(b.cost) && err == nil {
 		t.goCompleteLocked()
 	} else {
@@ -139,7 +226,7 @@ func (t *table) abortLoad(b *rangeBuilder) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.stale = append(t.stale, b.groups...)
-	t.loading = false
+	t.loading, t.held = false, nil
 	if t.complete.Load() {
 		t.rc.UpdateMaxCost(t.budget + t.budget/headroomDiv)
 	}

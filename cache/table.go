@@ -97,6 +97,9 @@ type table struct {
 	// loading is set while a snapshot streams into the table (Cache.load); evictedLoad
 	// records that ristretto evicted an entry meanwhile.
 	loading, evictedLoad bool
+	// held is the entries held when the snapshot streaming in began, in the order it
+	// will likely deliver their rows (see heldCursor); nil outside a load.
+	held *heldCursor
 	// set is rc.SetWithTTL; tests replace it to drop or lose writes.
 	set func(h uint64, v *entry, cost int64, ttl time.Duration) bool
 
@@ -195,7 +198,19 @@ func (t *table) upsert(p *prepared, g *group) (held bool, cost int64) {
 	}
 	key := unsafe.String(unsafe.SliceData(p.key), len(p.key)) // valid while p is unchanged
 	h := t.hash(key)
-	old := t.currentLocked(h).findString(key)
+	// A snapshot's row into a complete table (whose entries ristretto never evicts) finds
+	// its entry with the load's cursor, without a probe of ristretto's map.
+	cursor := g != nil && t.held != nil && t.complete.Load()
+	var old *entry
+	if cursor {
+		old = t.held.find(key)
+	}
+	if old == nil {
+		old = t.currentLocked(h).findString(key)
+		if old != nil && cursor {
+			t.held.skipTo(old)
+		}
+	}
 	e := old
 	if !p.holds(old) || old.grp == t.fills {
 		e = nil

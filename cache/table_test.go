@@ -344,3 +344,85 @@ func BenchmarkTablePut(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// TestReloadCursor: a reload finds the entries of unchanged rows with the load's cursor
+// (no probe of ristretto), past rows deleted since, rows inserted since and entries
+// changed since (which sit at their range's head), and keeps those entries; the table
+// ends holding exactly the snapshot's rows.
+func TestReloadCursor(t *testing.T) {
+	var stats counters
+	tb := newTestTable(t, 1<<20, true, &stats)
+	load := func(rows []Row) *heldCursor {
+		t.Helper()
+		tb.beginLoad()
+		cur := tb.held
+		b := newRangeBuilder(tb, 50, KeyRange{})
+		for _, r := range rows {
+			b.add(prep(r))
+		}
+		if _, err := tb.finishLoad(b); err != nil {
+			t.Fatalf("finishLoad: %v", err)
+		}
+		if tb.held != nil {
+			t.Fatal("the cursor outlived its load")
+		}
+		return cur
+	}
+	var first []Row
+	for i := range 200 {
+		first = append(first, testRow(2*i)) // even rows; odd ones are inserted later
+	}
+	load(first)
+	before := map[int]*entry{}
+	for i := range 200 {
+		k := Key(fakeKey(2 * i))
+		before[2*i] = tb.get(tb.hash(k), []byte(k))
+	}
+	// Since that snapshot: row 20's value changed through the change path (its entry
+	// moves to its range's head), and the source deleted rows 100 … 158 (30 in a row, more
+	// than the look-ahead) and inserted rows 1, 3, 5 and 301.
+	changed := testRow(20)
+	changed.Values = []string{"changed"}
+	tb.upsert(prep(changed), nil)
+	deleted := func(i int) bool { return i >= 100 && i < 160 }
+	var second []Row
+	for i := range 400 {
+		switch {
+		case i%2 == 0 && !deleted(i):
+			r := testRow(i)
+			if i == 20 {
+				r = changed
+			}
+			second = append(second, r)
+		case i == 1 || i == 3 || i == 5 || i == 301:
+			second = append(second, testRow(i))
+		}
+	}
+	cur := load(second)
+
+	// 170 rows unchanged since their entry was written by a snapshot, 1 changed since
+	// (found through ristretto, its entry out of order), 4 new.
+	if cur.found < 165 {
+		t.Errorf("the cursor found %d of 170 unchanged rows, want nearly all", cur.found)
+	}
+	if got := tb.entries.Load(); got != int64(len(second)) {
+		t.Errorf("got %d entries, want %d", got, len(second))
+	}
+	for _, r := range second {
+		k := Key(r.Key)
+		e := tb.get(tb.hash(k), []byte(k))
+		if want := DefaultRender(nil, r); e == nil || string(e.line) != string(want) {
+			t.Fatalf("row %s: got %+v, want line %q", r.Key, e, want)
+		}
+	}
+	for i, old := range before {
+		k := Key(fakeKey(i))
+		e := tb.get(tb.hash(k), []byte(k))
+		switch {
+		case deleted(i) && e != nil:
+			t.Errorf("row %d, deleted, is still held", i)
+		case !deleted(i) && i != 20 && e != old:
+			t.Errorf("row %d, unchanged, got a new entry", i)
+		}
+	}
+}
