@@ -195,10 +195,10 @@ func (c *Cache) retryDelay(step string, err error) time.Duration {
 	return c.backoff(1)
 }
 
-// nextRefresh returns when the refresh after one that took took (with the rechecks
-// after it) should start: RefreshInterval after this one started, so a change waits at
-// most about one interval plus a refresh, however long refreshes take under a write load,
-// but never less than a tenth of the interval after this one ended.
+// nextRefresh returns the delay before the next refresh, given that the last one (with
+// the rechecks after it) took took: the next starts interval after the last one started,
+// so a change waits at most about one interval plus a refresh however long refreshes take
+// under a write load, but never sooner than a tenth of the interval after the last ended.
 func nextRefresh(interval, took time.Duration) time.Duration {
 	return max(interval-took, interval/10)
 }
