@@ -96,7 +96,9 @@ func (t *table) beginLoad() {
 	t.stale = append(t.stale, t.ranges...)
 	t.stale = append(t.stale, t.untagged)
 	t.ranges, t.untagged = nil, new(group)
-	t.held = newHeldCursor(t.stale)
+	if t.complete.Load() { // upsert uses the cursor for complete tables only
+		t.held = newHeldCursor(t.stale)
+	}
 }
 
 // heldCursor finds the entry held for a snapshot's row without ristretto: a reload

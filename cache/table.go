@@ -98,7 +98,8 @@ type table struct {
 	// records that ristretto evicted an entry meanwhile.
 	loading, evictedLoad bool
 	// held is the entries held when the snapshot streaming in began, in the order it
-	// will likely deliver their rows (see heldCursor); nil outside a load.
+	// will likely deliver their rows (see heldCursor); nil outside a load, and for a load
+	// into an incomplete table.
 	held *heldCursor
 	// set is rc.SetWithTTL; tests replace it to drop or lose writes.
 	set func(h uint64, v *entry, cost int64, ttl time.Duration) bool
