@@ -126,6 +126,7 @@ func New(src Source, cfg Config) (*Cache, error) {
 		// A fill belongs to no key range, so reconcile cannot find it deleted: it expires.
 		t.fillTTL = cfg.ReconcileInterval
 	}
+	t.now = cfg.Now
 	t.overBudget = func(t *table) { c.logOverBudget(t.entries.Load(), t.bytes.Load()+t.sugg.bytes()) }
 	c.cur.Store(t)
 	c.ctx, c.cancel = context.WithCancel(context.Background())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -338,6 +339,29 @@ func BenchmarkLookupHitParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkLookupHit1M looks up random keys of a million rows, as a shift's traffic
+// spreads over the table: unlike BenchmarkLookupHit, the entries are rarely in the CPU's
+// caches, so it measures the memory reads a lookup makes.
+func BenchmarkLookupHit1M(b *testing.B) {
+	const n = 1_000_000
+	c := newTestCache(b, newFakeSource(n), Config{})
+	startReady(b, c)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	keys := make([][]byte, 1<<16)
+	for i := range keys {
+		keys[i] = []byte(Key(fakeKey(rnd.IntN(n))))
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, _, found, _ := c.Lookup(ctx, keys[i&(len(keys)-1)]); !found {
+			b.Fatal("miss")
+		}
+		i++
+	}
 }
 
 func BenchmarkLookupMiss(b *testing.B) {

@@ -50,7 +50,7 @@ func (t *table) indexLocked(key string, old, e *entry) {
 // because ristretto lost or evicted it, unless another entry held for that key replaced it
 // meanwhile (a write that came after ristretto dropped e, before flush learned of it).
 func (t *table) unindexLocked(e *entry) {
-	if cur := t.currentLocked(t.hash(e.key)).findString(e.key); cur != nil && cur != e && cur.grp != nil {
+	if cur := t.heldLocked(t.hash(e.key), e.key); cur != nil && cur != e && cur.grp != nil {
 		return
 	}
 	t.sugg.remove(e.key)

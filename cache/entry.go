@@ -7,60 +7,131 @@ import (
 )
 
 // entryOverhead is the fixed part of an entry's cost, in bytes: the entry struct (112
-// bytes), ristretto's stored item and its slot in the sharded map (about 60), and the
-// policy's key-cost slot (about 20). The counters of ristretto's admission sketch are sized
-// by the budget and not charged to entries.
+// bytes), its slot in its bucket (16), and its share of ristretto's stored item, sharded-map
+// slot and key-cost slot (about 200 bytes an item, a few entries an item). The counters of
+// ristretto's admission sketch are sized by the budget and not charged to entries.
 const entryOverhead = 192
 
 // entry is what the cache holds for one normalised key.
 //
-// key, canon, line and next are immutable once the entry is stored: Lookup reads them
-// without locks and hands out line and canon without copying, and a change of the row
-// stores a new entry. The other fields are the loader's bookkeeping (which group the entry
-// belongs to, its checksum, when it was written); Lookup never reads them, and they change
-// only under table.mu.
+// key, canon and line are immutable once the entry is stored: Lookup reads them without
+// locks and hands out line and canon without copying, and a change of the row stores a new
+// entry. expires too is fixed before the entry is stored. The other fields are the
+// loader's bookkeeping (which group the entry belongs to, its checksum, when it was
+// written); Lookup never reads them, and they change only under table.mu.
 type entry struct {
 	key   string // normalised key (AppendKey of the row's key)
 	canon string // the key as stored in the source, named in replies
 	line  []byte // rendered reply line
-	// next chains entries whose normalised keys share a 64-bit hash. Such collisions are
-	// astronomically rare, but chaining keeps the cache complete and correct when one happens.
-	next *entry
+	// expires is when a read-through fill stops being an answer (Unix nanoseconds of
+	// Config.Now); 0 for every other entry, which holds until changed or evicted.
+	expires int64
 
 	grp          *group // the group the entry belongs to (see table); nil once removed
 	gprev, gnext *entry // neighbours in grp's list
 	stamp        uint64 // table epoch of the entry's last write
 	sum          uint32 // Row.Sum of the row it holds
-	cost         int32  // this entry's own cost (the ristretto item's cost is the chain's sum)
+	cost         int32  // this entry's own cost (the ristretto item's cost is the bucket's sum)
 }
 
-// find returns the entry for key in the chain starting at e, or nil.
-func (e *entry) find(key []byte) *entry {
-	for ; e != nil; e = e.next {
-		if e.key == string(key) { // compiles to a comparison, no conversion
-			return e
+// slot is an entry in a bucket, with the hash of its key.
+type slot struct {
+	h uint64
+	e *entry
+}
+
+// bucket is what ristretto holds under one bucket number (table.bucketOf): the entries
+// whose key hashes fall into it, sorted by hash. Many entries share one ristretto item,
+// because ristretto spends about 200 bytes on an item whatever it holds. A bucket is
+// immutable once stored: a write stores a new one, and the entries it keeps are shared,
+// not copied. Entries whose normalised keys share a 64-bit hash (astronomically rare) sit
+// side by side; Lookup compares the key, so a collision never answers for the wrong key.
+type bucket []slot
+
+// search returns the index of the first slot with a hash not below h.
+func (b bucket) search(h uint64) int {
+	lo, hi := 0, len(b)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if b[m].h < h {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// find returns the entry for key, whose hash is h, or nil.
+func (b bucket) find(h uint64, key []byte) *entry {
+	for i := b.search(h); i < len(b) && b[i].h == h; i++ {
+		if b[i].e.key == string(key) { // compiles to a comparison, no conversion
+			return b[i].e
 		}
 	}
 	return nil
 }
 
 // findString is find for a string key.
-func (e *entry) findString(key string) *entry {
-	for ; e != nil; e = e.next {
-		if e.key == key {
-			return e
+func (b bucket) findString(h uint64, key string) *entry {
+	for i := b.search(h); i < len(b) && b[i].h == h; i++ {
+		if b[i].e.key == key {
+			return b[i].e
 		}
 	}
 	return nil
 }
 
-// chainCost is the cost of the ristretto item holding the chain starting at e.
-func chainCost(e *entry) int64 {
+// has reports whether b holds the entry e, whose key's hash is h.
+func (b bucket) has(h uint64, e *entry) bool {
+	for i := b.search(h); i < len(b) && b[i].h == h; i++ {
+		if b[i].e == e {
+			return true
+		}
+	}
+	return false
+}
+
+// cost is the cost of the ristretto item holding b.
+func (b bucket) cost() int64 {
 	var n int64
-	for ; e != nil; e = e.next {
-		n += int64(e.cost)
+	for _, s := range b {
+		n += int64(s.e.cost)
 	}
 	return n
+}
+
+// with returns a new bucket: b without the entry for key (hash h) and without entries
+// that belong to no group (held no longer: evicted or refused, see table), plus e unless e
+// is nil. b is not modified; nil if nothing is left.
+func (b bucket) with(h uint64, key string, e *entry) bucket {
+	n := len(b)
+	if e != nil {
+		n++
+	}
+	nb := make(bucket, 0, n)
+	for _, s := range b {
+		if e != nil && s.h > h {
+			nb = append(nb, slot{h, e})
+			e = nil
+		}
+		if (s.h == h && s.e.key == key) || s.e.grp == nil {
+			continue
+		}
+		nb = append(nb, s)
+	}
+	if e != nil {
+		nb = append(nb, slot{h, e})
+	}
+	if len(nb) == 0 {
+		return nil
+	}
+	return nb
+}
+
+// same reports whether a and b are the same stored bucket (not merely equal).
+func same(a, b bucket) bool {
+	return len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
 // hashKey is the ristretto key of a normalised key. Lookup verifies the stored key, so a
@@ -194,38 +265,4 @@ func (g *group) unlink(e *entry) {
 	}
 	e.grp, e.gprev, e.gnext = nil, nil, nil
 	g.n--
-}
-
-// replace puts e, which belongs to no group, in old's place in old's group.
-func (g *group) replace(old, e *entry) {
-	e.grp, e.gprev, e.gnext = g, old.gprev, old.gnext
-	if e.gprev != nil {
-		e.gprev.gnext = e
-	} else {
-		g.head = e
-	}
-	if e.gnext != nil {
-		e.gnext.gprev = e
-	}
-	old.grp, old.gprev, old.gnext = nil, nil, nil
-}
-
-// without returns the chain starting at e minus the entry for key. Entries are immutable,
-// so the kept ones are copied and the copies take their originals' places in their
-// groups; in the usual one-entry chain nothing is copied. The caller holds table.mu.
-func without(e *entry, key string) *entry {
-	var head *entry
-	for ; e != nil; e = e.next {
-		if e.key == key {
-			continue
-		}
-		kept := *e
-		kept.next = head
-		kept.grp, kept.gprev, kept.gnext = nil, nil, nil
-		if e.grp != nil {
-			e.grp.replace(e, &kept)
-		}
-		head = &kept
-	}
-	return head
 }

@@ -158,50 +158,62 @@ func TestGroup(t *testing.T) {
 	if keys(&g) != "c,a" || keys(&h) != "b" || g.n != 2 || h.n != 1 {
 		t.Fatalf("after a move: got %q and %q", keys(&g), keys(&h))
 	}
-	a2 := &entry{key: "a2"}
-	g.replace(a, a2)
-	if keys(&g) != "c,a2" || a.grp != nil || g.n != 2 {
-		t.Fatalf("after replace: got %q, a.grp %p", keys(&g), a.grp)
-	}
 	g.unlink(c)
-	g.unlink(a2)
+	g.unlink(a)
 	if g.head != nil || g.n != 0 {
 		t.Errorf("emptied group: head %v n %d", g.head, g.n)
 	}
 }
 
-func TestChain(t *testing.T) {
+func TestBucket(t *testing.T) {
 	var g group
 	a := &entry{key: "a", cost: 1}
-	b := &entry{key: "b", cost: 2, next: a}
-	c := &entry{key: "c", cost: 4, next: b}
-	for _, e := range []*entry{a, b, c} {
+	b := &entry{key: "b", cost: 2}
+	b2 := &entry{key: "b2", cost: 8} // same hash as b: a collision
+	c := &entry{key: "c", cost: 4}
+	for _, e := range []*entry{a, b, b2, c} {
 		g.link(e)
 	}
-	if got := chainCost(c); got != 7 {
-		t.Errorf("got chainCost %d, want 7", got)
+	var v bucket
+	for _, s := range []slot{{30, c}, {10, a}, {20, b}, {20, b2}} {
+		v = v.with(s.h, s.e.key, s.e)
 	}
-	if c.find([]byte("a")) != a || c.findString("b") != b || c.find([]byte("x")) != nil {
-		t.Error("find does not walk the chain")
+	if got := v.cost(); got != 15 {
+		t.Errorf("got cost %d, want 15", got)
 	}
-	rest := without(c, "b")
-	if rest.findString("b") != nil || rest.findString("a") == nil || rest.findString("c") == nil || chainCost(rest) != 5 {
-		t.Errorf("got without(b) = %+v", rest)
-	}
-	if c.next != b || b.next != a {
-		t.Error("without modified the original chain")
-	}
-	// The copies took their originals' places in the group; b is left for the caller.
-	for _, k := range []string{"a", "c"} {
-		if e := rest.findString(k); e.grp != &g {
-			t.Errorf("the copy of %q is not in the group", k)
+	for i := 1; i < len(v); i++ {
+		if v[i-1].h > v[i].h {
+			t.Fatalf("bucket not sorted by hash: %v", v)
 		}
 	}
-	if a.grp != nil || c.grp != nil || b.grp != &g || g.n != 3 {
-		t.Errorf("got originals a %p c %p b %p, n %d; want the copies in their places", a.grp, c.grp, b.grp, g.n)
+	if v.find(10, []byte("a")) != a || v.findString(20, "b") != b || v.findString(20, "b2") != b2 ||
+		v.find(30, []byte("c")) != c || v.find(20, []byte("c")) != nil || v.find(25, []byte("x")) != nil {
+		t.Error("find does not find each entry by its hash and key")
 	}
-	if without(b.next, "a") != nil {
-		t.Error("without of the only entry is not empty")
+	if !v.has(20, b2) || v.has(20, c) {
+		t.Error("has is wrong")
+	}
+	rest := v.with(20, "b", nil)
+	if rest.findString(20, "b") != nil || rest.findString(20, "b2") != b2 || rest.findString(10, "a") != a || rest.cost() != 13 {
+		t.Errorf("got with(b, nil) = %v", rest)
+	}
+	if v.findString(20, "b") != b || len(v) != 4 {
+		t.Error("with modified the original bucket")
+	}
+	b3 := &entry{key: "b", cost: 16}
+	if r := v.with(20, "b", b3); r.findString(20, "b") != b3 || len(r) != 4 || r.cost() != 29 {
+		t.Errorf("got with(b, b3) = %v", r)
+	}
+	// An entry in no group is held no longer (evicted): the next write leaves it out.
+	g.unlink(a)
+	if r := v.with(30, "c", c); r.findString(10, "a") != nil || len(r) != 3 {
+		t.Errorf("got %v, want the ungrouped entry left out", r)
+	}
+	if !same(v, v) || same(v, rest) || same(v, v[:3]) {
+		t.Error("same is wrong")
+	}
+	if one := (bucket{{20, b}}).with(20, "b", nil); one != nil {
+		t.Errorf("got %v from removing the only entry, want nil", one)
 	}
 }
 

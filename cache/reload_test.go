@@ -280,8 +280,8 @@ func TestReloadRewritesFills(t *testing.T) {
 		t.Fatal("the table does not fit after the deletes")
 	}
 	key := Key(fakeKey(filled))
-	if ttl, found := tbl.rc.GetTTL(hashKey([]byte(key))); !found || ttl != 0 {
-		t.Errorf("got ttl %v (found %v) for the row once filled, want no expiry", ttl, found)
+	if e := tbl.get(hashKey([]byte(key)), []byte(key)); e == nil || e.expires != 0 || e.grp == tbl.fills {
+		t.Errorf("got %+v for the row once filled, want a loaded entry without expiry", e)
 	}
 }
 

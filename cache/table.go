@@ -30,6 +30,11 @@ const (
 	headroomDiv = 4
 	// maxNegatives bounds the read-through "not found" answers a table remembers.
 	maxNegatives = 1 << 16
+	// perBucket is how many entries a bucket holds, on average, when the table fills its
+	// budget; fewer when it holds less. minBucketBits and maxBucketBits bound the number of
+	// buckets (a power of two).
+	perBucket                    = 32
+	minBucketBits, maxBucketBits = 10, 24
 )
 
 // counters are the cache-wide counters that the table updates.
@@ -44,14 +49,15 @@ type counters struct {
 // and every change of what it holds goes through putLocked, the one write path. These
 // invariants hold whenever mu is free:
 //
-//  1. Readers see, for each key hash, an immutable chain of entries (entry). A write
-//     replaces the chain; a key held before a write and not deleted by it is found
+//  1. Readers see, for each bucket (bucketOf), an immutable bucket of entries. A write
+//     replaces the bucket; a key held before a write and not deleted by it is found
 //     throughout, with its old or its new line.
 //  2. Every entry held belongs to exactly one group: a key range of the source (ranges,
 //     or the stale groups of an earlier snapshot until the next one sweeps them), the
 //     untagged entries (rows that arrived as changes for keys no range holds yet), or the
 //     read-through fills. An entry not held belongs to none. In an incomplete table an
-//     entry ristretto evicted or refused leaves its group at the next flush.
+//     entry ristretto evicted or refused leaves its group at the next flush (and the next
+//     write of its bucket leaves it out).
 //  3. entries and bytes count the entries in groups and their cost.
 //  4. While complete, every row the source had at the last write is held: writes are
 //     verified (flush), so a miss is a definitive "not found". complete only turns true at
@@ -66,9 +72,11 @@ type counters struct {
 //     evicted out of its group. (Between flushes an incomplete table may briefly index a
 //     key whose entry ristretto has just evicted; Cache.Suggest skips it.)
 type table struct {
-	rc     *ristretto.Cache[uint64, *entry]
+	rc     *ristretto.Cache[uint64, bucket]
 	stats  *counters
 	budget int64 // Config.MaxBytes
+	// shift makes a key hash its bucket number (bucketOf): the top bits of the hash.
+	shift uint8
 
 	complete atomic.Bool
 	entries  atomic.Int64
@@ -80,13 +88,17 @@ type table struct {
 	// hash is hashKeyString; tests replace it to force collisions. Lookup computes the hash
 	// it passes to get with hashKey, which must agree.
 	hash func(string) uint64
-	// fillTTL is how long a read-through fill is held (0: until changed or evicted).
+	// fillTTL is how long a read-through fill is an answer (0: until changed or evicted);
+	// now is the clock it is measured by (Config.Now).
 	fillTTL time.Duration
+	now     func() time.Time
+	// fillSweep is when fill next removes the fills that expired (Unix nanoseconds).
+	fillSweep int64
 
 	mu sync.Mutex
-	// pending holds the chain each hash written since the last flush must hold (chain
-	// nil: must be absent), so that flush can re-write what ristretto lost.
-	pending   map[uint64]pendingWrite
+	// pending holds the bucket each bucket number written since the last flush must hold
+	// (nil: must be absent), so that flush can re-write what ristretto lost.
+	pending   map[uint64]bucket
 	unflushed int
 	flushErr  error // a verification error of an automatic flush, for the next flush
 	// The groups (invariant 2); see reload.go and reconcile.go for how they change.
@@ -101,15 +113,15 @@ type table struct {
 	// will likely deliver their rows (see heldCursor); nil outside a load, and for a load
 	// into an incomplete table.
 	held *heldCursor
-	// set is rc.SetWithTTL; tests replace it to drop or lose writes.
-	set func(h uint64, v *entry, cost int64, ttl time.Duration) bool
+	// set is rc.Set; tests replace it to drop or lose writes.
+	set func(b uint64, v bucket, cost int64) bool
 
 	// lost and evicted are what ristretto reported from its own goroutine (callbacks):
-	// hashes whose write it refused (a dropped Set, or its policy rejecting an item), and
-	// chains it evicted or expired. flush takes them. Lock order: mu, then lostMu.
+	// bucket numbers whose write it refused (a dropped Set, or its policy rejecting an
+	// item), and buckets it evicted. flush takes them. Lock order: mu, then lostMu.
 	lostMu  sync.Mutex
 	lost    []uint64
-	evicted []evictedChain
+	evicted []bucket
 
 	// negatives remembers, in an incomplete table, the keys a read-through found absent and
 	// until when (Config.Now, Unix nanoseconds). They are kept out of ristretto, whose
@@ -121,41 +133,37 @@ type table struct {
 	readers readers.Count // the Lookups inside the table (Cache.acquire)
 }
 
-// pendingWrite is what a hash must hold after the writes since the last flush.
-type pendingWrite struct {
-	chain *entry
-	ttl   time.Duration
-}
-
-// evictedChain is a chain ristretto dropped on its own: evicted for room, or expired.
-type evictedChain struct {
-	chain   *entry
-	expired bool
-}
-
 // newTable returns an empty, incomplete table for a budget of budget bytes.
 //
-// ristretto's admission counters are sized for as many entries as the budget holds at
-// the fixed overhead alone (one counter per entry; the admission policy only matters once
-// the table is incomplete and full).
+// The number of buckets is fixed for the table's life: a power of two that puts about
+// perBucket entries in a bucket when the rows fill the budget at the fixed overhead alone.
+// ristretto's admission counters are sized at ten a bucket, as its documentation advises
+// for the items it holds (the admission policy only matters once the table is incomplete
+// and full).
 func newTable(budget int64, stats *counters) (*table, error) {
+	bits := uint8(minBucketBits)
+	for bits < maxBucketBits && budget/entryOverhead/perBucket > 1<<bits {
+		bits++
+	}
 	t := &table{
 		stats:     stats,
 		budget:    budget,
-		pending:   make(map[uint64]pendingWrite),
+		shift:     64 - bits,
+		pending:   make(map[uint64]bucket),
 		negatives: make(map[string]int64),
 		untagged:  new(group),
 		fills:     new(group),
 		hash:      hashKeyString,
+		now:       time.Now,
 		sugg:      newSuggester(),
 	}
-	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
-		NumCounters:        max(budget/entryOverhead, 1024),
+	rc, err := ristretto.NewCache(&ristretto.Config[uint64, bucket]{
+		NumCounters:        10 << bits,
 		MaxCost:            budget,
 		BufferItems:        64,
 		IgnoreInternalCost: true, // entry costs include entryOverhead
-		// Keys are already xxhash values; the entry's key is verified on lookup.
-		KeyToHash: func(h uint64) (uint64, uint64) { return h, 0 },
+		// Keys are bucket numbers; the entry's key is verified on lookup.
+		KeyToHash: func(b uint64) (uint64, uint64) { return b, 0 },
 		OnEvict:   t.onEvict,
 		OnReject:  t.onReject,
 	})
@@ -163,18 +171,23 @@ func newTable(budget int64, stats *counters) (*table, error) {
 		return nil, fmt.Errorf("cache: new ristretto cache: %w", err)
 	}
 	t.rc = rc
-	t.set = rc.SetWithTTL
+	t.set = rc.Set
 	return t, nil
 }
 
-// get returns the entry for the normalised key with hash h, or nil. Safe for concurrent use
-// with writers; the caller must hold the table (Cache.acquire).
+// bucketOf is the number of the bucket that holds the keys whose hash is h.
+func (t *table) bucketOf(h uint64) uint64 { return h >> t.shift }
+
+// get returns the entry for the normalised key with hash h, or nil (also for a read-through
+// fill that has expired). Safe for concurrent use with writers; the caller must hold the
+// table (Cache.acquire).
 func (t *table) get(h uint64, key []byte) *entry {
-	v, ok := t.rc.Get(h)
-	if !ok {
-		return nil
+	b, _ := t.rc.Get(t.bucketOf(h))
+	e := b.find(h, key)
+	if e != nil && e.expires != 0 && t.now().UnixNano() >= e.expires {
+		return nil // only fills expire: the clock is read only for them
 	}
-	return v.find(key)
+	return e
 }
 
 // upsert stores the row p, the loader's write of a row that exists in the source, and
@@ -207,7 +220,7 @@ func (t *table) upsert(p *prepared, g *group) (held bool, cost int64) {
 		old = t.held.find(key)
 	}
 	if old == nil {
-		old = t.currentLocked(h).findString(key)
+		old = t.heldLocked(h, key)
 		if old != nil && cursor {
 			t.held.skipTo(old)
 		}
@@ -230,10 +243,10 @@ func (t *table) upsert(p *prepared, g *group) (held bool, cost int64) {
 	}
 	if e != nil {
 		e.sum = p.sum
-		t.putLocked(h, key, old, e, dest, 0)
+		t.putLocked(h, key, old, e, dest)
 		return true, int64(e.cost)
 	}
-	t.putLocked(h, key, old, newEntry(p), dest, 0)
+	t.putLocked(h, key, old, newEntry(p), dest)
 	return true, cost
 }
 
@@ -245,14 +258,14 @@ func (t *table) remove(key []byte, canon string) bool {
 	defer t.mu.Unlock()
 	k := unsafe.String(unsafe.SliceData(key), len(key))
 	h := t.hash(k)
-	old := t.currentLocked(h).findString(k)
+	old := t.heldLocked(h, k)
 	if old == nil || old.canon != canon {
 		return false
 	}
 	if old.grp != nil && old.grp.ranged {
 		old.grp.sum = old.grp.sum.Add(old.sum, -1)
 	}
-	t.putLocked(h, k, old, nil, nil, 0)
+	t.putLocked(h, k, old, nil, nil)
 	return true
 }
 
@@ -260,8 +273,8 @@ func (t *table) remove(key []byte, canon string) bool {
 // the caller's business.
 func (t *table) removeLocked(e *entry) {
 	h := t.hash(e.key)
-	if t.currentLocked(h).findString(e.key) == e {
-		t.putLocked(h, e.key, e, nil, nil, 0)
+	if t.heldLocked(h, e.key) == e {
+		t.putLocked(h, e.key, e, nil, nil)
 		return
 	}
 	if e.grp != nil { // not held (evicted or refused, not yet flushed)
@@ -285,18 +298,17 @@ func (t *table) moveLocked(e *entry, g *group) {
 // entry held for key (whose hash is h) in place of old, the entry held for it now or nil,
 // and puts e in group g. e nil deletes old; e == old keeps the entry and only moves it to
 // g (no write: readers see no change).
-func (t *table) putLocked(h uint64, key string, old, e *entry, g *group, ttl time.Duration) {
+func (t *table) putLocked(h uint64, key string, old, e *entry, g *group) {
 	if e != nil && e == old {
 		t.moveLocked(e, g)
 		return
 	}
-	chain := without(t.currentLocked(h), key)
+	b := t.bucketOf(h)
 	stamp := t.epoch.Add(1)
 	if e != nil {
-		e.next, e.stamp = chain, stamp
-		chain = e
+		e.stamp = stamp
 	}
-	t.writeLocked(h, chain, ttl)
+	t.writeLocked(b, t.currentLocked(b).with(h, key, e))
 	if old != nil && old.grp != nil {
 		t.unlinkLocked(old)
 	}
@@ -330,29 +342,36 @@ func (t *table) unlinkLocked(e *entry) {
 	t.bytes.Add(-int64(e.cost))
 }
 
-// currentLocked returns the chain hash h holds, counting writes not yet verified.
-func (t *table) currentLocked(h uint64) *entry {
-	if w, ok := t.pending[h]; ok {
-		return w.chain
+// currentLocked returns the bucket numbered b, counting writes not yet verified.
+func (t *table) currentLocked(b uint64) bucket {
+	if v, ok := t.pending[b]; ok {
+		return v
 	}
-	v, _ := t.rc.Get(h)
+	v, _ := t.rc.Get(b)
 	return v
 }
 
-// writeLocked makes hash h hold chain (nil: nothing) and records it for verification. A
-// Set that ristretto drops (its set buffer is full) is retried after a Wait.
-func (t *table) writeLocked(h uint64, chain *entry, ttl time.Duration) {
-	t.pending[h] = pendingWrite{chain, ttl}
+// heldLocked returns the entry held for the normalised key with hash h, or nil, counting
+// writes not yet verified (and read-through fills, expired or not).
+func (t *table) heldLocked(h uint64, key string) *entry {
+	return t.currentLocked(t.bucketOf(h)).findString(h, key)
+}
+
+// writeLocked makes bucket number b hold v (nil: nothing) and records it for
+// verification. A Set that ristretto drops (its set buffer is full) is retried after a
+// Wait.
+func (t *table) writeLocked(b uint64, v bucket) {
+	t.pending[b] = v
 	t.unflushed++
-	if chain == nil {
-		t.rc.Del(h) // never dropped: Del blocks on the set buffer
+	if v == nil {
+		t.rc.Del(b) // never dropped: Del blocks on the set buffer
 		return
 	}
-	cost := chainCost(chain)
-	for i := 1; !t.set(h, chain, cost, ttl); i++ {
+	cost := v.cost()
+	for i := 1; !t.set(b, v, cost); i++ {
 		t.stats.setsDropped.Add(1)
 		if i == setAttempts {
-			t.lose(h) // flush re-writes it
+			t.lose(b) // flush re-writes it
 			return
 		}
 		t.rc.Wait() // the buffer was full: let ristretto drain it
@@ -367,11 +386,11 @@ func (t *table) keepFlushErrLocked(err error) {
 	}
 }
 
-// lose records that ristretto lost the write of hash h.
-func (t *table) lose(h uint64) {
+// lose records that ristretto lost the write of bucket number b.
+func (t *table) lose(b uint64) {
 	t.lostMu.Lock()
 	defer t.lostMu.Unlock()
-	t.lost = append(t.lost, h)
+	t.lost = append(t.lost, b)
 }
 
 // flush waits until ristretto has applied every write and makes sure none was lost,
@@ -384,8 +403,8 @@ func (t *table) lose(h uint64) {
 // item (OnReject): a new key when an incomplete table is full, or a key Set twice before
 // the first was applied. (3) It evicts an item (OnEvict): only when over MaxCost, which a
 // complete table's headroom prevents. After Wait every queued item has been applied or
-// reported, so the lists are complete. Each lost hash is read back and re-written unless
-// it holds what pending says; in an incomplete table outside a snapshot, a new key the
+// reported, so the lists are complete. Each lost bucket is read back and re-written unless
+// it holds what pending says; in an incomplete table outside a snapshot, a new bucket the
 // policy refused is accepted as not held. If writes still fail after verifyRounds, or a
 // complete table's entry was evicted, the table turns incomplete (misses then read
 // through, so answers stay correct) and an error says so.
@@ -417,34 +436,34 @@ func (t *table) flushLocked() error {
 			return err
 		}
 		verifying := t.complete.Load() || t.loading
-		for _, h := range lost {
-			want, ok := t.pending[h]
+		for _, b := range lost {
+			want, ok := t.pending[b]
 			if !ok {
 				continue // reported twice, and resolved
 			}
-			got, found := t.rc.Get(h)
+			got, found := t.rc.Get(b)
 			switch {
-			case found && got == want.chain, !found && want.chain == nil:
-				continue // it landed, or a later write of the hash did
+			case found && same(got, want), !found && want == nil:
+				continue // it landed, or a later write of the bucket did
 			case !found && !verifying:
-				// The policy of a full, incomplete table refused a new key: not held.
-				for e := want.chain; e != nil; e = e.next {
-					if e.grp != nil {
-						t.unlinkLocked(e)
-						t.unindexLocked(e)
+				// The policy of a full, incomplete table refused a new bucket: not held.
+				for _, s := range want {
+					if s.e.grp != nil {
+						t.unlinkLocked(s.e)
+						t.unindexLocked(s.e)
 					}
 				}
-				delete(t.pending, h)
+				delete(t.pending, b)
 				continue
 			}
 			t.stats.setRetries.Add(1)
-			t.writeLocked(h, want.chain, want.ttl)
+			t.writeLocked(b, want)
 		}
 	}
 }
 
 // takeLost returns and clears what ristretto reported lost or evicted.
-func (t *table) takeLost() ([]uint64, []evictedChain) {
+func (t *table) takeLost() ([]uint64, []bucket) {
 	t.lostMu.Lock()
 	defer t.lostMu.Unlock()
 	lost, evicted := t.lost, t.evicted
@@ -452,20 +471,22 @@ func (t *table) takeLost() ([]uint64, []evictedChain) {
 	return lost, evicted
 }
 
-// dropEvictedLocked takes the entries of chains ristretto evicted or expired out of their
-// groups. An eviction from a complete table makes it incomplete.
-func (t *table) dropEvictedLocked(evicted []evictedChain) error {
+// dropEvictedLocked takes the entries of buckets ristretto evicted out of their groups,
+// unless a later write of the bucket holds them. An eviction from a complete table makes
+// it incomplete.
+func (t *table) dropEvictedLocked(evicted []bucket) error {
 	var err error
-	for _, ev := range evicted {
-		for e := ev.chain; e != nil; e = e.next {
+	for _, v := range evicted {
+		for _, s := range v {
+			e := s.e
 			if e.grp == nil {
 				continue // replaced or removed since
 			}
+			if cur, ok := t.rc.Get(t.bucketOf(s.h)); ok && cur.has(s.h, e) {
+				continue // written again since, and held
+			}
 			t.unlinkLocked(e)
 			t.unindexLocked(e)
-			if ev.expired {
-				continue
-			}
 			t.stats.evictions.Add(1)
 			t.evictedLoad = t.evictedLoad || t.loading
 			if t.complete.Load() {
@@ -494,17 +515,17 @@ func (t *table) goCompleteLocked() {
 }
 
 // onEvict is ristretto's eviction callback (on its own goroutine).
-func (t *table) onEvict(item *ristretto.Item[*entry]) {
+func (t *table) onEvict(item *ristretto.Item[bucket]) {
 	if t.readers.Retired() {
 		return // Close empties the cache through this callback; that is not eviction
 	}
 	t.lostMu.Lock()
 	defer t.lostMu.Unlock()
-	t.evicted = append(t.evicted, evictedChain{item.Value, !item.Expiration.IsZero()})
+	t.evicted = append(t.evicted, item.Value)
 }
 
 // onReject is ristretto's callback for a Set its policy refused.
-func (t *table) onReject(item *ristretto.Item[*entry]) {
+func (t *table) onReject(item *ristretto.Item[bucket]) {
 	if !t.readers.Retired() {
 		t.lose(item.Key)
 	}
@@ -519,16 +540,38 @@ func (t *table) fill(e *entry, since uint64) bool {
 	if t.epoch.Load() != since || t.complete.Load() {
 		return false
 	}
+	now := t.now().UnixNano()
+	t.sweepFillsLocked(now)
 	h := t.hash(e.key)
-	if t.currentLocked(h).findString(e.key) != nil {
+	old := t.heldLocked(h, e.key)
+	if old != nil && (old.expires == 0 || now < old.expires) {
 		return false
 	}
-	t.putLocked(h, e.key, nil, e, t.fills, t.fillTTL)
+	if t.fillTTL > 0 {
+		e.expires = now + int64(t.fillTTL)
+	}
+	t.putLocked(h, e.key, old, e, t.fills)
 	// Wait until ristretto applied it (microseconds, against a database round trip), so the
 	// next Lookup of the key finds it rather than asking the source again; and take out of
 	// their groups the entries it evicted to make room.
 	t.keepFlushErrLocked(t.flushLocked())
 	return true
+}
+
+// sweepFillsLocked removes the read-through fills that have expired, at most once a
+// fillTTL. Lookup no longer answers from them; this gives their memory back.
+func (t *table) sweepFillsLocked(now int64) {
+	if t.fillTTL <= 0 || now < t.fillSweep {
+		return
+	}
+	t.fillSweep = now + int64(t.fillTTL)
+	for e := t.fills.head; e != nil; {
+		next := e.gnext
+		if e.expires != 0 && now >= e.expires {
+			t.removeLocked(e)
+		}
+		e = next
+	}
 }
 
 // fillNegative remembers, in an incomplete table, that a read-through found key absent,

@@ -68,15 +68,15 @@ func TestSetDropsRetried(t *testing.T) {
 	tb := newTestTable(t, 64<<20, true, &stats)
 	rnd := rand.New(rand.NewPCG(1, 2)) // only the table's writer goroutine calls set
 	real := tb.set
-	tb.set = func(h uint64, v *entry, cost int64, ttl time.Duration) bool {
+	tb.set = func(b uint64, v bucket, cost int64) bool {
 		switch r := rnd.IntN(10); {
 		case r < 3:
 			return false
 		case r == 3:
-			tb.onReject(&ristretto.Item[*entry]{Key: h, Value: v}) // what ristretto's policy does
+			tb.onReject(&ristretto.Item[bucket]{Key: b, Value: v}) // what ristretto's policy does
 			return true
 		}
-		return real(h, v, cost, ttl)
+		return real(b, v, cost)
 	}
 	for i := range n {
 		tb.upsert(prep(testRow(i)), nil)
@@ -101,8 +101,8 @@ func TestSetDropsRetried(t *testing.T) {
 func TestVerifyGivesUp(t *testing.T) {
 	var stats counters
 	tb := newTestTable(t, 1<<20, true, &stats)
-	tb.set = func(h uint64, v *entry, _ int64, _ time.Duration) bool { // every write rejected
-		tb.onReject(&ristretto.Item[*entry]{Key: h, Value: v})
+	tb.set = func(b uint64, v bucket, _ int64) bool { // every write rejected
+		tb.onReject(&ristretto.Item[bucket]{Key: b, Value: v})
 		return true
 	}
 	tb.upsert(prep(testRow(1)), nil)
@@ -115,8 +115,8 @@ func TestVerifyGivesUp(t *testing.T) {
 	}
 }
 
-// TestCollisions forces every key onto one hash: the chain keeps them all apart, and every
-// entry stays in its group.
+// TestCollisions forces every key onto one hash: the bucket keeps them all apart, and
+// every entry stays in its group.
 func TestCollisions(t *testing.T) {
 	var stats counters
 	tb := newTestTable(t, 1<<20, true, &stats)
@@ -424,5 +424,43 @@ func TestReloadCursor(t *testing.T) {
 		case !deleted(i) && i != 20 && e != old:
 			t.Errorf("row %d, unchanged, got a new entry", i)
 		}
+	}
+}
+
+// TestFillExpires: a read-through fill answers until fillTTL has passed, then Lookup no
+// longer finds it, a new read-through replaces it, and the fills that expired are removed
+// (their memory given back) at the next fill after a fillTTL.
+func TestFillExpires(t *testing.T) {
+	var stats counters
+	tb := newTestTable(t, 1<<20, false, &stats)
+	clock := newTestClock()
+	tb.now, tb.fillTTL = clock.Now, 10*time.Second
+	fill := func(i int, line string) bool {
+		t.Helper()
+		r := testRow(i)
+		r.Values = []string{line}
+		return tb.fill(newEntry(prep(r)), tb.epoch.Load())
+	}
+	for i := range 3 {
+		if !fill(i, "first") {
+			t.Fatalf("fill of row %d refused", i)
+		}
+	}
+	mustGet(t, tb, 1, "["+fakeKey(1)+"] first")
+	if fill(1, "again") {
+		t.Fatal("a fill replaced a fresh fill")
+	}
+	clock.Advance(10 * time.Second)
+	mustAbsent(t, tb, Key(fakeKey(1)))
+	if !fill(1, "second") {
+		t.Fatal("a fill did not replace an expired one")
+	}
+	mustGet(t, tb, 1, "["+fakeKey(1)+"] second")
+	// The first fill after a fillTTL swept rows 0 and 2: only the new fill is left.
+	if n, fills := tb.entries.Load(), tb.fills.n; n != 1 || fills != 1 {
+		t.Errorf("got %d entries, %d fills; want the expired fills removed (1, 1)", n, fills)
+	}
+	if want := prep(Row{Key: fakeKey(1), Values: []string{"second"}}).cost(); tb.bytes.Load() != want || tb.costBytes() != want {
+		t.Errorf("got bytes %d, ristretto cost %d; want %d", tb.bytes.Load(), tb.costBytes(), want)
 	}
 }
