@@ -168,14 +168,14 @@ func (c *Cache) Lookup(ctx context.Context, key []byte) (line []byte, canonicalK
 	if t == nil {
 		return nil, "", false, ErrNotReady
 	}
-	e := t.get(h, key)
+	line, canonicalKey, found = t.answer(h, key)
 	complete := t.complete.Load()
-	absent := e == nil && !complete && t.absent(key, c.cfg.Now().UnixNano())
+	absent := !found && !complete && t.absent(key, c.cfg.Now().UnixNano())
 	t.release(h)
 	switch {
-	case e != nil:
+	case found:
 		c.hits.Add(1)
-		return e.line, e.canon, true, nil
+		return line, canonicalKey, true, nil
 	case complete || absent:
 		c.notFound.Add(1) // served from memory: not a miss
 		return nil, "", false, nil

@@ -277,7 +277,7 @@ func TestCloseWaitsForReaders(t *testing.T) {
 		t.Fatal("Close closed a table a reader was inside")
 	case <-time.After(100 * time.Millisecond): // a negative check: it must keep waiting
 	}
-	if e := tbl.get(h, []byte(Key(fakeKey(1)))); e == nil || string(e.line) != fakeLine(1) {
+	if e := tbl.get(h, []byte(Key(fakeKey(1)))); e == nil || string(e.line()) != fakeLine(1) {
 		t.Errorf("the acquired table lost its entry during Close: %+v", e)
 	}
 	tbl.release(h)

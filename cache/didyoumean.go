@@ -50,10 +50,10 @@ func (t *table) indexLocked(key string, old, e *entry) {
 // because ristretto lost or evicted it, unless another entry held for that key replaced it
 // meanwhile (a write that came after ristretto dropped e, before flush learned of it).
 func (t *table) unindexLocked(e *entry) {
-	if cur := t.heldLocked(t.hash(e.key), e.key); cur != nil && cur != e && cur.grp != nil {
+	if cur := t.heldLocked(t.hash(e.key()), e.key()); cur != nil && cur != e && cur.grp != nil {
 		return
 	}
-	t.sugg.remove(e.key)
+	t.sugg.remove(e.key())
 	t.fitLocked()
 }
 
@@ -96,7 +96,7 @@ func (c *Cache) Suggest(dst []string, key []byte, max int) []string {
 		if e == nil {
 			continue
 		}
-		dst[kept] = e.canon
+		dst[kept] = e.canon()
 		kept++
 	}
 	clear(dst[kept:])

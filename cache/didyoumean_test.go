@@ -38,7 +38,7 @@ func heldKeys(t *table) []string {
 	groups := append([]*group{t.untagged, t.fills}, t.ranges...)
 	for _, g := range append(groups, t.stale...) {
 		for e := g.head; e != nil; e = e.gnext {
-			out = append(out, e.key)
+			out = append(out, e.key())
 		}
 	}
 	slices.Sort(out)

@@ -1,30 +1,33 @@
 package cache
 
 import (
+	"encoding/binary"
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
 
-// entryOverhead is the fixed part of an entry's cost, in bytes: the entry struct (112
-// bytes), its slot in its bucket (16), and its share of ristretto's stored item, sharded-map
-// slot and key-cost slot (about 200 bytes an item, a few entries an item). The counters of
-// ristretto's admission sketch are sized by the budget and not charged to entries.
-const entryOverhead = 192
+// entryOverhead is the fixed part of an entry's cost, in bytes: the entry struct (64
+// bytes), its slot in its bucket (24), and its share of ristretto's stored item, sharded-map
+// slot and key-cost slot (about 200 bytes an item, five or more entries an item once the
+// table holds a million rows in the default budget). The record is charged at its size.
+// The counters of ristretto's admission sketch are sized by the budget and not charged to
+// entries. BenchmarkWarm1M compares the cost with the heap an entry takes.
+const entryOverhead = 128
 
 // entry is what the cache holds for one normalised key.
 //
-// key, canon and line are immutable once the entry is stored: Lookup reads them without
-// locks and hands out line and canon without copying, and a change of the row stores a new
-// entry. expires too is fixed before the entry is stored. The other fields are the
-// loader's bookkeeping (which group the entry belongs to, its checksum, when it was
-// written); Lookup never reads them, and they change only under table.mu.
+// Its record (rec) is immutable once the entry is stored: Lookup reads it without locks,
+// through the bucket's slot and without touching the entry, and hands out the line and the
+// stored key without copying; a change of the row stores a new entry. expires too is
+// fixed before the entry is stored. The other fields are the loader's bookkeeping (which
+// group the entry belongs to, its checksum, when it was written); Lookup never reads them,
+// and they change only under table.mu.
 type entry struct {
-	key   string // normalised key (AppendKey of the row's key)
-	canon string // the key as stored in the source, named in replies
-	line  []byte // rendered reply line
+	rec *byte // the record: see newEntry
 	// expires is when a read-through fill stops being an answer (Unix nanoseconds of
-	// Config.Now); 0 for every other entry, which holds until changed or evicted.
+	// Config.Now), marked in the record's flags; 0 for every other entry, which holds until
+	// changed or evicted.
 	expires int64
 
 	grp          *group // the group the entry belongs to (see table); nil once removed
@@ -34,10 +37,71 @@ type entry struct {
 	cost         int32  // this entry's own cost (the ristretto item's cost is the bucket's sum)
 }
 
-// slot is an entry in a bucket, with the hash of its key.
+// The record of an entry is one allocation: a flags byte, three uvarints (the lengths of
+// the stored key, of the normalised key or 0 when it is the stored key, and of the line),
+// then the stored key, the normalised key when it differs, and the line. Lookup compares
+// the key and answers with the line in one read of memory, where a struct with three
+// fields pointing elsewhere costs three when the table is far larger than the CPU's caches.
+const recExpires = 1 // flag: the entry is a read-through fill with an expiry (entry.expires)
+
+// readRecord returns the parts of the record at r. It allocates nothing.
+func readRecord(r *byte) (flags byte, canon, key string, line []byte) {
+	flags = *r
+	// A record is at least four bytes long, and its lengths are nearly always one byte each.
+	p := unsafe.Pointer(r)
+	cl, kl, ll := int(*(*byte)(unsafe.Add(p, 1))), int(*(*byte)(unsafe.Add(p, 2))), int(*(*byte)(unsafe.Add(p, 3)))
+	off := 4
+	if (cl|kl|ll)&0x80 != 0 {
+		cl, off = recUvarint(r, 1)
+		kl, off = recUvarint(r, off)
+		ll, off = recUvarint(r, off)
+	}
+	// A part of length 0 may sit at the record's end: no pointer is made past it.
+	if cl != 0 {
+		canon = unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(r), off)), cl)
+		off += cl
+	}
+	key = canon
+	if kl != 0 {
+		key = unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(r), off)), kl)
+		off += kl
+	}
+	if ll != 0 {
+		line = unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(r), off)), ll)
+	}
+	return flags, canon, key, line
+}
+
+// recUvarint reads the uvarint at r+off and returns it and the offset after it.
+func recUvarint(r *byte, off int) (v, next int) {
+	for shift := 0; ; shift += 7 {
+		b := *(*byte)(unsafe.Add(unsafe.Pointer(r), off))
+		off++
+		v |= int(b&0x7f) << shift
+		if b < 0x80 {
+			return v, off
+		}
+	}
+}
+
+// recordKey is the normalised key in the record at r.
+func recordKey(r *byte) string { _, _, k, _ := readRecord(r); return k }
+
+// key is the normalised key (AppendKey of the row's key).
+func (e *entry) key() string { return recordKey(e.rec) }
+
+// canon is the key as stored in the source, named in replies.
+func (e *entry) canon() string { _, c, _, _ := readRecord(e.rec); return c }
+
+// line is the rendered reply line.
+func (e *entry) line() []byte { _, _, _, l := readRecord(e.rec); return l }
+
+// slot is an entry in a bucket, with the hash of its key and its record, so that Lookup
+// reads the record without the entry.
 type slot struct {
-	h uint64
-	e *entry
+	h   uint64
+	rec *byte
+	e   *entry
 }
 
 // bucket is what ristretto holds under one bucket number (table.bucketOf): the entries
@@ -62,22 +126,21 @@ func (b bucket) search(h uint64) int {
 	return lo
 }
 
-// find returns the entry for key, whose hash is h, or nil.
-func (b bucket) find(h uint64, key []byte) *entry {
+// match returns the slot for key, whose hash is h, or nil. It reads the slots' records,
+// not their entries.
+func (b bucket) match(h uint64, key []byte) *slot {
 	for i := b.search(h); i < len(b) && b[i].h == h; i++ {
-		if b[i].e.key == string(key) { // compiles to a comparison, no conversion
-			return b[i].e
+		if recordKey(b[i].rec) == string(key) { // a comparison, no conversion
+			return &b[i]
 		}
 	}
 	return nil
 }
 
-// findString is find for a string key.
+// findString returns the entry for key, whose hash is h, or nil.
 func (b bucket) findString(h uint64, key string) *entry {
-	for i := b.search(h); i < len(b) && b[i].h == h; i++ {
-		if b[i].e.key == key {
-			return b[i].e
-		}
+	if s := b.match(h, unsafe.Slice(unsafe.StringData(key), len(key))); s != nil {
+		return s.e
 	}
 	return nil
 }
@@ -101,10 +164,11 @@ func (b bucket) cost() int64 {
 	return n
 }
 
-// with returns a new bucket: b without the entry for key (hash h) and without entries
-// that belong to no group (held no longer: evicted or refused, see table), plus e unless e
-// is nil. b is not modified; nil if nothing is left.
-func (b bucket) with(h uint64, key string, e *entry) bucket {
+// with returns a new bucket: b without the entry for key (hash h), plus e unless e is
+// nil. With prune, entries that belong to no group (held no longer: evicted or refused, in
+// an incomplete table) are left out too; it reads every entry, which without it only the
+// slots are. b is not modified; nil if nothing is left.
+func (b bucket) with(h uint64, key string, e *entry, prune bool) bucket {
 	n := len(b)
 	if e != nil {
 		n++
@@ -112,16 +176,16 @@ func (b bucket) with(h uint64, key string, e *entry) bucket {
 	nb := make(bucket, 0, n)
 	for _, s := range b {
 		if e != nil && s.h > h {
-			nb = append(nb, slot{h, e})
+			nb = append(nb, slot{h, e.rec, e})
 			e = nil
 		}
-		if (s.h == h && s.e.key == key) || s.e.grp == nil {
+		if (s.h == h && recordKey(s.rec) == key) || (prune && s.e.grp == nil) {
 			continue
 		}
 		nb = append(nb, s)
 	}
 	if e != nil {
-		nb = append(nb, slot{h, e})
+		nb = append(nb, slot{h, e.rec, e})
 	}
 	if len(nb) == 0 {
 		return nil
@@ -185,44 +249,60 @@ func (p *prepared) prepare(r Row, render func([]byte, Row) []byte) {
 // holds reports whether e already holds the row p: same stored key and same line. The
 // checksum may still differ (a value column the template does not show changed).
 func (p *prepared) holds(e *entry) bool {
-	return e != nil && e.canon == p.canon && string(e.line) == string(p.line)
+	if e == nil {
+		return false
+	}
+	_, canon, _, line := readRecord(e.rec)
+	return canon == p.canon && string(line) == string(p.line)
+}
+
+// recordSize is the size of the record holding p (see newEntry).
+func (p *prepared) recordSize() int {
+	kl := 0
+	if string(p.key) != p.canon {
+		kl = len(p.key)
+	}
+	return 1 + uvarintLen(len(p.canon)) + uvarintLen(kl) + uvarintLen(len(p.line)) + len(p.canon) + kl + len(p.line)
+}
+
+// uvarintLen is the length of v as a uvarint.
+func uvarintLen(v int) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 // cost is the cost of an entry holding p (see newEntry).
-func (p *prepared) cost() int64 {
-	n := len(p.canon) + len(p.line)
-	if string(p.key) != p.canon {
-		n += len(p.key)
-	}
-	return int64(n + entryOverhead)
-}
+func (p *prepared) cost() int64 { return int64(p.recordSize() + entryOverhead) }
 
 // newEntry returns an entry holding p.
 //
-// The entry's strings and line share one allocation, sized exactly: the key as stored,
-// the normalised key when it differs, then the line. An entry is thus two heap objects
-// (itself and its bytes), and it keeps nothing of the row or of p alive.
+// The entry's record is one allocation, sized exactly (see readRecord). An entry is thus
+// two heap objects (itself and its record), and it keeps nothing of the row or of p alive.
 func newEntry(p *prepared) *entry {
-	same := string(p.key) == p.canon // the usual case: the stored key is already normal
-	size := len(p.canon) + len(p.line)
-	if !same {
-		size += len(p.key)
+	kl := 0
+	if string(p.key) != p.canon { // usually equal: the stored key is already normal
+		kl = len(p.key)
 	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, p.canon...)
-	if !same {
-		buf = append(buf, p.key...)
+	size := p.recordSize()
+	rec := make([]byte, 1, size)
+	rec = binary.AppendUvarint(rec, uint64(len(p.canon)))
+	rec = binary.AppendUvarint(rec, uint64(kl))
+	rec = binary.AppendUvarint(rec, uint64(len(p.line)))
+	rec = append(rec, p.canon...)
+	if kl != 0 {
+		rec = append(rec, p.key...)
 	}
-	buf = append(buf, p.line...)
+	rec = append(rec, p.line...)
+	return &entry{rec: unsafe.SliceData(rec), sum: p.sum, cost: int32(size + entryOverhead)}
+}
 
-	e := &entry{sum: p.sum, cost: int32(size + entryOverhead)}
-	e.canon = unsafe.String(unsafe.SliceData(buf), len(p.canon))
-	e.key = e.canon
-	if !same {
-		e.key = unsafe.String(unsafe.SliceData(buf[len(p.canon):]), len(p.key))
-	}
-	e.line = buf[size-len(p.line) : size : size]
-	return e
+// setExpires makes e, not yet stored, a fill that stops answering at expires.
+func (e *entry) setExpires(expires int64) {
+	e.expires = expires
+	*e.rec |= recExpires
 }
 
 // group is a list of entries threaded through the entries themselves (so that moving an

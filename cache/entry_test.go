@@ -38,27 +38,31 @@ func TestNewEntry(t *testing.T) {
 		row       Row
 		key       string
 		shareKey  bool // the normalised key is the stored key's string
-		extraCost int  // bytes beyond line, key and overhead
+		extraCost int  // bytes beyond line, key, overhead and the record's header
+		header    int  // the record's flags and lengths
 	}{
-		{"already normal", Row{Key: "18-546", Values: []string{"v"}}, "18-546", true, 0},
-		{"upper case", Row{Key: "A7-001", Values: []string{"v"}}, "a7-001", false, len("A7-001")},
-		{"full width", Row{Key: "Ａ７", Values: []string{"v"}}, "a7", false, len("Ａ７")},
+		{"already normal", Row{Key: "18-546", Values: []string{"v"}}, "18-546", true, 0, 4},
+		{"upper case", Row{Key: "A7-001", Values: []string{"v"}}, "a7-001", false, len("A7-001"), 4},
+		{"full width", Row{Key: "Ａ７", Values: []string{"v"}}, "a7", false, len("Ａ７"), 4},
+		// Lengths of 128 bytes and more take two bytes each in the header.
+		{"long", Row{Key: strings.Repeat("K", 200), Values: []string{strings.Repeat("长", 100)}}, strings.Repeat("k", 200), false, 200, 7},
+		{"long, already normal", Row{Key: strings.Repeat("k", 130), Values: []string{"v"}}, strings.Repeat("k", 130), true, 0, 6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := prep(tt.row)
 			e := newEntry(p)
-			if e.key != tt.key || e.canon != tt.row.Key {
-				t.Fatalf("got key %q canon %q, want %q %q", e.key, e.canon, tt.key, tt.row.Key)
+			if e.key() != tt.key || e.canon() != tt.row.Key {
+				t.Fatalf("got key %q canon %q, want %q %q", e.key(), e.canon(), tt.key, tt.row.Key)
 			}
 			line := string(DefaultRender(nil, tt.row))
-			if string(e.line) != line || cap(e.line) != len(e.line) {
-				t.Errorf("got line %q (cap %d), want %q with no spare capacity", e.line, cap(e.line), line)
+			if string(e.line()) != line || cap(e.line()) != len(e.line()) {
+				t.Errorf("got line %q (cap %d), want %q with no spare capacity", e.line(), cap(e.line()), line)
 			}
-			if (unsafe.StringData(e.key) == unsafe.StringData(e.canon)) != tt.shareKey {
+			if (unsafe.StringData(e.key()) == unsafe.StringData(e.canon())) != tt.shareKey {
 				t.Errorf("key shares the stored key's bytes: got %v, want %v", !tt.shareKey, tt.shareKey)
 			}
-			want := int32(len(e.line) + len(e.key) + entryOverhead + tt.extraCost)
+			want := int32(tt.header + len(e.line()) + len(e.key()) + entryOverhead + tt.extraCost)
 			if e.cost != want || int64(e.cost) != p.cost() {
 				t.Errorf("got cost %d (prepared says %d), want %d", e.cost, p.cost(), want)
 			}
@@ -66,12 +70,12 @@ func TestNewEntry(t *testing.T) {
 				t.Errorf("got sum %d, want RowSum %d", e.sum, RowSum(tt.row.Key, tt.row.Values))
 			}
 			// The entry owns its bytes: neither the row nor the prepared buffer is kept.
-			if unsafe.StringData(e.canon) == unsafe.StringData(tt.row.Key) {
+			if unsafe.StringData(e.canon()) == unsafe.StringData(tt.row.Key) {
 				t.Error("the entry keeps the row's key string (and with it the row's memory)")
 			}
 			p.prepare(Row{Key: "ZZ-999", Values: []string{"something else entirely"}}, DefaultRender)
-			if string(e.line) != line || e.key != tt.key || e.canon != tt.row.Key {
-				t.Errorf("reusing the prepared buffer changed the entry: %q %q %q", e.key, e.canon, e.line)
+			if string(e.line()) != line || e.key() != tt.key || e.canon() != tt.row.Key {
+				t.Errorf("reusing the prepared buffer changed the entry: %q %q %q", e.key(), e.canon(), e.line())
 			}
 		})
 	}
@@ -136,7 +140,7 @@ func TestNewEntryAllocations(t *testing.T) {
 
 func TestGroup(t *testing.T) {
 	var g, h group
-	a, b, c := &entry{key: "a"}, &entry{key: "b"}, &entry{key: "c"}
+	a, b, c := keyEntry("a", 0), keyEntry("b", 0), keyEntry("c", 0)
 	for _, e := range []*entry{a, b, c} {
 		g.link(e)
 	}
@@ -144,9 +148,9 @@ func TestGroup(t *testing.T) {
 		var s []string
 		for e := g.head; e != nil; e = e.gnext {
 			if e.grp != g {
-				t.Fatalf("entry %q in group %p says it is in %p", e.key, g, e.grp)
+				t.Fatalf("entry %q in group %p says it is in %p", e.key(), g, e.grp)
 			}
-			s = append(s, e.key)
+			s = append(s, e.key())
 		}
 		return strings.Join(s, ",")
 	}
@@ -165,18 +169,25 @@ func TestGroup(t *testing.T) {
 	}
 }
 
+// keyEntry returns an entry for key (already normal) with the given cost.
+func keyEntry(key string, cost int32) *entry {
+	e := newEntry(prep(Row{Key: key}))
+	e.cost = cost
+	return e
+}
+
 func TestBucket(t *testing.T) {
 	var g group
-	a := &entry{key: "a", cost: 1}
-	b := &entry{key: "b", cost: 2}
-	b2 := &entry{key: "b2", cost: 8} // same hash as b: a collision
-	c := &entry{key: "c", cost: 4}
+	a := keyEntry("a", 1)
+	b := keyEntry("b", 2)
+	b2 := keyEntry("b2", 8) // same hash as b: a collision
+	c := keyEntry("c", 4)
 	for _, e := range []*entry{a, b, b2, c} {
 		g.link(e)
 	}
 	var v bucket
-	for _, s := range []slot{{30, c}, {10, a}, {20, b}, {20, b2}} {
-		v = v.with(s.h, s.e.key, s.e)
+	for _, s := range []slot{{30, c.rec, c}, {10, a.rec, a}, {20, b.rec, b}, {20, b2.rec, b2}} {
+		v = v.with(s.h, s.e.key(), s.e, true)
 	}
 	if got := v.cost(); got != 15 {
 		t.Errorf("got cost %d, want 15", got)
@@ -186,33 +197,36 @@ func TestBucket(t *testing.T) {
 			t.Fatalf("bucket not sorted by hash: %v", v)
 		}
 	}
-	if v.find(10, []byte("a")) != a || v.findString(20, "b") != b || v.findString(20, "b2") != b2 ||
-		v.find(30, []byte("c")) != c || v.find(20, []byte("c")) != nil || v.find(25, []byte("x")) != nil {
+	if v.findString(10, "a") != a || v.findString(20, "b") != b || v.findString(20, "b2") != b2 ||
+		v.match(30, []byte("c")).e != c || v.match(20, []byte("c")) != nil || v.match(25, []byte("x")) != nil {
 		t.Error("find does not find each entry by its hash and key")
 	}
 	if !v.has(20, b2) || v.has(20, c) {
 		t.Error("has is wrong")
 	}
-	rest := v.with(20, "b", nil)
+	rest := v.with(20, "b", nil, true)
 	if rest.findString(20, "b") != nil || rest.findString(20, "b2") != b2 || rest.findString(10, "a") != a || rest.cost() != 13 {
 		t.Errorf("got with(b, nil) = %v", rest)
 	}
 	if v.findString(20, "b") != b || len(v) != 4 {
 		t.Error("with modified the original bucket")
 	}
-	b3 := &entry{key: "b", cost: 16}
-	if r := v.with(20, "b", b3); r.findString(20, "b") != b3 || len(r) != 4 || r.cost() != 29 {
+	b3 := keyEntry("b", 16)
+	if r := v.with(20, "b", b3, true); r.findString(20, "b") != b3 || len(r) != 4 || r.cost() != 29 {
 		t.Errorf("got with(b, b3) = %v", r)
 	}
 	// An entry in no group is held no longer (evicted): the next write leaves it out.
 	g.unlink(a)
-	if r := v.with(30, "c", c); r.findString(10, "a") != nil || len(r) != 3 {
+	if r := v.with(30, "c", c, true); r.findString(10, "a") != nil || len(r) != 3 {
 		t.Errorf("got %v, want the ungrouped entry left out", r)
+	}
+	if r := v.with(30, "c", c, false); r.findString(10, "a") != a || len(r) != 4 {
+		t.Errorf("got %v, want the ungrouped entry kept without prune", r)
 	}
 	if !same(v, v) || same(v, rest) || same(v, v[:3]) {
 		t.Error("same is wrong")
 	}
-	if one := (bucket{{20, b}}).with(20, "b", nil); one != nil {
+	if one := (bucket{{20, b.rec, b}}).with(20, "b", nil, true); one != nil {
 		t.Errorf("got %v from removing the only entry, want nil", one)
 	}
 }

@@ -33,7 +33,7 @@ func (c *Cache) readThrough(ctx context.Context, key []byte) (line []byte, canon
 			return nil, "", false, r.Err
 		}
 		if e, _ := r.Val.(*entry); e != nil {
-			return e.line, e.canon, true, nil
+			return e.line(), e.canon(), true, nil
 		}
 		return nil, "", false, nil
 	case <-ctx.Done():
@@ -106,7 +106,7 @@ func (c *Cache) query(key string) (e *entry, err error) {
 // fill caches a read-through answer, unless the cache was closed or the loader wrote to
 // the table since the query began (table.fill).
 func (c *Cache) fill(e *entry, asked *table, since uint64) {
-	h := hashKeyString(e.key)
+	h := hashKeyString(e.key())
 	t := c.acquire(h)
 	if t == nil {
 		return

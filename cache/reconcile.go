@@ -294,14 +294,14 @@ func (c *Cache) confirmUntagged(ctx context.Context, from, to uint64, limit int)
 	t := c.cur.Load()
 	removed := 0
 	for _, e := range t.untaggedBetween(from, to, limit) {
-		_, err := c.src.Get(ctx, e.key)
+		_, err := c.src.Get(ctx, e.key())
 		switch {
 		case errors.Is(err, ErrNotFound):
 			if t.removeUntagged(e, to) {
 				removed++
 			}
 		case err != nil:
-			return fmt.Errorf("cache: reconcile: confirm %q: %w", e.key, err)
+			return fmt.Errorf("cache: reconcile: confirm %q: %w", e.key(), err)
 		}
 	}
 	if removed > 0 {
@@ -464,7 +464,7 @@ func (t *table) removeUnseen(seen map[uint64]struct{}, scan uint64) int {
 	var gone []*entry
 	collect := func(g *group) {
 		for e := g.head; e != nil; e = e.gnext {
-			if _, ok := seen[hashKeyString(e.key)]; !ok && e.stamp < scan {
+			if _, ok := seen[hashKeyString(e.key())]; !ok && e.stamp < scan {
 				gone = append(gone, e)
 			}
 		}

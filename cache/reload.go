@@ -164,7 +164,7 @@ func newHeldCursor(groups []*group) *heldCursor {
 func (c *heldCursor) find(key string) *entry {
 	for _, from := range [2]int{c.at, c.alt} {
 		for i := from; from >= 0 && i < len(c.entries) && i < from+heldLookahead; i++ {
-			if e := c.entries[i]; e.grp != nil && e.key == key {
+			if e := c.entries[i]; e.grp != nil && e.key() == key {
 				c.at, c.alt = i+1, -1
 				c.found++
 				return e

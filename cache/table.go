@@ -98,7 +98,9 @@ type table struct {
 	mu sync.Mutex
 	// pending holds the bucket each bucket number written since the last flush must hold
 	// (nil: must be absent), so that flush can re-write what ristretto lost.
-	pending   map[uint64]bucket
+	pending map[uint64]bucket
+	// deleted holds the buckets deleted since ristretto last applied its buffer (delLocked).
+	deleted   map[uint64]struct{}
 	unflushed int
 	flushErr  error // a verification error of an automatic flush, for the next flush
 	// The groups (invariant 2); see reload.go and reconcile.go for how they change.
@@ -150,6 +152,7 @@ func newTable(budget int64, stats *counters) (*table, error) {
 		budget:    budget,
 		shift:     64 - bits,
 		pending:   make(map[uint64]bucket),
+		deleted:   make(map[uint64]struct{}),
 		negatives: make(map[string]int64),
 		untagged:  new(group),
 		fills:     new(group),
@@ -183,11 +186,31 @@ func (t *table) bucketOf(h uint64) uint64 { return h >> t.shift }
 // table (Cache.acquire).
 func (t *table) get(h uint64, key []byte) *entry {
 	b, _ := t.rc.Get(t.bucketOf(h))
-	e := b.find(h, key)
-	if e != nil && e.expires != 0 && t.now().UnixNano() >= e.expires {
-		return nil // only fills expire: the clock is read only for them
+	if s := b.match(h, key); s != nil && t.live(s) {
+		return s.e
 	}
-	return e
+	return nil
+}
+
+// answer is get for Lookup: the line and the stored key of the entry for key (hash h),
+// read from its record without touching the entry (but for a fill, to check its expiry).
+func (t *table) answer(h uint64, key []byte) (line []byte, canon string, ok bool) {
+	b, _ := t.rc.Get(t.bucketOf(h))
+	s := b.match(h, key)
+	if s == nil {
+		return nil, "", false
+	}
+	flags, canon, _, line := readRecord(s.rec)
+	if flags&recExpires != 0 && !t.live(s) {
+		return nil, "", false
+	}
+	return line, canon, true
+}
+
+// live reports whether the entry of slot s answers: any entry but a read-through fill
+// that has expired. The clock is read only for fills.
+func (t *table) live(s *slot) bool {
+	return *s.rec&recExpires == 0 || t.now().UnixNano() < s.e.expires
 }
 
 // upsert stores the row p, the loader's write of a row that exists in the source, and
@@ -236,7 +259,7 @@ func (t *table) upsert(p *prepared, g *group) (held bool, cost int64) {
 	dest := g
 	if g == nil {
 		dest = t.untagged
-		if old != nil && old.canon == p.canon && old.grp != nil && old.grp.ranged {
+		if old != nil && old.canon() == p.canon && old.grp != nil && old.grp.ranged {
 			dest = old.grp
 			dest.sum = dest.sum.Add(old.sum, -1).Add(p.sum, 1)
 		}
@@ -259,7 +282,7 @@ func (t *table) remove(key []byte, canon string) bool {
 	k := unsafe.String(unsafe.SliceData(key), len(key))
 	h := t.hash(k)
 	old := t.heldLocked(h, k)
-	if old == nil || old.canon != canon {
+	if old == nil || old.canon() != canon {
 		return false
 	}
 	if old.grp != nil && old.grp.ranged {
@@ -272,9 +295,9 @@ func (t *table) remove(key []byte, canon string) bool {
 // removeLocked deletes e from the table, and in any case from its group. Range sums are
 // the caller's business.
 func (t *table) removeLocked(e *entry) {
-	h := t.hash(e.key)
-	if t.heldLocked(h, e.key) == e {
-		t.putLocked(h, e.key, e, nil, nil)
+	h := t.hash(e.key())
+	if t.heldLocked(h, e.key()) == e {
+		t.putLocked(h, e.key(), e, nil, nil)
 		return
 	}
 	if e.grp != nil { // not held (evicted or refused, not yet flushed)
@@ -308,14 +331,27 @@ func (t *table) putLocked(h uint64, key string, old, e *entry, g *group) {
 	if e != nil {
 		e.stamp = stamp
 	}
-	t.writeLocked(b, t.currentLocked(b).with(h, key, e))
+	// The suggester first: an incomplete table's room shrinks as it grows, and ristretto
+	// must weigh the write against the room that is left after it.
+	t.indexLocked(key, old, e)
+	// A complete table has evicted nothing; a table that has, turned incomplete (flush).
+	cur := t.currentLocked(b)
+	v := cur.with(h, key, e, !t.complete.Load())
+	t.writeLocked(b, v)
 	if old != nil && old.grp != nil {
 		t.unlinkLocked(old)
 	}
 	if e != nil {
 		t.linkLocked(e, g)
 	}
-	t.indexLocked(key, old, e)
+	if cur != nil && v != nil && !t.complete.Load() && t.bytes.Load() > t.room() && v.cost() > cur.cost() {
+		// ristretto evicts to admit a new item, never for an update that makes one larger.
+		// So when a bucket grows in an incomplete table over its room, it is offered anew:
+		// the admission policy evicts colder buckets for it, or refuses it (its rows then
+		// read through, as any row not held).
+		t.delLocked(b)
+		t.writeLocked(b, v)
+	}
 	switch {
 	case !t.complete.Load():
 		t.forgetAbsentLocked(key)
@@ -364,8 +400,11 @@ func (t *table) writeLocked(b uint64, v bucket) {
 	t.pending[b] = v
 	t.unflushed++
 	if v == nil {
-		t.rc.Del(b) // never dropped: Del blocks on the set buffer
+		t.delLocked(b)
 		return
+	}
+	if _, ok := t.deleted[b]; ok {
+		t.waitLocked()
 	}
 	cost := v.cost()
 	for i := 1; !t.set(b, v, cost); i++ {
@@ -374,8 +413,27 @@ func (t *table) writeLocked(b uint64, v bucket) {
 			t.lose(b) // flush re-writes it
 			return
 		}
-		t.rc.Wait() // the buffer was full: let ristretto drain it
+		t.waitLocked() // the buffer was full: let ristretto drain it
 	}
+}
+
+// delLocked deletes bucket number b from ristretto (never dropped: Del blocks on the set
+// buffer) and notes it for writeLocked.
+//
+// ristretto deletes from its map at once and again when its goroutine reaches the delete
+// in the set buffer. A Set between the two, of a key whose earlier Set that goroutine
+// applied meanwhile, finds the key in the map and only updates it; the queued delete then
+// removes it, and nothing reports the loss. So a bucket deleted since the last Wait is
+// written again only after a Wait (writeLocked).
+func (t *table) delLocked(b uint64) {
+	t.rc.Del(b)
+	t.deleted[b] = struct{}{}
+}
+
+// waitLocked waits until ristretto has applied every write and delete so far.
+func (t *table) waitLocked() {
+	t.rc.Wait()
+	clear(t.deleted)
 }
 
 // keepFlushErrLocked keeps the error of a flush the loader did not ask for (one after
@@ -420,12 +478,15 @@ func (t *table) flushLocked() error {
 	t.flushErr = nil
 	defer clear(t.pending)
 	for round := 1; ; round++ {
-		t.rc.Wait()
+		t.waitLocked()
 		lost, evicted := t.takeLost()
 		if e := t.dropEvictedLocked(evicted); e != nil && err == nil {
 			err = e
 		}
 		if len(lost) == 0 {
+			if round < verifyRounds && t.reofferLocked() {
+				continue
+			}
 			return err
 		}
 		if round > verifyRounds {
@@ -460,6 +521,38 @@ func (t *table) flushLocked() error {
 			t.writeLocked(b, want)
 		}
 	}
+}
+
+// reofferLocked offers buckets anew when ristretto holds more than an incomplete table's
+// room, and reports whether it did; flush then verifies them as any write. ristretto
+// evicts only to admit an item, and the room shrinks under it as the suggester grows (it
+// may grow as it forgets keys, too): deleting a bucket and offering it again makes the
+// admission policy evict colder buckets until it fits, or refuse it (its rows then read
+// through, as any row not held); either way ristretto ends up holding less. The buckets
+// are those of the entries held first in the fills, the untagged entries and the key
+// ranges, as many as hold the excess.
+func (t *table) reofferLocked() bool {
+	excess := t.costBytes() - t.rc.MaxCost()
+	if t.complete.Load() || t.loading || excess <= 0 {
+		return false
+	}
+	did := false
+	for _, g := range append([]*group{t.fills, t.untagged}, t.ranges...) {
+		for e := g.head; e != nil && excess > 0; e = e.gnext {
+			h := t.hash(e.key())
+			b := t.bucketOf(h)
+			if _, again := t.pending[b]; again {
+				continue
+			}
+			if v, ok := t.rc.Get(b); ok && v.has(h, e) {
+				t.delLocked(b)
+				t.writeLocked(b, v)
+				excess -= v.cost()
+				did = true
+			}
+		}
+	}
+	return did
 }
 
 // takeLost returns and clears what ristretto reported lost or evicted.
@@ -542,15 +635,15 @@ func (t *table) fill(e *entry, since uint64) bool {
 	}
 	now := t.now().UnixNano()
 	t.sweepFillsLocked(now)
-	h := t.hash(e.key)
-	old := t.heldLocked(h, e.key)
+	h := t.hash(e.key())
+	old := t.heldLocked(h, e.key())
 	if old != nil && (old.expires == 0 || now < old.expires) {
 		return false
 	}
 	if t.fillTTL > 0 {
-		e.expires = now + int64(t.fillTTL)
+		e.setExpires(now + int64(t.fillTTL))
 	}
-	t.putLocked(h, e.key, old, e, t.fills)
+	t.putLocked(h, e.key(), old, e, t.fills)
 	// Wait until ristretto applied it (microseconds, against a database round trip), so the
 	// next Lookup of the key finds it rather than asking the source again; and take out of
 	// their groups the entries it evicted to make room.
