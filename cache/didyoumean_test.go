@@ -104,7 +104,7 @@ func TestSuggesterFollowsWrites(t *testing.T) {
 						tb.upsert(prep(Row{Key: strings.ToLower(fakeKey(i)), Values: []string{"lower"}}), nil)
 					case 3:
 						if !tb.complete.Load() {
-							tb.fill(newEntry(prep(testRow(i))), tb.epoch.Load())
+							tb.fill(newFillEntry(prep(testRow(i))), tb.epoch.Load())
 							continue
 						}
 						fallthrough

@@ -7,29 +7,23 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// entryOverhead is the fixed part of an entry's cost, in bytes: the entry struct (64
+// entryOverhead is the fixed part of an entry's cost, in bytes: the entry struct (48
 // bytes), its slot in its bucket (24), and its share of ristretto's stored item, sharded-map
 // slot and key-cost slot (about 200 bytes an item, five or more entries an item once the
 // table holds a million rows in the default budget). The record is charged at its size.
 // The counters of ristretto's admission sketch are sized by the budget and not charged to
 // entries. BenchmarkWarm1M compares the cost with the heap an entry takes.
-const entryOverhead = 128
+const entryOverhead = 112
 
 // entry is what the cache holds for one normalised key.
 //
 // Its record (rec) is immutable once the entry is stored: Lookup reads it without locks,
 // through the bucket's slot and without touching the entry, and hands out the line and the
-// stored key without copying; a change of the row stores a new entry. expires too is
-// fixed before the entry is stored. The other fields are the loader's bookkeeping (which
-// group the entry belongs to, its checksum, when it was written); Lookup never reads them,
-// and they change only under table.mu.
+// stored key without copying; a change of the row stores a new entry. The other fields are
+// the loader's bookkeeping (which group the entry belongs to, its checksum, when it was
+// written); Lookup never reads them, and they change only under table.mu.
 type entry struct {
-	rec *byte // the record: see newEntry
-	// expires is when a read-through fill stops being an answer (Unix nanoseconds of
-	// Config.Now), marked in the record's flags; 0 for every other entry, which holds until
-	// changed or evicted.
-	expires int64
-
+	rec          *byte  // the record: see newEntry
 	grp          *group // the group the entry belongs to (see table); nil once removed
 	gprev, gnext *entry // neighbours in grp's list
 	stamp        uint64 // table epoch of the entry's last write
@@ -39,23 +33,49 @@ type entry struct {
 
 // The record of an entry is one allocation: a flags byte, three uvarints (the lengths of
 // the stored key, of the normalised key or 0 when it is the stored key, and of the line),
-// then the stored key, the normalised key when it differs, and the line. Lookup compares
-// the key and answers with the line in one read of memory, where a struct with three
-// fields pointing elsewhere costs three when the table is far larger than the CPU's caches.
-const recExpires = 1 // flag: the entry is a read-through fill with an expiry (entry.expires)
+// then the stored key, the normalised key when it differs, the line, and for a read-through
+// fill (flag recExpires) when it stops being an answer: Unix nanoseconds of Config.Now,
+// little-endian, 0 for never. Lookup compares the key and answers with the line in one
+// read of memory, where a struct with three fields pointing elsewhere costs three when the
+// table is far larger than the CPU's caches.
+const recExpires = 1 // flag: the record ends with an expiry (a read-through fill)
 
-// readRecord returns the parts of the record at r. It allocates nothing.
-func readRecord(r *byte) (flags byte, canon, key string, line []byte) {
+// recordLengths returns the flags and the lengths of the record at r, and the offset of
+// its stored key.
+func recordLengths(r *byte) (flags byte, cl, kl, ll, off int) {
 	flags = *r
 	// A record is at least four bytes long, and its lengths are nearly always one byte each.
 	p := unsafe.Pointer(r)
-	cl, kl, ll := int(*(*byte)(unsafe.Add(p, 1))), int(*(*byte)(unsafe.Add(p, 2))), int(*(*byte)(unsafe.Add(p, 3)))
-	off := 4
+	cl, kl, ll = int(*(*byte)(unsafe.Add(p, 1))), int(*(*byte)(unsafe.Add(p, 2))), int(*(*byte)(unsafe.Add(p, 3)))
+	off = 4
 	if (cl|kl|ll)&0x80 != 0 {
 		cl, off = recUvarint(r, 1)
 		kl, off = recUvarint(r, off)
 		ll, off = recUvarint(r, off)
 	}
+	return flags, cl, kl, ll, off
+}
+
+// recordExpiry returns where the expiry of the record at r sits, if it has one.
+func recordExpiry(r *byte) (*[8]byte, bool) {
+	flags, cl, kl, ll, off := recordLengths(r)
+	if flags&recExpires == 0 {
+		return nil, false
+	}
+	return (*[8]byte)(unsafe.Add(unsafe.Pointer(r), off+cl+kl+ll)), true
+}
+
+// recordExpires is when the record at r stops being an answer; 0 for never.
+func recordExpires(r *byte) int64 {
+	if x, ok := recordExpiry(r); ok {
+		return int64(binary.LittleEndian.Uint64(x[:]))
+	}
+	return 0
+}
+
+// readRecord returns the parts of the record at r. It allocates nothing.
+func readRecord(r *byte) (flags byte, canon, key string, line []byte) {
+	flags, cl, kl, ll, off := recordLengths(r)
 	// A part of length 0 may sit at the record's end: no pointer is made past it.
 	if cl != 0 {
 		canon = unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(r), off)), cl)
@@ -279,15 +299,27 @@ func (p *prepared) cost() int64 { return int64(p.recordSize() + entryOverhead) }
 
 // newEntry returns an entry holding p.
 //
-// The entry's record is one allocation, sized exactly (see readRecord). An entry is thus
+// The entry's record is one allocation, sized exactly (see recordLengths). An entry is thus
 // two heap objects (itself and its record), and it keeps nothing of the row or of p alive.
-func newEntry(p *prepared) *entry {
+func newEntry(p *prepared) *entry { return newEntryExpiring(p, false) }
+
+// newFillEntry returns an entry holding p, read through for a miss: its record has room
+// for an expiry (setExpires), none until then.
+func newFillEntry(p *prepared) *entry { return newEntryExpiring(p, true) }
+
+func newEntryExpiring(p *prepared, expiring bool) *entry {
 	kl := 0
 	if string(p.key) != p.canon { // usually equal: the stored key is already normal
 		kl = len(p.key)
 	}
 	size := p.recordSize()
+	var flags byte
+	if expiring {
+		size += 8
+		flags |= recExpires
+	}
 	rec := make([]byte, 1, size)
+	rec[0] = flags
 	rec = binary.AppendUvarint(rec, uint64(len(p.canon)))
 	rec = binary.AppendUvarint(rec, uint64(kl))
 	rec = binary.AppendUvarint(rec, uint64(len(p.line)))
@@ -296,14 +328,23 @@ func newEntry(p *prepared) *entry {
 		rec = append(rec, p.key...)
 	}
 	rec = append(rec, p.line...)
+	if expiring {
+		rec = binary.LittleEndian.AppendUint64(rec, 0)
+	}
 	return &entry{rec: unsafe.SliceData(rec), sum: p.sum, cost: int32(size + entryOverhead)}
 }
 
-// setExpires makes e, not yet stored, a fill that stops answering at expires.
+// setExpires makes e, a fill not yet stored (newFillEntry), stop answering at expires.
 func (e *entry) setExpires(expires int64) {
-	e.expires = expires
-	*e.rec |= recExpires
+	x, ok := recordExpiry(e.rec)
+	if !ok {
+		panic("cache: setExpires of an entry not made by newFillEntry")
+	}
+	binary.LittleEndian.PutUint64(x[:], uint64(expires))
 }
+
+// expires is when e stops being an answer (a read-through fill); 0 for never.
+func (e *entry) expires() int64 { return recordExpires(e.rec) }
 
 // group is a list of entries threaded through the entries themselves (so that moving an
 // entry between groups allocates nothing): one key range of the source, the entries no

@@ -131,6 +131,36 @@ func TestPrepareAllocs(t *testing.T) {
 }
 
 // TestNewEntryAllocations pins the layout: an entry is its struct and one block of bytes.
+// TestFillEntryExpiry: a fill's record carries its expiry after the line, and reads the
+// same otherwise; a loaded row's record has none.
+func TestFillEntryExpiry(t *testing.T) {
+	for _, r := range []Row{{Key: "A7-001", Values: []string{"v"}}, {Key: strings.Repeat("K", 300), Values: []string{strings.Repeat("长", 100)}}} {
+		p := prep(r)
+		e := newFillEntry(p)
+		if e.expires() != 0 || !p.holds(e) || e.key() != string(p.key) {
+			t.Fatalf("new fill: expires %d, holds %v, key %q", e.expires(), p.holds(e), e.key())
+		}
+		e.setExpires(1_700_000_000_123_456_789)
+		if e.expires() != 1_700_000_000_123_456_789 || !p.holds(e) || string(e.line()) != string(p.line) {
+			t.Errorf("got expires %d, line %q", e.expires(), e.line())
+		}
+		if int64(e.cost) != p.cost()+8 {
+			t.Errorf("got cost %d, want %d (8 bytes of expiry)", e.cost, p.cost()+8)
+		}
+		if newEntry(p).expires() != 0 || *newEntry(p).rec&recExpires != 0 {
+			t.Error("a loaded row's record has an expiry")
+		}
+	}
+}
+
+// TestEntrySize: an entry is one 48-byte heap object beside its record; a field more
+// costs a million rows 16 MB and twice that in RSS (the collector's headroom).
+func TestEntrySize(t *testing.T) {
+	if got := unsafe.Sizeof(entry{}); got != 48 {
+		t.Errorf("entry is %d bytes, want 48", got)
+	}
+}
+
 func TestNewEntryAllocations(t *testing.T) {
 	p := prep(Row{Key: "A7-001", Values: []string{"车体新厂房3号"}})
 	if n := testing.AllocsPerRun(100, func() { newEntry(p) }); n != 2 {

@@ -98,7 +98,7 @@ func (c *Cache) query(key string) (e *entry, err error) {
 	var p prepared
 	p.prepare(r, c.cfg.Render)
 	p.key = []byte(key) // the source found it by this key; cache it under the same
-	e = newEntry(&p)
+	e = newFillEntry(&p)
 	c.fill(e, asked, since)
 	return e, nil
 }

@@ -280,7 +280,7 @@ func TestReloadRewritesFills(t *testing.T) {
 		t.Fatal("the table does not fit after the deletes")
 	}
 	key := Key(fakeKey(filled))
-	if e := tbl.get(hashKey([]byte(key)), []byte(key)); e == nil || e.expires != 0 || e.grp == tbl.fills {
+	if e := tbl.get(hashKey([]byte(key)), []byte(key)); e == nil || e.expires() != 0 || e.grp == tbl.fills {
 		t.Errorf("got %+v for the row once filled, want a loaded entry without expiry", e)
 	}
 }

@@ -30,10 +30,12 @@ const (
 	headroomDiv = 4
 	// maxNegatives bounds the read-through "not found" answers a table remembers.
 	maxNegatives = 1 << 16
-	// perBucket is how many entries a bucket holds, on average, when the table fills its
-	// budget; fewer when it holds less. minBucketBits and maxBucketBits bound the number of
-	// buckets (a power of two).
-	perBucket                    = 32
+	// perBucket bounds how many entries a bucket holds, on average, when the rows fill the
+	// budget at the fixed overhead alone: between half of it and it, as the number of
+	// buckets is a power of two; fewer when the table holds less (about 8 for 1M rows in the
+	// default budget). A write copies its bucket; ristretto spends about 200 bytes a bucket.
+	// minBucketBits and maxBucketBits bound the number of buckets.
+	perBucket                    = 64
 	minBucketBits, maxBucketBits = 10, 24
 )
 
@@ -137,8 +139,9 @@ type table struct {
 
 // newTable returns an empty, incomplete table for a budget of budget bytes.
 //
-// The number of buckets is fixed for the table's life: a power of two that puts about
-// perBucket entries in a bucket when the rows fill the budget at the fixed overhead alone.
+// The number of buckets is fixed for the table's life: a power of two that puts at most
+// about perBucket entries in a bucket when the rows fill the budget at the fixed overhead
+// alone.
 // ristretto's admission counters are sized at ten a bucket, as its documentation advises
 // for the items it holds (the admission policy only matters once the table is incomplete
 // and full).
@@ -210,7 +213,11 @@ func (t *table) answer(h uint64, key []byte) (line []byte, canon string, ok bool
 // live reports whether the entry of slot s answers: any entry but a read-through fill
 // that has expired. The clock is read only for fills.
 func (t *table) live(s *slot) bool {
-	return *s.rec&recExpires == 0 || t.now().UnixNano() < s.e.expires
+	if *s.rec&recExpires == 0 {
+		return true
+	}
+	exp := recordExpires(s.rec)
+	return exp == 0 || t.now().UnixNano() < exp
 }
 
 // upsert stores the row p, the loader's write of a row that exists in the source, and
@@ -637,7 +644,7 @@ func (t *table) fill(e *entry, since uint64) bool {
 	t.sweepFillsLocked(now)
 	h := t.hash(e.key())
 	old := t.heldLocked(h, e.key())
-	if old != nil && (old.expires == 0 || now < old.expires) {
+	if old != nil && (old.expires() == 0 || now < old.expires()) {
 		return false
 	}
 	if t.fillTTL > 0 {
@@ -660,7 +667,7 @@ func (t *table) sweepFillsLocked(now int64) {
 	t.fillSweep = now + int64(t.fillTTL)
 	for e := t.fills.head; e != nil; {
 		next := e.gnext
-		if e.expires != 0 && now >= e.expires {
+		if exp := e.expires(); exp != 0 && now >= exp {
 			t.removeLocked(e)
 		}
 		e = next

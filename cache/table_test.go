@@ -229,7 +229,7 @@ func TestFillSkipsAfterLoaderWrite(t *testing.T) {
 	if tb.remove([]byte(Key(fakeKey(1))), fakeKey(1)) { // nothing to delete: the epoch stays
 		t.Fatal("removed a row never written")
 	}
-	if !tb.fill(newEntry(prep(testRow(1))), since) {
+	if !tb.fill(newFillEntry(prep(testRow(1))), since) {
 		t.Fatal("fill refused with no loader write in between")
 	}
 	if tb.fills.n != 1 {
@@ -237,7 +237,7 @@ func TestFillSkipsAfterLoaderWrite(t *testing.T) {
 	}
 	since = tb.epoch.Load()
 	tb.upsert(prep(testRow(2)), nil)
-	if tb.fill(newEntry(prep(testRow(3))), since) {
+	if tb.fill(newFillEntry(prep(testRow(3))), since) {
 		t.Fatal("fill accepted after a loader write")
 	}
 }
@@ -439,7 +439,7 @@ func TestFillExpires(t *testing.T) {
 		t.Helper()
 		r := testRow(i)
 		r.Values = []string{line}
-		return tb.fill(newEntry(prep(r)), tb.epoch.Load())
+		return tb.fill(newFillEntry(prep(r)), tb.epoch.Load())
 	}
 	for i := range 3 {
 		if !fill(i, "first") {
@@ -460,7 +460,7 @@ func TestFillExpires(t *testing.T) {
 	if n, fills := tb.entries.Load(), tb.fills.n; n != 1 || fills != 1 {
 		t.Errorf("got %d entries, %d fills; want the expired fills removed (1, 1)", n, fills)
 	}
-	if want := prep(Row{Key: fakeKey(1), Values: []string{"second"}}).cost(); tb.bytes.Load() != want || tb.costBytes() != want {
+	if want := int64(newFillEntry(prep(Row{Key: fakeKey(1), Values: []string{"second"}})).cost); tb.bytes.Load() != want || tb.costBytes() != want {
 		t.Errorf("got bytes %d, ristretto cost %d; want %d", tb.bytes.Load(), tb.costBytes(), want)
 	}
 }
