@@ -37,6 +37,9 @@ const (
 	// minBucketBits and maxBucketBits bound the number of buckets.
 	perBucket                    = 64
 	minBucketBits, maxBucketBits = 10, 24
+	// reofferScan bounds the entries one flush round looks at for buckets to offer anew
+	// (reofferLocked).
+	reofferScan = 4096
 )
 
 // counters are the cache-wide counters that the table updates.
@@ -537,29 +540,31 @@ func (t *table) flushLocked() error {
 // admission policy evict colder buckets until it fits, or refuse it (its rows then read
 // through, as any row not held); either way ristretto ends up holding less. The buckets
 // are those of the entries held first in the fills, the untagged entries and the key
-// ranges, as many as hold the excess.
+// ranges, as many as hold the excess; at most reofferScan entries are looked at a call.
 func (t *table) reofferLocked() bool {
 	excess := t.costBytes() - t.rc.MaxCost()
 	if t.complete.Load() || t.loading || excess <= 0 {
 		return false
 	}
-	did := false
+	offered := make(map[uint64]bool)
+	scanned := 0
 	for _, g := range append([]*group{t.fills, t.untagged}, t.ranges...) {
-		for e := g.head; e != nil && excess > 0; e = e.gnext {
+		for e := g.head; e != nil && excess > 0 && scanned < reofferScan; e = e.gnext {
+			scanned++
 			h := t.hash(e.key())
 			b := t.bucketOf(h)
-			if _, again := t.pending[b]; again {
+			if offered[b] {
 				continue
 			}
 			if v, ok := t.rc.Get(b); ok && v.has(h, e) {
 				t.delLocked(b)
 				t.writeLocked(b, v)
 				excess -= v.cost()
-				did = true
+				offered[b] = true
 			}
 		}
 	}
-	return did
+	return len(offered) > 0
 }
 
 // takeLost returns and clears what ristretto reported lost or evicted.
