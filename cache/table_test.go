@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -488,5 +489,82 @@ func TestDeleteThenWrite(t *testing.T) {
 	}
 	if got, want := tb.bytes.Load(), tb.costBytes(); got != want {
 		t.Errorf("got bytes %d, ristretto holds %d", got, want)
+	}
+}
+
+// TestTableModel drives tables with random writes, deletes, fills and flushes, against a
+// map of what the source holds, and checks after each flush: a complete table holds every
+// row with its line; any table answers a key only with the source's line for it (or a
+// fill's), never a deleted or stale one; the groups count what ristretto holds. Tables of
+// a budget that holds everything, one that does not (eviction, offers anew), and one
+// whose keys all share a hash (collisions) are driven.
+func TestTableModel(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		budget   int64
+		complete bool
+		collide  bool
+	}{
+		{"complete", 64 << 20, true, false},
+		{"incomplete", 48 << 10, false, false},
+		{"collisions", 64 << 20, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stats counters
+			tb := newTestTable(t, tc.budget, tc.complete, &stats)
+			if tc.collide {
+				tb.hash = func(s string) uint64 { return hashKeyString(s) % 5 }
+			}
+			rnd := rand.New(rand.NewPCG(7, 8))
+			source := map[int]string{} // row → value
+			const keys = 600
+			for step := range 6000 {
+				i := rnd.IntN(keys)
+				switch op := rnd.IntN(10); {
+				case op < 5:
+					v := fmt.Sprintf("v%d", rnd.IntN(4))
+					source[i] = v
+					tb.upsert(prep(Row{Key: fakeKey(i), Values: []string{v}}), nil)
+				case op < 8:
+					if _, ok := source[i]; ok {
+						delete(source, i)
+						p := prep(testRow(i))
+						tb.remove(p.key, p.canon)
+					}
+				case op < 9 && !tb.complete.Load():
+					if v, ok := source[i]; ok {
+						tb.fill(newFillEntry(prep(Row{Key: fakeKey(i), Values: []string{v}})), tb.epoch.Load())
+					}
+				}
+				if step%500 != 499 {
+					continue
+				}
+				if err := tb.flush(); err != nil && tc.complete {
+					t.Fatalf("step %d: flush: %v", step, err)
+				}
+				for j := range keys {
+					key := Key(fakeKey(j))
+					e := tb.get(tb.hash(key), []byte(key))
+					v, ok := source[j]
+					switch {
+					case e != nil && !ok:
+						t.Fatalf("step %d: %s deleted but answered %q", step, key, e.line())
+					case e != nil && string(e.line()) != "["+fakeKey(j)+"] "+v:
+						t.Fatalf("step %d: %s answered %q, want the line of %q", step, key, e.line(), v)
+					case e == nil && ok && tb.complete.Load():
+						t.Fatalf("step %d: complete table lost %s", step, key)
+					}
+				}
+				if got, want := tb.bytes.Load(), tb.costBytes(); got != want {
+					t.Fatalf("step %d: groups count %d bytes, ristretto holds %d", step, got, want)
+				}
+				if n := tb.entries.Load(); n != groupCount(tb) {
+					t.Fatalf("step %d: %d entries, %d in groups", step, n, groupCount(tb))
+				}
+			}
+			if !tc.complete && stats.evictions.Load() == 0 {
+				t.Error("no evictions: the budget held every row, so the incomplete case was not driven")
+			}
+		})
 	}
 }
