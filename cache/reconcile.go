@@ -379,24 +379,15 @@ func (t *table) finishReread(g *group, b *rangeBuilder, start uint64) (ranges, r
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	groups := b.ranges()
-	// Rounds, because deleting an entry copies the others of its hash chain, and the
-	// copies take their places in g (see without).
-	for {
-		var gone []*entry
-		for e := g.head; e != nil; e = e.gnext {
-			if e.stamp < start {
-				gone = append(gone, e)
-			}
+	var gone []*entry
+	for e := g.head; e != nil; e = e.gnext {
+		if e.stamp < start {
+			gone = append(gone, e)
 		}
-		if len(gone) == 0 {
-			break
-		}
-		for _, e := range gone {
-			if e.grp == g {
-				t.removeLocked(e)
-				removed++
-			}
-		}
+	}
+	for _, e := range gone {
+		t.removeLocked(e) // deleting an entry leaves the others where they are
+		removed++
 	}
 	for g.head != nil { // written after the re-read began: not judged, so untagged
 		t.moveLocked(g.head, t.untagged)
@@ -480,7 +471,7 @@ func (t *table) removeUnseen(seen map[uint64]struct{}, scan uint64) int {
 	removed := 0
 	for _, e := range gone {
 		if e.grp == nil {
-			continue // removed with another entry of its chain: its copy is judged next scan
+			continue // no longer held (taken out of its group since it was collected)
 		}
 		if e.grp.ranged {
 			e.grp.sum = e.grp.sum.Add(e.sum, -1)
