@@ -60,23 +60,10 @@ func sameIndex(tb testing.TB, t *table, when string) {
 // fills, forced hash collisions, and a budget small enough that ristretto evicts — and
 // checks after each flush that the suggester holds exactly the keys in the table's groups.
 func TestSuggesterFollowsWrites(t *testing.T) {
-	tests := []struct {
-		name       string
-		budget     int64
-		complete   bool
-		collisions bool
-	}{
-		{name: "complete", budget: 64 << 20, complete: true},
-		{name: "collisions", budget: 64 << 20, complete: true, collisions: true},
-		{name: "incomplete and evicting", budget: 48 << 10},
-	}
-	for _, tt := range tests {
+	for _, tt := range tableVariants {
 		t.Run(tt.name, func(t *testing.T) {
 			var stats counters
-			tb := newTestTable(t, tt.budget, tt.complete, &stats)
-			if tt.collisions {
-				tb.hash = func(s string) uint64 { return hashKeyString(s) % 7 }
-			}
+			tb := tt.table(t, &stats)
 			rng := rand.New(rand.NewPCG(15, 7))
 			key := func() int { return rng.IntN(600) }
 			for round := range 30 {

@@ -27,6 +27,30 @@ func newTestTable(tb testing.TB, budget int64, complete bool, stats *counters) *
 	return t
 }
 
+// tableVariant is a kind of table the randomised tests drive (TestTableModel,
+// TestSuggesterFollowsWrites).
+type tableVariant struct {
+	name       string
+	budget     int64
+	complete   bool
+	collisions bool // every key hashes to one of 7 values
+}
+
+var tableVariants = []tableVariant{
+	{name: "complete", budget: 64 << 20, complete: true},
+	{name: "collisions", budget: 64 << 20, complete: true, collisions: true},
+	{name: "incomplete and evicting", budget: 48 << 10},
+}
+
+// table returns an empty table of the variant.
+func (v tableVariant) table(tb testing.TB, stats *counters) *table {
+	t := newTestTable(tb, v.budget, v.complete, stats)
+	if v.collisions {
+		t.hash = func(s string) uint64 { return hashKeyString(s) % 7 }
+	}
+	return t
+}
+
 // testRow is fake row i.
 func testRow(i int) Row { return Row{Key: fakeKey(i), Values: []string{fakeValue(i)}} }
 
@@ -499,22 +523,10 @@ func TestDeleteThenWrite(t *testing.T) {
 // a budget that holds everything, one that does not (eviction, offers anew), and one
 // whose keys all share a hash (collisions) are driven.
 func TestTableModel(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		budget   int64
-		complete bool
-		collide  bool
-	}{
-		{"complete", 64 << 20, true, false},
-		{"incomplete", 48 << 10, false, false},
-		{"collisions", 64 << 20, true, true},
-	} {
+	for _, tc := range tableVariants {
 		t.Run(tc.name, func(t *testing.T) {
 			var stats counters
-			tb := newTestTable(t, tc.budget, tc.complete, &stats)
-			if tc.collide {
-				tb.hash = func(s string) uint64 { return hashKeyString(s) % 5 }
-			}
+			tb := tc.table(t, &stats)
 			rnd := rand.New(rand.NewPCG(7, 8))
 			source := map[int]string{} // row → value
 			const keys = 600
