@@ -184,6 +184,28 @@ func (b bucket) cost() int64 {
 	return n
 }
 
+// held returns b without the entries that belong to no group (held no longer: evicted
+// or refused, see table): b itself when every entry belongs to one, nil when none does.
+// b is not modified.
+func (b bucket) held() bucket {
+	for i, s := range b {
+		if s.e.grp != nil {
+			continue
+		}
+		nb := append(make(bucket, 0, len(b)-1), b[:i]...)
+		for _, s := range b[i+1:] {
+			if s.e.grp != nil {
+				nb = append(nb, s)
+			}
+		}
+		if len(nb) == 0 {
+			return nil
+		}
+		return nb
+	}
+	return b
+}
+
 // with returns a new bucket: b without the entry for key (hash h), plus e unless e is
 // nil. With prune, entries that belong to no group (held no longer: evicted or refused, in
 // an incomplete table) are left out too; it reads every entry, which without it only the

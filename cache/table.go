@@ -528,7 +528,8 @@ func (t *table) flushLocked() error {
 				continue
 			}
 			t.stats.setRetries.Add(1)
-			t.writeLocked(b, want)
+			// Not the entries flush just took out of their groups (evicted meanwhile).
+			t.writeLocked(b, want.held())
 		}
 	}
 }
@@ -556,7 +557,8 @@ func (t *table) reofferLocked() bool {
 			if offered[b] {
 				continue
 			}
-			if v, ok := t.rc.Get(b); ok && v.has(h, e) {
+			if stored, ok := t.rc.Get(b); ok && stored.has(h, e) {
+				v := t.currentLocked(b).held()
 				t.delLocked(b)
 				t.writeLocked(b, v)
 				excess -= v.cost()
