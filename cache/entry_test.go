@@ -253,6 +253,15 @@ func TestBucket(t *testing.T) {
 	if r := v.with(30, "c", c, false); r.findString(10, "a") != a || len(r) != 4 {
 		t.Errorf("got %v, want the ungrouped entry kept without prune", r)
 	}
+	if r := v.held(); r.findString(10, "a") != nil || len(r) != 3 || same(r, v) {
+		t.Errorf("got held %v, want a copy without the ungrouped entry", r)
+	}
+	if all := (bucket{{20, b.rec, b}, {30, c.rec, c}}); !same(all.held(), all) {
+		t.Error("held copied a bucket whose entries are all held")
+	}
+	if none := (bucket{{10, a.rec, a}}); none.held() != nil {
+		t.Error("held of a bucket with no entry held is not nil")
+	}
 	if !same(v, v) || same(v, rest) || same(v, v[:3]) {
 		t.Error("same is wrong")
 	}
