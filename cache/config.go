@@ -27,6 +27,9 @@ const (
 	DefaultNegativeTTL = 10 * time.Second
 	// DefaultMaxBackoff caps the delay between retries of a failed loader step.
 	DefaultMaxBackoff = 30 * time.Second
+	// DefaultReloadRate is how many rows a second a reload streams into a serving cache
+	// (WXLOOKUP_RELOAD_RATE): a million rows in about four seconds.
+	DefaultReloadRate = 250_000
 )
 
 // Modes: how changes reach the cache after the snapshot (Config.Mode, Status.Mode).
@@ -74,6 +77,12 @@ type Config struct {
 	// MaxBackoff caps the delay between retries of a failed loader step, a reconnect of
 	// the change feed included (the refresh interval caps it further; see Cache.Start).
 	MaxBackoff time.Duration
+	// ReloadRate bounds how many rows a second a snapshot streams into the cache once it
+	// has been warmed (Reload, a CSV file's change, the binlog feed's resnapshot), so that
+	// a reload spreads its CPU over seconds instead of taking a core from the replies for
+	// its duration. The first load is not limited: nothing is answered from the cache
+	// before it. Negative means no limit.
+	ReloadRate int
 	// Render appends the reply line stored for a row (the server's "found" template already
 	// applied) to dst and returns the extended slice, as the append functions of strconv
 	// do. nil means DefaultRender, "[key] v1 v2". It is called by the loader and on
@@ -137,6 +146,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.RangeRows = DefaultRangeRows
 	case cfg.RangeRows < 0:
 		return cfg, fmt.Errorf("cache: RangeRows must be positive, got %d", cfg.RangeRows)
+	}
+	if cfg.ReloadRate == 0 {
+		cfg.ReloadRate = DefaultReloadRate
 	}
 	switch {
 	case cfg.ReadThroughLimit == 0:

@@ -380,3 +380,71 @@ func BenchmarkReloadWhileServing(b *testing.B) {
 	b.ReportMetric(peak/steady, "peak/steady")
 	b.ReportMetric(allocated/mib, "alloc-MiB/reload")
 }
+
+// TestReloadRate: a reload of a warmed cache streams at most Config.ReloadRate rows a
+// second after its first page, the first load is not limited, and a negative rate lifts
+// the limit.
+func TestReloadRate(t *testing.T) {
+	const pages = 6
+	src := newFakeSource(pages * reloadPage)
+	c := newTestCache(t, src, Config{ReloadRate: 20 * reloadPage})
+	if c.reloadLimiter() != nil {
+		t.Error("the first load is limited: nothing is answered from the cache before it ends")
+	}
+	startReady(t, c)
+	lim := c.reloadLimiter()
+	if lim == nil || lim.Limit() != 20*reloadPage || lim.Burst() != reloadPage {
+		t.Fatalf("got limiter %v, want %d rows a second in pages of %d", lim, 20*reloadPage, reloadPage)
+	}
+	start := time.Now()
+	if err := c.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The first page goes at once, the other five at 20 pages a second.
+	want := time.Duration(pages-1) * time.Second / 20
+	if took := time.Since(start); took < want {
+		t.Errorf("a reload of %d rows took %s, want at least %s at %d rows a second", pages*reloadPage, took, want, 20*reloadPage)
+	}
+	if st := c.Status(); st.Entries != pages*reloadPage || !st.Complete {
+		t.Errorf("got %d entries, complete %v; want %d, true", st.Entries, st.Complete, pages*reloadPage)
+	}
+
+	free := newTestCache(t, newFakeSource(10), Config{ReloadRate: -1})
+	startReady(t, free)
+	if lim := free.reloadLimiter(); lim != nil {
+		t.Errorf("ReloadRate -1: got limiter %v, want none", lim)
+	}
+}
+
+// TestReloadRateStops: closing the cache ends a reload that waits for its next page at
+// once, not after the wait.
+func TestReloadRateStops(t *testing.T) {
+	src := newFakeSource(3 * reloadPage)
+	c := newTestCache(t, src, Config{ReloadRate: 100}) // a page every 10 s
+	startReady(t, c)
+	waiting := make(chan struct{})
+	src.with(func(f *fakeSource) {
+		f.snapshotHook = func(n int) error {
+			if n == reloadPage+1 { // the first page went; the second waits its turn
+				close(waiting)
+			}
+			return nil
+		}
+	})
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- c.Reload(context.Background()) }()
+	<-waiting
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a reload's next page (10 s at 100 rows a second)")
+	}
+	if err := <-reloaded; !errors.Is(err, ErrNotReady) {
+		t.Errorf("got %v from the reload cut short, want cache closed (ErrNotReady)", err)
+	}
+}

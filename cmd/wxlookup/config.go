@@ -75,6 +75,9 @@ type Config struct {
 	RefreshInterval   time.Duration
 	ReconcileInterval time.Duration
 	CacheMaxBytes     int64
+	// ReloadRate is how many rows a second a reload streams into a serving cache
+	// (WXLOOKUP_RELOAD_RATE); 0 leaves it unlimited.
+	ReloadRate int
 
 	AdminListen string
 	AdminToken  string
@@ -211,6 +214,7 @@ var settings = []setting{
 		c.CacheMaxBytes = int64(n)
 		return nil
 	}},
+	{key: "reload_rate", parse: integer(func(c *Config) *int { return &c.ReloadRate })},
 	{key: "admin_listen", parse: str(func(c *Config) *string { return &c.AdminListen })},
 	{key: "admin_token", parse: str(func(c *Config) *string { return &c.AdminToken }), secret: true},
 	{key: "stale_after", parse: dur(func(c *Config) *time.Duration { return &c.StaleAfter })},
@@ -249,6 +253,7 @@ func DefaultConfig() Config {
 		RefreshInterval:   cache.DefaultRefreshInterval,
 		ReconcileInterval: cache.DefaultReconcileInterval,
 		CacheMaxBytes:     cache.DefaultMaxBytes,
+		ReloadRate:        cache.DefaultReloadRate,
 		AdminListen:       server.DefaultAdminListen,
 		StaleAfter:        server.DefaultStaleAfter,
 		ChangeFeed:        feedPoll,

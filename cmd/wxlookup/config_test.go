@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"wxlookup/cache"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -32,6 +34,7 @@ func TestLoadConfigDemoDefaults(t *testing.T) {
 	}
 	if c.Listen != ":8080" || c.Path != "/wx" || c.AdminListen != "127.0.0.1:9090" || c.RefreshInterval != time.Second ||
 		c.ReconcileInterval != 10*time.Second || c.CacheMaxBytes != 512<<20 || c.TimestampSkew != 5*time.Minute ||
+		c.ReloadRate != 250_000 ||
 		c.Table != "workpiece_location" || c.KeyColumn != "part_no" || strings.Join(c.ValueColumns, ",") != "location" || c.UpdatedColumn != "updated_at" {
 		t.Errorf("defaults differ from SPEC section 4: %+v", c)
 	}
@@ -77,6 +80,7 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"token required outside demo", "", map[string]string{"WXLOOKUP_MYSQL_DSN": "u@tcp(h)/d"}, "WXLOOKUP_TOKEN"},
 		{"bad duration", "", map[string]string{"WXLOOKUP_REFRESH_INTERVAL": "soon"}, "WXLOOKUP_REFRESH_INTERVAL"},
 		{"bad size", "", map[string]string{"WXLOOKUP_CACHE_MAX_BYTES": "lots"}, "WXLOOKUP_CACHE_MAX_BYTES"},
+		{"negative reload rate", "", map[string]string{"WXLOOKUP_RELOAD_RATE": "-5"}, "WXLOOKUP_RELOAD_RATE"},
 		{"bad bool", "", map[string]string{"WXLOOKUP_REQUIRE_ENCRYPTION": "maybe"}, "WXLOOKUP_REQUIRE_ENCRYPTION"},
 		{"short aes key", "", map[string]string{"WXLOOKUP_AES_KEY": secret}, "WXLOOKUP_AES_KEY"},
 		{"both sources", "", map[string]string{"WXLOOKUP_MYSQL_DSN": "u@tcp(h)/d", "WXLOOKUP_CSV": "x.csv", "WXLOOKUP_TOKEN": "t"}, "WXLOOKUP_CSV"},
@@ -213,5 +217,22 @@ func TestLoadConfigTrustDefaults(t *testing.T) {
 	path := writeFile(t, "c.yaml", "aes_key: "+key+"\nrequire_encryption: false\n")
 	if c, err := LoadConfig(path, envOf(nil)); err != nil || c.RequireEncryption {
 		t.Errorf("require_encryption: false in the file: got %v %v, want false", c.RequireEncryption, err)
+	}
+}
+
+// TestReloadRateSetting: WXLOOKUP_RELOAD_RATE reaches the cache as its rows a second, and
+// 0 as no limit (the cache's own zero would mean its default).
+func TestReloadRateSetting(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want int
+	}{{"", cache.DefaultReloadRate}, {"1000", 1000}, {"0", -1}} {
+		c, err := LoadConfig("", envOf(map[string]string{"WXLOOKUP_RELOAD_RATE": tc.env}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := reloadRate(c.ReloadRate); got != tc.want {
+			t.Errorf("WXLOOKUP_RELOAD_RATE=%q: the cache gets %d, want %d", tc.env, got, tc.want)
+		}
 	}
 }

@@ -103,6 +103,7 @@ func (s *querySet) open(ctx context.Context, qc QueryConfig) (*queryRun, error) 
 		MaxBytes:          cfg.CacheMaxBytes,
 		RefreshInterval:   cfg.RefreshInterval,
 		ReconcileInterval: cfg.ReconcileInterval,
+		ReloadRate:        reloadRate(cfg.ReloadRate),
 		Render:            func(dst []byte, row cache.Row) []byte { return q.AppendFound(dst, row.Key, row.Values) },
 		Logger:            m.Logger.With("component", "loader", "query", qc.Name),
 		Registerer:        r.reg,
@@ -361,4 +362,13 @@ func (s *querySet) close() error {
 	}
 	s.live, s.warming = nil, map[string]*queryRun{}
 	return errors.Join(errs...)
+}
+
+// reloadRate returns cache.Config.ReloadRate for WXLOOKUP_RELOAD_RATE, whose 0 means no
+// limit (the cache's own zero means its default).
+func reloadRate(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
