@@ -88,15 +88,17 @@ func (c *Cache) Suggest(dst []string, key []byte, max int) []string {
 	defer t.release(h)
 	n := len(dst)
 	dst = t.sugg.suggest(dst, key, max)
-	// The suggester names normalised keys; the table holds each one's stored spelling. A
-	// key written since is skipped if ristretto does not show it yet, or no longer holds it.
+	// The suggester names normalised keys; the table holds each one's stored spelling,
+	// read from the record as Lookup reads it (not from the entry: one memory read less a
+	// candidate). A key written since is skipped if ristretto does not show it yet, or no
+	// longer holds it.
 	kept := n
 	for _, s := range dst[n:] {
-		e := t.get(hashKeyString(s), unsafe.Slice(unsafe.StringData(s), len(s)))
-		if e == nil {
+		_, canon, ok := t.answer(hashKeyString(s), unsafe.Slice(unsafe.StringData(s), len(s)))
+		if !ok {
 			continue
 		}
-		dst[kept] = e.canon()
+		dst[kept] = canon
 		kept++
 	}
 	clear(dst[kept:])

@@ -15,3 +15,13 @@ func (c *Cache) Refresh(ctx context.Context) error { return c.kick(ctx, kickRefr
 // Reconcile runs a refresh and then a whole reconcile pass now (every key range of a
 // RangeSource, or a key scan of a KeyLister), and returns the first error. It needs Start.
 func (c *Cache) Reconcile(ctx context.Context) error { return c.kick(ctx, kickReconcile) }
+
+// get returns the entry for the normalised key with hash h, or nil (also for a read-through
+// fill that has expired): answer's entry, for tests that check the loader's bookkeeping.
+func (t *table) get(h uint64, key []byte) *entry {
+	b, _ := t.rc.Get(t.bucketOf(h))
+	if s := b.match(h, key); s != nil && t.live(s) {
+		return s.e
+	}
+	return nil
+}

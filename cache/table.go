@@ -187,19 +187,10 @@ func newTable(budget int64, stats *counters) (*table, error) {
 // bucketOf is the number of the bucket that holds the keys whose hash is h.
 func (t *table) bucketOf(h uint64) uint64 { return h >> t.shift }
 
-// get returns the entry for the normalised key with hash h, or nil (also for a read-through
-// fill that has expired). Safe for concurrent use with writers; the caller must hold the
-// table (Cache.acquire).
-func (t *table) get(h uint64, key []byte) *entry {
-	b, _ := t.rc.Get(t.bucketOf(h))
-	if s := b.match(h, key); s != nil && t.live(s) {
-		return s.e
-	}
-	return nil
-}
-
-// answer is get for Lookup: the line and the stored key of the entry for key (hash h),
-// read from its record without touching the entry (but for a fill, to check its expiry).
+// answer returns the line and the stored key of the entry for the normalised key with hash
+// h (Lookup, Suggest), read from its record without touching the entry; ok is false when
+// there is none, or it is a read-through fill that has expired. Safe for concurrent use
+// with writers; the caller must hold the table (Cache.acquire).
 func (t *table) answer(h uint64, key []byte) (line []byte, canon string, ok bool) {
 	b, _ := t.rc.Get(t.bucketOf(h))
 	s := b.match(h, key)
