@@ -242,6 +242,7 @@ type sentRows struct {
 	seed  maphash.Seed
 	rows  map[uint64]sentRow
 	limit int
+	peak  int // the most rows recorded since rows was made (see shrink)
 }
 
 // sentRow is one remembered delivery: the row's checksum and its stamp in microseconds
@@ -266,6 +267,7 @@ func (r *sentRows) add(key string, sum uint32, at time.Time) {
 		return
 	}
 	r.rows[h] = sentRow{sum: sum, at: at.UnixMicro()}
+	r.peak = max(r.peak, len(r.rows))
 }
 
 // window returns the RangeSum of the recorded rows stamped in [from, to), leaving out the
@@ -301,6 +303,24 @@ func (r *sentRows) prune(t time.Time) {
 			delete(r.rows, h)
 		}
 	}
+	r.shrink()
+}
+
+// minShrinkPeak is the smallest peak at which shrink copies the map.
+const minShrinkPeak = 4096
+
+// shrink moves the rows to a new map when they are fewer than a quarter of the peak. A Go
+// map keeps the memory of its largest size when emptied: a bulk change of 262,144 rows
+// (maxSentRows) left ≈ 11 MB behind for good, after its rows had left every overlap window.
+func (r *sentRows) shrink() {
+	if r.peak < minShrinkPeak || len(r.rows) > r.peak/4 {
+		return
+	}
+	m := make(map[uint64]sentRow, len(r.rows)) // not maps.Clone: it may keep the table's size
+	for h, e := range r.rows {
+		m[h] = e
+	}
+	r.rows, r.peak = m, len(m)
 }
 
 // len returns how many rows are recorded.

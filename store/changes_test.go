@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -274,4 +276,37 @@ func BenchmarkRefreshAfterBulkLoad(b *testing.B) {
 	if dbCPU != nil {
 		b.ReportMetric((dbCPU()-cpu0)*1000/float64(b.N), "db-cpu-ms/refresh")
 	}
+}
+
+// TestSentRowsGivesMemoryBack: after a bulk change's rows are pruned, the memory of the
+// map that remembered them is collectable (a Go map keeps its largest size when emptied),
+// and the rows still in a window stay counted.
+func TestSentRowsGivesMemoryBack(t *testing.T) {
+	const n = maxSentRows
+	at := func(sec int) time.Time { return time.Unix(1_700_000_000+int64(sec), 0) }
+	r := newSentRows(n)
+	for i := range n - 2 {
+		r.add(fmt.Sprint("bulk-", i), uint32(i), at(1))
+	}
+	r.add("late-1", 7, at(5))
+	r.add("late-2", 8, at(6))
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	full := heap()
+	r.prune(at(5))
+	empty := heap()
+	// 262,144 rows take ≈ 11 MB; two rows take next to nothing.
+	if full < empty || full-empty < 8<<20 {
+		t.Errorf("pruning %d of %d rows freed %d bytes of heap (from %d), want over 8 MiB", n-2, n, int64(full)-int64(empty), full)
+	}
+	var want cache.RangeSum
+	want = want.Add(7, 1).Add(8, 1)
+	if got := r.window(at(0), at(10), nil); r.len() != 2 || got != want {
+		t.Errorf("after pruning: %d rows, window %+v; want 2, %+v", r.len(), got, want)
+	}
+	runtime.KeepAlive(r)
 }
