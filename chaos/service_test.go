@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"wxlookup/internal/freeport"
 	"wxlookup/internal/logtest"
 )
 
@@ -83,15 +84,15 @@ type service struct {
 	exitErr error           // valid after done
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// freePort returns a loopback port that was free a moment ago, outside the range the
+// kernel hands out to other tests' connections meanwhile (freeport).
 func freePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Pick()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // serviceEnv is the test's environment without any WXLOOKUP_* setting, for a service

@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"wxlookup/internal/freeport"
 	"wxlookup/internal/logtest"
 	"wxlookup/internal/mariadbtest"
 	"wxlookup/wechat"
@@ -251,12 +253,11 @@ func TestListenWhenReady(t *testing.T) {
 	if _, err := lock.ExecContext(context.Background(), "LOCK TABLES workpiece_location WRITE"); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Pick() // not port 0: the listener opens only after the first load
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 
 	cfg := DefaultConfig()
 	cfg.MySQLDSN, cfg.Token, cfg.ListenWhenReady, cfg.RefreshInterval = dsn, e2eToken, true, 100*time.Millisecond

@@ -32,6 +32,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"go.uber.org/goleak"
+
+	"wxlookup/internal/freeport"
 )
 
 // EnvDSN names the environment variable that points the tests at an existing server.
@@ -240,7 +242,7 @@ func startPrivate(opts ...Option) (*Server, error) {
 	s := &Server{dir: dir, private: true, opts: o}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := freeport.Pick()
 		if err != nil {
 			return nil, err
 		}
@@ -283,15 +285,6 @@ func rootConfig(addr string) *mysql.Config {
 	cfg.Params = map[string]string{"charset": "utf8mb4"}
 	cfg.Timeout = 5 * time.Second
 	return cfg
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // startProcess runs mariadbd on s.dir and s.port and waits until it accepts connections or
