@@ -298,12 +298,19 @@ func (p *prepared) holds(e *entry) bool {
 	return canon == p.canon && string(line) == string(p.line)
 }
 
+// keyLen is the length of the normalised key in the record holding p: 0 when it is the
+// stored key (the usual case: the stored key is already normal), which the record then
+// holds once.
+func (p *prepared) keyLen() int {
+	if string(p.key) == p.canon {
+		return 0
+	}
+	return len(p.key)
+}
+
 // recordSize is the size of the record holding p (see newEntry).
 func (p *prepared) recordSize() int {
-	kl := 0
-	if string(p.key) != p.canon {
-		kl = len(p.key)
-	}
+	kl := p.keyLen()
 	return 1 + uvarintLen(len(p.canon)) + uvarintLen(kl) + uvarintLen(len(p.line)) + len(p.canon) + kl + len(p.line)
 }
 
@@ -330,10 +337,7 @@ func newEntry(p *prepared) *entry { return newEntryExpiring(p, false) }
 func newFillEntry(p *prepared) *entry { return newEntryExpiring(p, true) }
 
 func newEntryExpiring(p *prepared, expiring bool) *entry {
-	kl := 0
-	if string(p.key) != p.canon { // usually equal: the stored key is already normal
-		kl = len(p.key)
-	}
+	kl := p.keyLen()
 	size := p.recordSize()
 	var flags byte
 	if expiring {

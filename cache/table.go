@@ -642,8 +642,10 @@ func (t *table) fill(e *entry, since uint64) bool {
 	t.sweepFillsLocked(now)
 	h := t.hash(e.key())
 	old := t.heldLocked(h, e.key())
-	if old != nil && (old.expires() == 0 || now < old.expires()) {
-		return false
+	if old != nil {
+		if exp := old.expires(); exp == 0 || now < exp {
+			return false // held, and answering
+		}
 	}
 	if t.fillTTL > 0 {
 		e.setExpires(now + int64(t.fillTTL))
