@@ -132,24 +132,33 @@ type slot struct {
 // side by side; Lookup compares the key, so a collision never answers for the wrong key.
 type bucket []slot
 
-// search returns the index of the first slot with a hash not below h.
-func (b bucket) search(h uint64) int {
-	lo, hi := 0, len(b)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if b[m].h < h {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+// search returns the index of the first slot with a hash not below h, in a bucket of a
+// table whose bucket numbers are the hashes' top 64-shift bits (table.shift). Below those
+// bits the hashes of a bucket spread evenly, so the bits of h below them place it: the
+// search reads the slot there and steps to its neighbours: mostly one read of memory, where
+// a binary search makes log2(len(b)) dependent ones, each a cache miss when the table is far
+// larger than the CPU's caches. Buckets are short (perBucket), so the steps are few; any
+// distribution of hashes gives the right index, only in more steps.
+func (b bucket) search(h uint64, shift uint8) int {
+	n := len(b)
+	if n == 0 {
+		return 0
 	}
-	return lo
+	frac := h << (64 - shift) // h's bits below the bucket number, a fraction of 2^64
+	i := int((frac >> 32) * uint64(n) >> 32)
+	for i > 0 && b[i-1].h >= h {
+		i--
+	}
+	for i < n && b[i].h < h {
+		i++
+	}
+	return i
 }
 
 // match returns the slot for key, whose hash is h, or nil. It reads the slots' records,
 // not their entries.
-func (b bucket) match(h uint64, key []byte) *slot {
-	for i := b.search(h); i < len(b) && b[i].h == h; i++ {
+func (b bucket) match(h uint64, key []byte, shift uint8) *slot {
+	for i := b.search(h, shift); i < len(b) && b[i].h == h; i++ {
 		if recordKey(b[i].rec) == string(key) { // a comparison, no conversion
 			return &b[i]
 		}
@@ -158,16 +167,16 @@ func (b bucket) match(h uint64, key []byte) *slot {
 }
 
 // findString returns the entry for key, whose hash is h, or nil.
-func (b bucket) findString(h uint64, key string) *entry {
-	if s := b.match(h, unsafe.Slice(unsafe.StringData(key), len(key))); s != nil {
+func (b bucket) findString(h uint64, key string, shift uint8) *entry {
+	if s := b.match(h, unsafe.Slice(unsafe.StringData(key), len(key)), shift); s != nil {
 		return s.e
 	}
 	return nil
 }
 
 // has reports whether b holds the entry e, whose key's hash is h.
-func (b bucket) has(h uint64, e *entry) bool {
-	for i := b.search(h); i < len(b) && b[i].h == h; i++ {
+func (b bucket) has(h uint64, e *entry, shift uint8) bool {
+	for i := b.search(h, shift); i < len(b) && b[i].h == h; i++ {
 		if b[i].e == e {
 			return true
 		}

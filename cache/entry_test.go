@@ -1,6 +1,9 @@
 package cache
 
 import (
+	"cmp"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -227,33 +230,34 @@ func TestBucket(t *testing.T) {
 			t.Fatalf("bucket not sorted by hash: %v", v)
 		}
 	}
-	if v.findString(10, "a") != a || v.findString(20, "b") != b || v.findString(20, "b2") != b2 ||
-		v.match(30, []byte("c")).e != c || v.match(20, []byte("c")) != nil || v.match(25, []byte("x")) != nil {
+	const sh = 54
+	if v.findString(10, "a", sh) != a || v.findString(20, "b", sh) != b || v.findString(20, "b2", sh) != b2 ||
+		v.match(30, []byte("c"), sh).e != c || v.match(20, []byte("c"), sh) != nil || v.match(25, []byte("x"), sh) != nil {
 		t.Error("find does not find each entry by its hash and key")
 	}
-	if !v.has(20, b2) || v.has(20, c) {
+	if !v.has(20, b2, sh) || v.has(20, c, sh) {
 		t.Error("has is wrong")
 	}
 	rest := v.with(20, "b", nil, true)
-	if rest.findString(20, "b") != nil || rest.findString(20, "b2") != b2 || rest.findString(10, "a") != a || rest.cost() != 13 {
+	if rest.findString(20, "b", sh) != nil || rest.findString(20, "b2", sh) != b2 || rest.findString(10, "a", sh) != a || rest.cost() != 13 {
 		t.Errorf("got with(b, nil) = %v", rest)
 	}
-	if v.findString(20, "b") != b || len(v) != 4 {
+	if v.findString(20, "b", sh) != b || len(v) != 4 {
 		t.Error("with modified the original bucket")
 	}
 	b3 := keyEntry("b", 16)
-	if r := v.with(20, "b", b3, true); r.findString(20, "b") != b3 || len(r) != 4 || r.cost() != 29 {
+	if r := v.with(20, "b", b3, true); r.findString(20, "b", sh) != b3 || len(r) != 4 || r.cost() != 29 {
 		t.Errorf("got with(b, b3) = %v", r)
 	}
 	// An entry in no group is held no longer (evicted): the next write leaves it out.
 	g.unlink(a)
-	if r := v.with(30, "c", c, true); r.findString(10, "a") != nil || len(r) != 3 {
+	if r := v.with(30, "c", c, true); r.findString(10, "a", sh) != nil || len(r) != 3 {
 		t.Errorf("got %v, want the ungrouped entry left out", r)
 	}
-	if r := v.with(30, "c", c, false); r.findString(10, "a") != a || len(r) != 4 {
+	if r := v.with(30, "c", c, false); r.findString(10, "a", sh) != a || len(r) != 4 {
 		t.Errorf("got %v, want the ungrouped entry kept without prune", r)
 	}
-	if r := v.held(); r.findString(10, "a") != nil || len(r) != 3 || same(r, v) {
+	if r := v.held(); r.findString(10, "a", sh) != nil || len(r) != 3 || same(r, v) {
 		t.Errorf("got held %v, want a copy without the ungrouped entry", r)
 	}
 	if all := (bucket{{20, b.rec, b}, {30, c.rec, c}}); !same(all.held(), all) {
@@ -275,5 +279,42 @@ func BenchmarkNewEntry(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		newEntry(p)
+	}
+}
+
+// TestBucketSearch checks search against a binary search, over buckets whose hashes share
+// their top 64-shift bits (the bucket number) and spread evenly below them, as a table's do,
+// or crowd at the bottom, or are all equal; for tables of many buckets and of few.
+func TestBucketSearch(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for _, shift := range []uint8{0, 1, 40, 54, 63} {
+		bits := 64 - shift // of the bucket number; a shift of 64 or more gives 0 in Go
+		for _, shape := range []string{"even", "crowded", "equal"} {
+			for n := range 70 {
+				top := rnd.Uint64() >> shift << shift
+				b := make(bucket, n)
+				for i := range b {
+					below := rnd.Uint64() >> bits
+					switch shape {
+					case "crowded":
+						below >>= 8
+					case "equal":
+						below = 7 >> bits
+					}
+					b[i].h = top | below
+				}
+				slices.SortFunc(b, func(x, y slot) int { return cmp.Compare(x.h, y.h) })
+				probes := []uint64{0, ^uint64(0), top, top | 7>>bits}
+				for _, s := range b {
+					probes = append(probes, s.h-1, s.h, s.h+1)
+				}
+				for _, h := range probes {
+					want, _ := slices.BinarySearchFunc(b, h, func(s slot, h uint64) int { return cmp.Compare(s.h, h) })
+					if got := b.search(h, shift); got != want {
+						t.Fatalf("shift %d, %s, %d slots: search(%#x) = %d, want %d", shift, shape, n, h, got, want)
+					}
+				}
+			}
+		}
 	}
 }

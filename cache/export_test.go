@@ -20,7 +20,7 @@ func (c *Cache) Reconcile(ctx context.Context) error { return c.kick(ctx, kickRe
 // fill that has expired): answer's entry, for tests that check the loader's bookkeeping.
 func (t *table) get(h uint64, key []byte) *entry {
 	b, _ := t.rc.Get(t.bucketOf(h))
-	if s := b.match(h, key); s != nil && t.live(s) {
+	if s := b.match(h, key, t.shift); s != nil && t.live(s) {
 		return s.e
 	}
 	return nil

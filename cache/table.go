@@ -193,7 +193,7 @@ func (t *table) bucketOf(h uint64) uint64 { return h >> t.shift }
 // with writers; the caller must hold the table (Cache.acquire).
 func (t *table) answer(h uint64, key []byte) (line []byte, canon string, ok bool) {
 	b, _ := t.rc.Get(t.bucketOf(h))
-	s := b.match(h, key)
+	s := b.match(h, key, t.shift)
 	if s == nil {
 		return nil, "", false
 	}
@@ -391,7 +391,7 @@ func (t *table) currentLocked(b uint64) bucket {
 // heldLocked returns the entry held for the normalised key with hash h, or nil, counting
 // writes not yet verified (and read-through fills, expired or not).
 func (t *table) heldLocked(h uint64, key string) *entry {
-	return t.currentLocked(t.bucketOf(h)).findString(h, key)
+	return t.currentLocked(t.bucketOf(h)).findString(h, key, t.shift)
 }
 
 // writeLocked makes bucket number b hold v (nil: nothing) and records it for
@@ -548,7 +548,7 @@ func (t *table) reofferLocked() bool {
 			if offered[b] {
 				continue
 			}
-			if stored, ok := t.rc.Get(b); ok && stored.has(h, e) {
+			if stored, ok := t.rc.Get(b); ok && stored.has(h, e, t.shift) {
 				v := t.currentLocked(b).held()
 				t.delLocked(b)
 				t.writeLocked(b, v)
@@ -580,7 +580,7 @@ func (t *table) dropEvictedLocked(evicted []bucket) error {
 			if e.grp == nil {
 				continue // replaced or removed since
 			}
-			if cur, ok := t.rc.Get(t.bucketOf(s.h)); ok && cur.has(s.h, e) {
+			if cur, ok := t.rc.Get(t.bucketOf(s.h)); ok && cur.has(s.h, e, t.shift) {
 				continue // written again since, and held
 			}
 			t.unlinkLocked(e)
