@@ -30,29 +30,43 @@ const maxDedupeReply = 16 << 10
 // of the bucket its hash selects.
 const dedupeWays = 8
 
+// maxDedupeShards is how many shards the dedupe window is split into at most (each with
+// its own lock, slots and ring), so that messages on different cores seldom wait for each
+// other. More shards cost a message more memory misses (each ring's write position is its
+// own stream of writes); four halve the wait of two cores (docs/BENCH.md). A window too
+// small to give every shard at least a bucket and a ring of maxDedupeReply has fewer.
+const maxDedupeShards = 4
+
 // dedupe remembers the replies of recent messages so that a retry gets byte-for-byte the
 // same reply. Safe for concurrent use; storing and finding a reply allocate nothing.
 //
 // Its memory is fixed whatever arrives, bound() bytes: capacity slots of 48 bytes and
-// a ring of ringBytes — with the defaults 3 MiB + 16 MiB = 19 MiB. To get there:
+// ring bytes of replies, split evenly over its shards, and the shards' headers (under a
+// kilobyte) — with the defaults 3 MiB + 16 MiB, 19 MiB. To get there:
 //
 //   - A message's identity (route, names, MsgId or event fields: appendIdentity) is not
 //     kept. Its 128-bit hash under two seeds drawn at random when the process starts is,
 //     and two identities count as the same message when the hashes match. A sender sees
 //     no hash, so it cannot search for an identity that collides with another's.
-//   - Replies are copied into one ring of bytes, oldest overwritten first; a slot whose
-//     reply has been overwritten since is not found (never answered with other bytes).
-//   - Slots are grouped in buckets of dedupeWays by hash; a new message takes the slot of
-//     its bucket that is empty, out of the window or overwritten, else the oldest.
+//   - The hash picks a shard; each shard copies its replies into its own ring of bytes,
+//     oldest overwritten first; a slot whose reply has been overwritten since is not found
+//     (never answered with other bytes).
+//   - A shard's slots are grouped in buckets of dedupeWays by hash; a new message takes the
+//     slot of its bucket that is empty, out of the window or overwritten, else the oldest.
 type dedupe struct {
 	window int64 // nanoseconds; <= 0 disables
 	seeds  [2]maphash.Seed
+	shards []dedupeShard // a power of two of them
+}
 
+// dedupeShard is one shard of a dedupe: the messages whose hash selects it.
+type dedupeShard struct {
 	mu    sync.Mutex
 	slots []dedupeSlot // len(slots)/dedupeWays buckets, or one when there are fewer slots
 	ring  []byte       // the replies; nil when disabled
 	head  uint64       // bytes ever written to the ring: the next one goes to ring[head%len]
 	seq   uint64       // stores so far, for the age of a slot
+	_     [64]byte     // keeps the next shard's lock and counters off this one's cache line
 }
 
 // dedupeSlot is one message's entry. Its reply is ring[off%len : off%len+n], as long as
@@ -67,38 +81,57 @@ type dedupeSlot struct {
 }
 
 // newDedupe returns a dedupe keeping replies for window in capacity slots and a ring of
-// ringBytes (at least maxDedupeReply).
+// ringBytes (at least maxDedupeReply), both split over up to maxDedupeShards shards.
 func newDedupe(window time.Duration, capacity, ringBytes int) *dedupe {
 	capacity = max(capacity, 1)
-	if capacity > dedupeWays {
-		capacity -= capacity % dedupeWays
+	ringBytes = max(ringBytes, maxDedupeReply)
+	n := maxDedupeShards
+	for n > 1 && (capacity/n < dedupeWays || ringBytes/n < maxDedupeReply) {
+		n /= 2
 	}
 	d := &dedupe{
 		window: int64(window),
 		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
-		slots:  make([]dedupeSlot, capacity),
+		shards: make([]dedupeShard, n),
 	}
-	if window > 0 {
-		d.ring = make([]byte, max(ringBytes, maxDedupeReply))
+	for i := range d.shards {
+		sh := &d.shards[i]
+		c := capacity / n
+		if c > dedupeWays {
+			c -= c % dedupeWays
+		}
+		sh.slots = make([]dedupeSlot, c)
+		if window > 0 {
+			sh.ring = make([]byte, ringBytes/n)
+		}
 	}
 	return d
 }
 
 // bound is the most memory d holds, in bytes, whatever is stored in it.
 func (d *dedupe) bound() int {
-	return len(d.slots)*int(unsafe.Sizeof(dedupeSlot{})) + len(d.ring)
+	n := len(d.shards) * int(unsafe.Sizeof(dedupeShard{}))
+	for i := range d.shards {
+		n += len(d.shards[i].slots)*int(unsafe.Sizeof(dedupeSlot{})) + len(d.shards[i].ring)
+	}
+	return n
 }
 
 // dedupeKey is a message identity's 128-bit hash (dedupe.key).
 type dedupeKey [2]uint64
 
+// shard returns the shard of key: by its second word, as its first picks the bucket.
+func (d *dedupe) shard(key dedupeKey) *dedupeShard {
+	return &d.shards[key[1]&uint64(len(d.shards)-1)]
+}
+
 // bucket returns the slots a key may occupy.
-func (d *dedupe) bucket(key dedupeKey) []dedupeSlot {
-	if len(d.slots) <= dedupeWays {
-		return d.slots
+func (sh *dedupeShard) bucket(key dedupeKey) []dedupeSlot {
+	if len(sh.slots) <= dedupeWays {
+		return sh.slots
 	}
-	b := int(key[0] % uint64(len(d.slots)/dedupeWays))
-	return d.slots[b*dedupeWays : (b+1)*dedupeWays]
+	b := int(key[0] % uint64(len(sh.slots)/dedupeWays))
+	return sh.slots[b*dedupeWays : (b+1)*dedupeWays]
 }
 
 // key hashes the message identity id (appendIdentity) for find and store: once per
@@ -107,9 +140,9 @@ func (d *dedupe) key(id []byte) dedupeKey {
 	return dedupeKey{maphash.Bytes(d.seeds[0], id), maphash.Bytes(d.seeds[1], id)}
 }
 
-// live reports whether s holds a reply stored within the window whose bytes are intact.
-func (d *dedupe) live(s *dedupeSlot, now int64) bool {
-	return s.seq != 0 && now-s.at <= d.window && d.head-s.off <= uint64(len(d.ring))
+// live reports whether s holds a reply stored within window whose bytes are intact.
+func (sh *dedupeShard) live(s *dedupeSlot, now, window int64) bool {
+	return s.seq != 0 && now-s.at <= window && sh.head-s.off <= uint64(len(sh.ring))
 }
 
 // find appends the reply stored for the message of key within the window to dst and
@@ -119,14 +152,15 @@ func (d *dedupe) find(dst []byte, key dedupeKey, now time.Time) ([]byte, outcome
 		return dst, 0, false
 	}
 	t := now.UnixNano()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	b := d.bucket(key)
+	sh := d.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	b := sh.bucket(key)
 	for i := range b {
 		s := &b[i]
-		if s.key == key && d.live(s, t) {
-			start := s.off % uint64(len(d.ring))
-			return append(dst, d.ring[start:start+uint64(s.n)]...), s.o, true
+		if s.key == key && sh.live(s, t, d.window) {
+			start := s.off % uint64(len(sh.ring))
+			return append(dst, sh.ring[start:start+uint64(s.n)]...), s.o, true
 		}
 	}
 	return dst, 0, false
@@ -140,32 +174,33 @@ func (d *dedupe) store(key dedupeKey, reply []byte, o outcome, now time.Time) {
 		return
 	}
 	t := now.UnixNano()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	b := d.bucket(key)
+	sh := d.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	b := sh.bucket(key)
 	victim := &b[0]
 	for i := range b {
 		s := &b[i]
-		if !d.live(s, t) {
+		if !sh.live(s, t, d.window) {
 			victim = s // free; keep looking for the message itself
 			continue
 		}
 		if s.key == key {
 			return
 		}
-		if d.live(victim, t) && s.seq < victim.seq {
+		if sh.live(victim, t, d.window) && s.seq < victim.seq {
 			victim = s
 		}
 	}
 	// The reply goes at head, or at the start of the ring when it would not fit before
 	// the end: a reply is always one piece.
-	size := uint64(len(d.ring))
-	if pos := d.head % size; pos+uint64(len(reply)) > size {
-		d.head += size - pos
+	size := uint64(len(sh.ring))
+	if pos := sh.head % size; pos+uint64(len(reply)) > size {
+		sh.head += size - pos
 	}
-	start := d.head % size
-	copy(d.ring[start:], reply)
-	d.seq++
-	*victim = dedupeSlot{key: key, at: t, seq: d.seq, off: d.head, n: uint32(len(reply)), o: o}
-	d.head += uint64(len(reply))
+	start := sh.head % size
+	copy(sh.ring[start:], reply)
+	sh.seq++
+	*victim = dedupeSlot{key: key, at: t, seq: sh.seq, off: sh.head, n: uint32(len(reply)), o: o}
+	sh.head += uint64(len(reply))
 }
