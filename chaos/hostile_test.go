@@ -155,9 +155,9 @@ func TestManySendersRSS(t *testing.T) {
 	if got := svc.metric(answered) - answeredBefore; got != float64(sent) {
 		t.Errorf("%s rose by %v, want %d: every sender answered", answered, got, sent)
 	}
-	// The structures' bounds (server: dedupe 19 MiB, limiter 1 MiB, replay guard 4.1 MiB)
-	// and 8 MiB for the heap's own slack.
-	limit := int64(19<<20 + 1<<20 + 4_259_840 + 8<<20)
+	// The structures' bounds (server: dedupe 19 MiB, limiter 1.06 MiB, replay guard
+	// 4.1 MiB) and 8 MiB for the heap's own slack.
+	limit := int64(19<<20 + 1_114_112 + 4_325_376 + 8<<20)
 	if raceEnabled {
 		limit *= 4
 	}
