@@ -27,10 +27,10 @@ const limiterWays = 8
 // message.
 //
 // Its memory is fixed whatever arrives, bound() bytes: DefaultRateCapacity slots of 16
-// bytes and a lock of 8 bytes a bucket, 1.06 MiB. A slot holds a 64-bit hash of the OpenID under a seed drawn at random
-// when the process starts (two OpenIDs sharing a hash would share a limit; a sender sees
-// no hash and cannot aim for another's) and its TAT. Slots are grouped in buckets of
-// limiterWays by hash.
+// bytes and a lock of 8 bytes a bucket, 1.06 MiB. A slot holds a 64-bit hash of the
+// OpenID under a seed drawn at random when the process starts (two OpenIDs sharing a hash
+// would share a limit; a sender sees no hash and cannot aim for another's) and its TAT.
+// Slots are grouped in buckets of limiterWays by hash.
 //
 // When a new sender finds its bucket full, the slot with the earliest TAT goes. Forgetting
 // a sender gives it a full burst again, so:

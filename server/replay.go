@@ -36,16 +36,16 @@ const maxNonceBytes = 32
 //
 // Its memory is fixed, bound() bytes: capacity slots of 32 bytes in buckets of
 // replayWays, and 16 bytes per bucket (its horizon and its lock) — 4,325,376 bytes
-// (4.1 MiB) with the default capacity. A binding lives until its timestamp is more than the skew in the past. When a
-// new binding finds its bucket full of live ones, the one with the oldest timestamp is
-// dropped and the bucket's horizon moves up to that timestamp: from then on a request the
-// bucket does not know is refused if its timestamp is before the horizon, since it could
-// replay a dropped binding with another body. So a full guard refuses rather than forgets
-// — except within the horizon's own second, which it accepts, so that a flood of requests
-// all stamped with the same second (a load generator's; WeChat stamps each with the
-// current time) is not refused wholesale; a binding dropped in that second can be
-// replayed until the bucket drops a later one. None of this happens below tens of
-// thousands of requests a second; a plant sends a few.
+// (4.1 MiB) with the default capacity. A binding lives until its timestamp is more than
+// the skew in the past. When a new binding finds its bucket full of live ones, the one
+// with the oldest timestamp is dropped and the bucket's horizon moves up to that
+// timestamp: from then on a request the bucket does not know is refused if its timestamp
+// is before the horizon, since it could replay a dropped binding with another body. So a
+// full guard refuses rather than forgets — except within the horizon's own second, which
+// it accepts, so that a flood of requests all stamped with the same second (a load
+// generator's; WeChat stamps each with the current time) is not refused wholesale; a
+// binding dropped in that second can be replayed until the bucket drops a later one.
+// None of this happens below tens of thousands of requests a second; a plant sends a few.
 type replayGuard struct {
 	skew  int64 // seconds
 	seeds [3]maphash.Seed
